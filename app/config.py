@@ -1,0 +1,101 @@
+"""Where llmmon keeps its files, and the user's settings file.
+
+Paths come from ``platformdirs`` so they follow each OS's conventions; the database path can be
+overridden with ``--db`` or the ``LLMMON_DB`` environment variable, the config file with
+``LLMMON_CONFIG``. Settings live in a TOML file the user can edit; secrets never do (they go
+to the OS keyring, see ``app/secrets.py``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "llmmon"
+DB_ENV = "LLMMON_DB"
+CONFIG_ENV = "LLMMON_CONFIG"
+
+
+def data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def log_dir() -> Path:
+    return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
+
+
+def config_path() -> Path:
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
+
+
+def db_path(override: str | os.PathLike | None = None) -> Path:
+    """The database file: ``--db`` first, then ``$LLMMON_DB``, then the user's data dir."""
+    if override:
+        return Path(override).expanduser()
+    env = os.environ.get(DB_ENV)
+    if env:
+        return Path(env).expanduser()
+    return data_dir() / "llmmon.db"
+
+
+@dataclass
+class ServerEntry:
+    """A server the user added by hand (remote, or on a non-default port)."""
+
+    url: str
+    kind: str = "auto"          # "auto", "ollama", "vllm", "openai", "llamacpp"
+    name: str = ""
+    api_key_ref: str = ""       # the keyring entry name, never the key itself
+
+
+@dataclass
+class Settings:
+    """The user's settings, read from the TOML config file; every field has a safe default."""
+
+    retention_days: float | None = 30.0
+    system_interval_s: float = 1.0
+    servers: list[ServerEntry] = field(default_factory=list)
+    discover_local: bool = True
+
+
+def load_settings(path: Path | None = None) -> tuple[Settings, list[str]]:
+    """Read the config file. A missing file gives the defaults; a broken one gives the defaults
+    and a list of human-readable problems (the app shows them and keeps running)."""
+    path = path or config_path()
+    settings = Settings()
+    if not path.exists():
+        return settings, []
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
+        return settings, [f"{path}: {exc} (using defaults)"]
+    problems: list[str] = []
+    general = raw.get("general", {})
+    if "retention_days" in general:
+        value = general["retention_days"]
+        if value in (0, None, "never"):
+            settings.retention_days = None
+        elif isinstance(value, (int, float)) and value > 0:
+            settings.retention_days = float(value)
+        else:
+            problems.append(f"{path}: general.retention_days must be a positive number")
+    if isinstance(general.get("system_interval_s"), (int, float)) and general["system_interval_s"] >= 0.25:
+        settings.system_interval_s = float(general["system_interval_s"])
+    settings.discover_local = bool(general.get("discover_local", True))
+    for i, entry in enumerate(raw.get("servers", [])):
+        if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
+            problems.append(f"{path}: servers[{i}] needs a url")
+            continue
+        settings.servers.append(ServerEntry(
+            url=entry["url"].rstrip("/"), kind=str(entry.get("kind", "auto")),
+            name=str(entry.get("name", "")), api_key_ref=str(entry.get("api_key_ref", ""))))
+    return settings, problems

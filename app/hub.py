@@ -1,0 +1,85 @@
+"""The hub: the only place that fans records out.
+
+Collectors (through the scheduler), the proxy and the prompt test panel publish records here;
+the hub hands them to the store, to the live ring buffers, keeps the latest health per source,
+and calls subscribers (the alert engine, the Qt bridge). Subscribers run on the publishing
+thread: they must be quick and thread-safe (the Qt bridge just emits a queued signal).
+
+To monitor a new kind of source, add its collector to :func:`default_collectors` — one line.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Iterable
+
+from app.buffers import LiveBuffers
+from app.config import Settings
+from app.records import Health, Record, Sample
+from app.scheduler import Scheduler
+from app.store import Store
+from collectors.base import Collector
+from collectors.system import SystemCollector
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[list[Record]], None]
+
+
+def default_collectors(settings: Settings) -> list[Collector]:
+    """Every collector the app runs, built from the user's settings."""
+    return [
+        SystemCollector(interval=settings.system_interval_s),
+    ]
+
+
+class Hub:
+    """Fans records out to the store, the live buffers and subscribers; owns the scheduler."""
+
+    def __init__(self, store: Store | None, buffers: LiveBuffers | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.buffers = buffers or LiveBuffers()
+        self.clock = clock
+        self.scheduler = Scheduler(self.publish, clock)
+        self.health: dict[str, Health] = {}
+        self._subscribers: list[Subscriber] = []
+        self._lock = threading.Lock()
+
+    def add_collectors(self, collectors: Iterable[Collector]) -> None:
+        for collector in collectors:
+            self.scheduler.add(collector)
+
+    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+        """Call ``fn(records)`` for every published batch; returns an unsubscribe function."""
+        with self._lock:
+            self._subscribers = [*self._subscribers, fn]
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subscribers = [s for s in self._subscribers if s is not fn]
+        return unsubscribe
+
+    def publish(self, records: list[Record]) -> None:
+        """Hand a batch of records to every consumer. Thread-safe."""
+        if not records:
+            return
+        if self.store is not None:
+            self.store.put(records)
+        self.buffers.add(r for r in records if isinstance(r, Sample))
+        for r in records:
+            if isinstance(r, Health):
+                self.health[r.source] = r
+        for fn in self._subscribers:  # copy-on-write list: no lock needed to iterate
+            try:
+                fn(records)
+            except Exception:
+                log.exception("subscriber %r failed", fn)
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def stop(self, timeout: float = 10.0) -> list[str]:
+        """Stop the collectors (joining their threads); the store is closed by its owner."""
+        return self.scheduler.stop(timeout)

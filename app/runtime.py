@@ -1,0 +1,47 @@
+"""Builds and tears down the running core (settings → store → hub → collectors), the same
+way for the GUI and for the headless recorder."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.config import Settings, db_path, load_settings
+from app.hub import Hub, default_collectors
+from app.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The running core: what the GUI and ``--headless`` both drive."""
+
+    settings: Settings
+    store: Store
+    hub: Hub
+    problems: list[str] = field(default_factory=list)  # config errors to show the user
+
+    @classmethod
+    def create(cls, db: str | Path | None = None, settings: Settings | None = None,
+               session_name: str = "") -> "Runtime":
+        problems: list[str] = []
+        if settings is None:
+            settings, problems = load_settings()
+            for p in problems:
+                log.warning("config: %s", p)
+        store = Store(db_path(db), retention_days=settings.retention_days)
+        store.start(session_name=session_name)
+        hub = Hub(store)
+        hub.add_collectors(default_collectors(settings))
+        return cls(settings, store, hub, problems)
+
+    def start(self) -> None:
+        self.hub.start()
+        log.info("recording to %s, session %s", self.store.path, self.store.session_id)
+
+    def stop(self) -> None:
+        """Stop collectors first (no new records), then flush and close the store."""
+        self.hub.stop()
+        self.store.close()
+        log.info("stopped; database flushed")

@@ -1,0 +1,90 @@
+"""The SQLite schema and its forward migrations.
+
+Each migration takes the database from version N-1 to N and runs in one transaction, so a
+crash half-way leaves the previous version intact. ``schema_version`` holds one row.
+Add a migration by appending a function to ``MIGRATIONS``; never edit a released one.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import sqlite_utils
+
+
+def _v1_initial(db: sqlite_utils.Database) -> None:
+    db["sessions"].create(
+        {"id": int, "name": str, "started": float, "ended": float, "host": str}, pk="id"
+    )
+    db["series"].create({"id": int, "name": str, "labels": str}, pk="id")
+    db["series"].create_index(["name", "labels"], unique=True)
+    # A rowid table with one (series_id, ts) index: every dashboard and export read is
+    # "one series over a time range"; a second index would halve ingest speed.
+    db["samples"].create({"session_id": int, "series_id": int, "ts": float, "value": float})
+    db["samples"].create_index(["series_id", "ts"])
+    db["requests"].create(
+        {
+            "id": int, "session_id": int, "ts_start": float, "server": str, "endpoint": str,
+            "method": str, "model": str, "client": str, "status": int, "stream": int,
+            "ttft_s": float, "latency_s": float, "itl_mean_s": float, "itl_p50_s": float,
+            "itl_p99_s": float, "itl_max_s": float, "prompt_tokens": int,
+            "completion_tokens": int, "tokens_estimated": int, "server_tokens_per_s": float,
+            "client_tokens_per_s": float, "prompt_tokens_per_s": float, "load_s": float,
+            "finish_reason": str, "error_type": str, "error": str, "bytes_in": int,
+            "bytes_out": int, "source": str, "prompt_text": str, "response_text": str,
+        },
+        pk="id",
+    )
+    db["requests"].create_index(["session_id", "ts_start"])
+    db["requests"].create_index(["ts_start"])
+    db["requests"].create_index(["model", "ts_start"])
+    db["alert_events"].create(
+        {"id": int, "session_id": int, "ts": float, "rule": str, "state": str,
+         "severity": str, "labels": str, "value": float, "message": str},
+        pk="id",
+    )
+    db["alert_events"].create_index(["session_id", "ts"])
+    db["alert_events"].create_index(["ts"])
+
+
+def _v2_events_and_notes(db: sqlite_utils.Database) -> None:
+    """Sessions get a user note; one-off events (model loaded, server down) get a table."""
+    db["sessions"].add_column("note", str)
+    db["events"].create(
+        {"id": int, "session_id": int, "ts": float, "kind": str, "source": str,
+         "message": str, "labels": str},
+        pk="id",
+    )
+    db["events"].create_index(["session_id", "ts"])
+    db["events"].create_index(["ts"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_events_and_notes]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    if "schema_version" not in db.table_names():
+        return 0
+    row = db.execute("SELECT version FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+class SchemaTooNew(RuntimeError):
+    """The file was written by a newer llmmon; opening it would risk its data."""
+
+
+def migrate(db: sqlite_utils.Database, target: int = SCHEMA_VERSION) -> int:
+    """Bring ``db`` forward to ``target``; returns the version it started from."""
+    start = schema_version(db)
+    if start > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"database schema version {start} is newer than this llmmon ({SCHEMA_VERSION})"
+        )
+    for version in range(start + 1, target + 1):
+        with db.atomic():  # one transaction per step: a crash leaves N-1 intact
+            if version == 1:
+                db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            MIGRATIONS[version - 1](db)
+            db.execute("DELETE FROM schema_version")
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+    return start

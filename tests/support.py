@@ -1,0 +1,33 @@
+"""Helpers shared by the tests: waiting on conditions without fixed sleeps, reading a DB."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``predicate`` (every 10 ms, on an Event so it wakes promptly) until it is truthy.
+
+    The thread-free equivalent of pytest-qt's ``waitUntil`` for core tests that have no Qt.
+    """
+    deadline = time.monotonic() + timeout
+    tick = threading.Event()
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        tick.wait(0.01)
+
+
+def query(path: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def count(path: Path, table: str) -> int:
+    return query(path, f"SELECT count(*) FROM {table}")[0][0]

@@ -1,0 +1,28 @@
+"""The main window under Qt's offscreen platform, driven by the real runtime."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.config import Settings
+from app.records import Sample
+from app.runtime import Runtime
+from tests.support import count
+from widgets.main_window import MainWindow
+
+
+def test_window_shows_live_cpu_and_quit_flushes(qtbot, db_file: Path) -> None:
+    runtime = Runtime.create(db_file, Settings(system_interval_s=0.25))
+    published: list[Sample] = []
+    runtime.hub.subscribe(lambda rs: published.extend(r for r in rs if isinstance(r, Sample)))
+    window = MainWindow(runtime)
+    qtbot.addWidget(window)
+    window.show()
+    runtime.start()
+    cpu = window.system_plot.curve(("system_cpu_percent", ()))
+    qtbot.waitUntil(lambda: cpu.xData is not None and len(cpu.xData) >= 2, timeout=10_000)
+    assert 0 <= cpu.yData.max() <= 100
+    assert str(db_file) in window.db_label.text()
+    assert f"Session: {runtime.store.session_id}" in window.db_label.text()
+    window.close()
+    runtime.stop()  # what QApplication.aboutToQuit triggers in the app
+    assert count(db_file, "samples") == len(published)

@@ -1,0 +1,46 @@
+"""Colours and pyqtgraph settings that follow the system's light or dark palette.
+
+Each metric gets the same colour everywhere (a chart, its legend, the header strip), so a user
+learns once that CPU is blue and memory is orange.
+"""
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QApplication
+
+# Okabe-Ito palette: distinguishable with the common colour-vision deficiencies.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999"]
+
+SERIES_COLOURS = {
+    "system_cpu_percent": PALETTE[0],
+    "system_memory_percent": PALETTE[1],
+}
+
+
+def colour_for(name: str, index: int = 0) -> str:
+    """The colour of a metric (stable), or the ``index``-th palette colour for unknown ones."""
+    return SERIES_COLOURS.get(name, PALETTE[index % len(PALETTE)])
+
+
+def is_dark() -> bool:
+    app = QApplication.instance()
+    if app is None:
+        return False
+    window = app.palette().color(QPalette.ColorRole.Window)
+    return window.lightness() < 128
+
+
+def apply_plot_theme() -> None:
+    """Configure pyqtgraph from the current Qt palette; call once after QApplication exists."""
+    app = QApplication.instance()
+    palette = app.palette() if app else QPalette()
+    background = palette.color(QPalette.ColorRole.Base)
+    foreground = palette.color(QPalette.ColorRole.Text)
+    pg.setConfigOptions(antialias=True, background=background, foreground=foreground)
+
+
+def muted(colour: QColor | str, alpha: int = 60) -> QColor:
+    c = QColor(colour)
+    c.setAlpha(alpha)
+    return c
