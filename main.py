@@ -1,15 +1,22 @@
-"""llmmon's entry point: the desktop app by default, or a headless recorder.
+"""llmmon's entry point: the desktop app by default, a headless recorder, or a subcommand.
 
     python main.py                  # the GUI
     python main.py --headless       # record without a window until Ctrl-C
     python main.py --db PATH ...    # use another database file (or set LLMMON_DB)
+    python main.py COMMAND --help   # the subcommands below
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import threading
+
+# Subcommands: name -> module. The module (Qt-free) provides ``add_arguments(parser)`` and
+# ``run(args) -> int``, with its one-line help as the module docstring's first line.
+COMMANDS: dict[str, str] = {
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -19,6 +26,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--headless", action="store_true", help="record without any window until Ctrl-C")
     parser.add_argument("--session-name", default="", help="name of the session this run records")
     parser.add_argument("--smoke", action="store_true", help="start, show the window, quit (packaging check)")
+    if COMMANDS:
+        sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+        for name, module_name in COMMANDS.items():
+            module = importlib.import_module(module_name)
+            summary = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
+            command = sub.add_parser(name, help=summary, description=module.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+            module.add_arguments(command)
+            command.set_defaults(handler=module.run)
     return parser.parse_args(argv)
 
 
@@ -44,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     setup_logging()
+    if getattr(args, "handler", None) is not None:
+        return args.handler(args)
     if args.headless:
         return run_headless(args)
     from widgets.application import run_gui

@@ -8,6 +8,7 @@ from app.records import Sample
 from app.runtime import Runtime
 from tests.support import count
 from widgets.main_window import MainWindow
+from widgets.overview_panel import OverviewPanel
 
 
 def test_window_shows_live_cpu_and_quit_flushes(qtbot, db_file: Path) -> None:
@@ -18,7 +19,7 @@ def test_window_shows_live_cpu_and_quit_flushes(qtbot, db_file: Path) -> None:
     qtbot.addWidget(window)
     window.show()
     runtime.start()
-    cpu = window.system_plot.curve(("system_cpu_percent", ()))
+    cpu = window.panel(OverviewPanel).system_plot.curve(("system_cpu_percent", ()))
     qtbot.waitUntil(lambda: cpu.xData is not None and len(cpu.xData) >= 2, timeout=10_000)
     assert 0 <= cpu.yData.max() <= 100
     assert str(db_file) in window.db_label.text()

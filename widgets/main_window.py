@@ -1,40 +1,46 @@
 """The main window: tabs of panels, a status bar with the database and session, and a quit
-that flushes the store. Panels redraw on one UI timer, never per sample."""
+that flushes the store. Panels redraw on one UI timer, never per sample, and only the visible
+tab does any work."""
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
 from app.runtime import Runtime
-from widgets.timeseries_plot import CurveSpec, TimeSeriesPlot
+from widgets.overview_panel import OverviewPanel
+from widgets.panel import Panel
 
 REDRAW_MS = 1000
+
+
+def panel_factories() -> list[Callable[[Runtime], Panel]]:
+    """The tabs, in order. Adding a tab is one line here."""
+    return [
+        OverviewPanel,
+    ]
 
 
 class MainWindow(QMainWindow):
     """llmmon's window. It reads the runtime's live buffers and store status; it never talks to
     collectors directly."""
 
-    def __init__(self, runtime: Runtime, window_s: float = 300.0) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         super().__init__()
         self.runtime = runtime
-        self.window_s = window_s
         self.setWindowTitle("llmmon")
         self.resize(1200, 800)
 
-        self.system_plot = TimeSeriesPlot(
-            "CPU and memory", "%",
-            [CurveSpec(("system_cpu_percent", ()), "CPU"),
-             CurveSpec(("system_memory_percent", ()), "Memory")],
-            y_range=(0, 100))
-        overview = QWidget()
-        layout = QVBoxLayout(overview)
-        layout.addWidget(self.system_plot)
         self.tabs = QTabWidget()
-        self.tabs.addTab(overview, "Overview")
+        self.panels: list[Panel] = []
+        for factory in panel_factories():
+            panel = factory(runtime)
+            self.panels.append(panel)
+            self.tabs.addTab(panel, panel.title)
+        self.tabs.currentChanged.connect(lambda _: self.refresh())
         self.setCentralWidget(self.tabs)
 
         self.db_label = QLabel()
@@ -53,9 +59,14 @@ class MainWindow(QMainWindow):
         self.timer.start()
         self.refresh()
 
+    def panel(self, kind: type[Panel]) -> Panel:
+        return next(p for p in self.panels if isinstance(p, kind))
+
     def refresh(self) -> None:
         now = time.time()
-        self.system_plot.refresh(self.runtime.hub.buffers, now, self.window_s)
+        current = self.tabs.currentWidget()
+        if isinstance(current, Panel):
+            current.refresh(now)
         store = self.runtime.store
         self.db_label.setText(f"Database: {store.path}    Session: {store.session_id}")
         status = store.status
