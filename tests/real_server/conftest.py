@@ -1,0 +1,27 @@
+"""Session fixtures of the real-server tier: the tiny model and one running ``llama-server``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.real_server.llama_server import LlamaServer
+from tests.real_server.tiny_gguf import write_tiny_gguf
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight GGUF model, written once per test session."""
+    return write_tiny_gguf(tmp_path_factory.mktemp("model") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def llama_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """A ``llama-server`` on a free 127.0.0.1 port, shared by the whole session.
+
+    Tests that kill or restart a server start their own :class:`LlamaServer` instead.
+    """
+    server = LlamaServer(tiny_model, tmp_path_factory.mktemp("llama") / "server.log").start()
+    yield server
+    server.stop()
