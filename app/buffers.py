@@ -104,6 +104,12 @@ class LiveBuffers:
             i = (ring.start + ring.size - 1) % len(ring.ts)
             return float(ring.ts[i]), float(ring.values[i])
 
+    def oldest(self, key: SeriesKey) -> float | None:
+        """The timestamp of the oldest point still held for a series."""
+        with self._lock:
+            ring = self._rings.get(key)
+            return None if ring is None or ring.size == 0 else float(ring.ts[ring.start])
+
     def latest_value(self, name: str, labels: Labels = ()) -> float | None:
         point = self.latest((name, labels))
         return None if point is None else point[1]

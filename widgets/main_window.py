@@ -1,18 +1,27 @@
-"""The main window: tabs of panels, a status bar with the database and session, and a quit
-that flushes the store. Panels redraw on one UI timer, never per sample, and only the visible
-tab does any work."""
+"""The main window: a header strip of big numbers, a toolbar choosing the time range, tabs of
+panels and a status bar with the database and session. Panels redraw on one UI timer (never
+per sample) and only the visible tab does any work. Geometry, the chosen tab and the time
+range are restored from QSettings."""
 from __future__ import annotations
 
 import time
 from typing import Callable
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
+from PySide6.QtWidgets import (QComboBox, QLabel, QMainWindow, QPushButton, QTabWidget, QToolBar,
+                               QVBoxLayout, QWidget)
 
+from app.queries import session_range
 from app.runtime import Runtime
+from app.summary import summarize
+from widgets.header_strip import HeaderStrip
+from widgets.history import HistorySource
+from widgets.model_panel import ModelPanel
 from widgets.overview_panel import OverviewPanel
 from widgets.panel import Panel
+from widgets.time_window import SPANS, TimeWindow
+from widgets.timeseries_plot import TimeSeriesPlot
 
 REDRAW_MS = 1000
 
@@ -21,27 +30,50 @@ def panel_factories() -> list[Callable[[Runtime], Panel]]:
     """The tabs, in order. Adding a tab is one line here."""
     return [
         OverviewPanel,
+        ModelPanel,
     ]
 
 
 class MainWindow(QMainWindow):
-    """llmmon's window. It reads the runtime's live buffers and store status; it never talks to
+    """llmmon's window. It reads the runtime's live buffers, health and store; it never talks to
     collectors directly."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, settings: QSettings | None = None) -> None:
         super().__init__()
         self.runtime = runtime
+        self.settings = settings if settings is not None else QSettings()
         self.setWindowTitle("llmmon")
-        self.resize(1200, 800)
+        self.resize(1400, 900)
+        started = self._session_start()
+        self.view = TimeWindow(session_start=started)
+        self.history = HistorySource(runtime.hub.buffers, runtime.store.reader)
 
+        self.header = HeaderStrip()
+        self.banner = QPushButton()
+        self.banner.setVisible(False)
+        self.banner.setStyleSheet("background: #E69F00; color: black; padding: 4px; border: none;")
+        self.banner.clicked.connect(self.view.back_to_live)
         self.tabs = QTabWidget()
         self.panels: list[Panel] = []
         for factory in panel_factories():
             panel = factory(runtime)
             self.panels.append(panel)
             self.tabs.addTab(panel, panel.title)
+            if hasattr(panel, "openSessionRequested"):
+                panel.openSessionRequested.connect(self.show_session)
+            if hasattr(panel, "view"):
+                panel.view = self.view
+        for plot in self.findChildren(TimeSeriesPlot):
+            plot.attach(self.view, self.history)
         self.tabs.currentChanged.connect(lambda _: self.refresh())
-        self.setCentralWidget(self.tabs)
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.header)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+        self._build_toolbar()
 
         self.db_label = QLabel()
         self.store_label = QLabel()
@@ -53,17 +85,81 @@ class MainWindow(QMainWindow):
         quit_action.triggered.connect(self.close)
         self.menuBar().addMenu("&File").addAction(quit_action)
 
+        self.view.changed.connect(self._view_changed)
+        self._restore_state()
         self.timer = QTimer(self)
         self.timer.setInterval(REDRAW_MS)
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
         self.refresh()
 
+    # ------------------------------------------------------------------ building
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("Time range")
+        bar.setObjectName("time-range")
+        bar.setMovable(False)
+        bar.addWidget(QLabel(" Show: "))
+        self.span_box = QComboBox()
+        for label, span in SPANS:
+            self.span_box.addItem(label, span)
+        self.span_box.setCurrentIndex(0)
+        self.span_box.currentIndexChanged.connect(
+            lambda i: self.view.set_span(self.span_box.itemData(i)))
+        bar.addWidget(self.span_box)
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setCheckable(True)
+        self.pause_button.setToolTip("Stop the charts scrolling (recording continues)")
+        self.pause_button.toggled.connect(lambda on: self.view.set_paused(on, time.time()))
+        bar.addWidget(self.pause_button)
+        self.addToolBar(bar)
+
+    def _session_start(self) -> float | None:
+        sid = self.runtime.store.session_id
+        if sid is None:
+            return None
+        conn = self.runtime.store.reader()
+        try:
+            found = session_range(conn, sid)
+        finally:
+            conn.close()
+        return found[0] if found else None
+
+    # ------------------------------------------------------------------ behaviour
     def panel(self, kind: type[Panel]) -> Panel:
         return next(p for p in self.panels if isinstance(p, kind))
 
+    def show_session(self, session_id: int) -> None:
+        """Show a past session's time range from the database, read-only."""
+        conn = self.runtime.store.reader()
+        try:
+            found = session_range(conn, session_id)
+        finally:
+            conn.close()
+        if found is None:
+            return
+        t0, t1 = found
+        self.view.show_fixed(t0, t1 if t1 is not None else time.time(), f"session {session_id}")
+
+    def _view_changed(self) -> None:
+        self.history.invalidate()
+        fixed = self.view.fixed
+        if fixed is not None:
+            self.banner.setText(
+                f"Viewing {self.view.fixed_label} ({time.strftime('%Y-%m-%d %H:%M', time.localtime(fixed[0]))}"
+                f" – {time.strftime('%H:%M', time.localtime(fixed[1]))}), read-only. Click to go back to live.")
+        self.banner.setVisible(fixed is not None)
+        self.span_box.setEnabled(fixed is None)
+        self.pause_button.setEnabled(fixed is None)
+        if self.pause_button.isChecked() != self.view.paused:
+            self.pause_button.blockSignals(True)
+            self.pause_button.setChecked(self.view.paused)
+            self.pause_button.blockSignals(False)
+        self.refresh()
+
     def refresh(self) -> None:
         now = time.time()
+        hub = self.runtime.hub
+        self.header.show_summary(summarize(hub.buffers, hub.health, now))
         current = self.tabs.currentWidget()
         if isinstance(current, Panel):
             current.refresh(now)
@@ -78,6 +174,31 @@ class MainWindow(QMainWindow):
                                      f"({status.pending_rows:,} rows waiting)")
             self.store_label.setStyleSheet("color: #D55E00; font-weight: bold")
 
+    # ------------------------------------------------------------------ state
+    def _restore_state(self) -> None:
+        s = self.settings
+        geometry = s.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        state = s.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+        tab = s.value("window/tab", 0, type=int)
+        if 0 <= tab < self.tabs.count():
+            self.tabs.setCurrentIndex(tab)
+        span_index = s.value("window/span", 0, type=int)
+        if 0 <= span_index < self.span_box.count():
+            self.span_box.setCurrentIndex(span_index)
+
+    def save_state(self) -> None:
+        s = self.settings
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        s.setValue("window/tab", self.tabs.currentIndex())
+        s.setValue("window/span", self.span_box.currentIndex())
+        s.sync()
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        self.save_state()
         self.timer.stop()
         super().closeEvent(event)

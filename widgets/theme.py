@@ -16,11 +16,22 @@ SERIES_COLOURS = {
     "system_cpu_percent": PALETTE[0],
     "system_memory_percent": PALETTE[1],
 }
+_assigned: dict[tuple, str] = {}
 
 
 def colour_for(name: str, index: int = 0) -> str:
     """The colour of a metric (stable), or the ``index``-th palette colour for unknown ones."""
     return SERIES_COLOURS.get(name, PALETTE[index % len(PALETTE)])
+
+
+def colour_for_key(key: tuple) -> str:
+    """A series' colour: its metric's own colour if it has one, else a palette colour given on
+    first sight and kept for the whole run, so a series never changes colour between redraws."""
+    if key[0] in SERIES_COLOURS and not key[1]:
+        return SERIES_COLOURS[key[0]]
+    if key not in _assigned:
+        _assigned[key] = PALETTE[len(_assigned) % len(PALETTE)]
+    return _assigned[key]
 
 
 def is_dark() -> bool:

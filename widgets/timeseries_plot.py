@@ -1,75 +1,266 @@
-"""A live time-series chart: one pyqtgraph plot whose curves are bound to series in the live
-buffers. Curves are created once and updated with ``setData`` only when their series changed.
+"""A live time-series chart: one pyqtgraph plot whose curves follow series in the live buffers
+(or, for long ranges, the database). Curves are created once per series and updated with
+``setData``; a chart with nothing to show says why instead of drawing an empty grid.
+
+A chart shows either fixed series (:class:`CurveSpec`) or every series of a metric
+(:class:`MetricSpec`, e.g. one curve per GPU or per model, added as they appear).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import time
+from dataclasses import dataclass, field
 
+import numpy as np
 import pyqtgraph as pg
-from PySide6.QtWidgets import QWidget
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel, QWidget
 
 from app.buffers import LiveBuffers
 from app.records import SeriesKey
-from widgets.theme import colour_for
+from widgets.history import HistorySource
+from widgets.theme import colour_for_key
+from widgets.time_window import TimeWindow
+
+BINARY_UNITS = [(2 ** 40, "TiB"), (2 ** 30, "GiB"), (2 ** 20, "MiB"), (2 ** 10, "KiB"), (1, "B")]
 
 
 @dataclass(frozen=True)
 class CurveSpec:
-    """Which series a curve shows and how it is labelled in the legend."""
+    """One fixed series and its legend text."""
 
     key: SeriesKey
     label: str
     colour: str = ""
 
 
+@dataclass(frozen=True)
+class MetricSpec:
+    """Every series of metric ``name`` whose labels include ``match``; the legend is ``legend``
+    formatted with the series' labels (e.g. ``"GPU {gpu}"``), ``scale`` multiplies values
+    (e.g. 100 to show a 0–1 ratio as %)."""
+
+    name: str
+    legend: str = "{name}"
+    match: tuple[tuple[str, str], ...] = ()
+    scale: float = 1.0
+
+    def label_for(self, key: SeriesKey) -> str:
+        labels = dict(key[1])
+        try:
+            return self.legend.format(name=key[0], **labels)
+        except (KeyError, IndexError):
+            return key[0] + "".join(f" {v}" for v in labels.values())
+
+    def matches(self, key: SeriesKey) -> bool:
+        labels = dict(key[1])
+        return key[0] == self.name and all(labels.get(k) == v for k, v in self.match)
+
+
+class BinaryBytesAxis(pg.AxisItem):
+    """A value axis for bytes with binary prefixes (GiB, not GB) and ticks on round numbers of
+    the chosen unit."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.enableAutoSIPrefix(False)
+
+    def _unit(self, span: float) -> tuple[float, str]:
+        return next((u for u in BINARY_UNITS if span >= u[0]), BINARY_UNITS[-1])
+
+    def tickSpacing(self, minVal: float, maxVal: float, size: float):  # noqa: N802 (Qt naming)
+        scale, _ = self._unit(max(abs(minVal), abs(maxVal)))
+        return [(s * scale, o * scale) for s, o in super().tickSpacing(minVal / scale, maxVal / scale, size)]
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802
+        if not values:
+            return []
+        unit, name = self._unit(max(abs(v) for v in values))
+        decimals = max(0, -int(math.floor(math.log10(spacing / unit)))) if spacing > 0 else 0
+        return [f"{v / unit:.{min(decimals, 3)}f} {name}" for v in values]
+
+
 class TimeSeriesPlot(pg.PlotWidget):
-    """A chart with a time axis, a unit on the value axis and a legend.
+    """A chart with a time axis, a unit on the value axis, a legend and a hover crosshair.
 
     Args:
         title: shown above the chart.
-        unit: the value axis unit (pyqtgraph adds SI prefixes, e.g. ``"B"`` → ``GB``).
+        unit: the value axis unit. ``"B"`` gives binary prefixes (GiB); other units get SI
+            prefixes from pyqtgraph (``"s"`` shows small values as ms).
+        curves: fixed series, or metric patterns whose series are added as they appear.
         y_range: fixed value range, e.g. ``(0, 100)`` for percentages; ``None`` autoscales.
+        empty_text: what the chart says while it has no data.
     """
 
-    def __init__(self, title: str, unit: str, curves: list[CurveSpec] | None = None,
-                 y_range: tuple[float, float] | None = None, parent: QWidget | None = None) -> None:
-        super().__init__(parent=parent, axisItems={"bottom": pg.DateAxisItem(utcOffset=None)})
+    def __init__(self, title: str, unit: str, curves: list[CurveSpec | MetricSpec] | None = None,
+                 y_range: tuple[float, float] | None = None, parent: QWidget | None = None,
+                 empty_text: str = "No data yet") -> None:
+        axes = {"bottom": pg.DateAxisItem(utcOffset=None)}
+        if unit == "B":
+            axes["left"] = BinaryBytesAxis("left")
+        super().__init__(parent=parent, axisItems=axes)
         self.setTitle(title)
-        self.setLabel("left", units=unit)
+        self.setLabel("left", units=None if unit == "B" else unit)
         self.showGrid(x=True, y=True, alpha=0.2)
         self.setMouseEnabled(x=False, y=False)
         self.setMenuEnabled(False)
         self.hideButtons()
         if y_range is not None:
             self.setYRange(*y_range, padding=0.02)
-        self.getPlotItem().setClipToView(True)
-        self.getPlotItem().setDownsampling(auto=True, mode="peak")
-        self.addLegend(offset=(8, 8))
-        self._curves: dict[SeriesKey, tuple[pg.PlotDataItem, int]] = {}
-        for i, spec in enumerate(curves or []):
-            self.add_curve(spec, i)
+        else:
+            self.enableAutoRange(axis="y")
+        item = self.getPlotItem()
+        item.setClipToView(True)
+        item.setDownsampling(auto=True, mode="peak")
+        self.legend = self.addLegend(offset=(8, 8))
+        self.specs = list(curves or [])
+        self.view: TimeWindow | None = None
+        self.history: HistorySource | None = None
+        self._curves: dict[SeriesKey, tuple[pg.PlotDataItem, float, int]] = {}
+        self._range: tuple[float, float] | None = None
+        self.empty_text = empty_text
+        # A plain label over the chart: it wraps long explanations, which a scene item can't.
+        self._empty = QLabel(empty_text, self)
+        self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._empty.setWordWrap(True)
+        self._empty.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self._empty.setStyleSheet("color: palette(mid); background: palette(base); padding: 12px;")
+        self._crosshair = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen((128, 128, 128), style=Qt.PenStyle.DashLine))
+        self._readout = pg.TextItem(anchor=(0, 0), fill=pg.mkBrush(0, 0, 0, 150), color="w")
+        for it in (self._crosshair, self._readout):
+            it.setVisible(False)
+            it.setZValue(20)
+            self.addItem(it, ignoreBounds=True)
+        self._mouse = pg.SignalProxy(self.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse)
+        for spec in self.specs:
+            if isinstance(spec, CurveSpec):
+                self._add(spec.key, spec.label, spec.colour, 1.0)
 
-    def add_curve(self, spec: CurveSpec, index: int | None = None) -> None:
-        if spec.key in self._curves:
-            return
-        colour = spec.colour or colour_for(spec.key[0], len(self._curves) if index is None else index)
-        item = self.plot([], [], name=spec.label, pen=pg.mkPen(colour, width=2))
-        self._curves[spec.key] = (item, -1)
+    # ------------------------------------------------------------------ curves
+    def _add(self, key: SeriesKey, label: str, colour: str, scale: float) -> pg.PlotDataItem:
+        item = self.plot([], [], name=label, pen=pg.mkPen(colour or colour_for_key(key), width=2))
+        self._curves[key] = (item, scale, -1)
+        return item
 
     def curve(self, key: SeriesKey) -> pg.PlotDataItem:
         return self._curves[key][0]
 
-    def refresh(self, buffers: LiveBuffers, now: float, window_s: float) -> bool:
-        """Redraw curves whose series changed; keep the time axis scrolling. Returns whether
-        any curve got new data."""
+    def curve_keys(self) -> list[SeriesKey]:
+        return list(self._curves)
+
+    def _discover(self, buffers: LiveBuffers, t0: float) -> None:
+        for spec in self.specs:
+            if not isinstance(spec, MetricSpec):
+                continue
+            keys = self.history.keys(spec.name, t0) if self.history else buffers.keys(spec.name)
+            for key in keys:
+                if key not in self._curves and spec.matches(key):
+                    self._add(key, spec.label_for(key), "", spec.scale)
+
+    # ------------------------------------------------------------------ redraw
+    def refresh(self, buffers: LiveBuffers, now: float, window_s: float | None = None) -> bool:
+        """Redraw for the time ``now``. The range comes from the attached :class:`TimeWindow`
+        (or the last ``window_s`` seconds without one). Returns whether any curve changed."""
+        if self.view is not None:
+            t0, t1 = self.view.range(now)
+        else:
+            t0, t1 = now - (window_s or 300.0), now
+        self._discover(buffers, t0)
+        range_moved = self._range != (t0, t1)
         changed = False
-        for key, (item, seen) in self._curves.items():
+        pixels = max(int(self.getPlotItem().vb.width()), 100)
+        has_data = False
+        for key, (item, scale, seen) in list(self._curves.items()):
             version = buffers.version(key)
             if version == seen:
+                has_data = has_data or item.xData is not None and len(item.xData) > 0
                 continue
-            ts, values = buffers.window(key, since=now - window_s)
+            if self.history is not None:
+                ts, values = self.history.points(key, t0, t1, pixels)
+            else:
+                ts, values = buffers.window(key, since=t0)
+            if scale != 1.0:
+                values = values * scale
             item.setData(ts, values)
-            self._curves[key] = (item, version)
+            self._curves[key] = (item, scale, version)
             changed = True
-        self.setXRange(now - window_s, now, padding=0)
+            has_data = has_data or len(ts) > 0
+        if range_moved:
+            self.setXRange(t0, t1, padding=0)
+            self._range = (t0, t1)
+        self._show_empty(not has_data)
         return changed
+
+    def attach(self, view: TimeWindow, history: HistorySource) -> None:
+        """Follow the window's time range and read long ranges from the database."""
+        self.view = view
+        self.history = history
+        view.changed.connect(self.force_redraw)
+
+    def set_empty_text(self, text: str) -> None:
+        if text != self.empty_text:
+            self.empty_text = text
+            self._empty.setText(text)
+
+    @property
+    def showing_empty_text(self) -> bool:
+        return not self._empty.isHidden()
+
+    def _show_empty(self, empty: bool) -> None:
+        self._empty.setVisible(empty)
+        if empty:
+            self._place_empty()
+
+    def _place_empty(self) -> None:
+        # Cover the plot area below the title so an empty chart reads as a message, not a grid.
+        top = 30
+        self._empty.setGeometry(0, top, self.width(), max(self.height() - top, 0))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        super().resizeEvent(event)
+        if "_empty" in self.__dict__:  # Qt resizes during __init__, before the label exists
+            self._place_empty()
+
+    def force_redraw(self) -> None:
+        """Forget what was drawn so the next refresh fetches every curve again."""
+        self._curves = {k: (item, scale, -1) for k, (item, scale, _) in self._curves.items()}
+        self._range = None
+
+    # ------------------------------------------------------------------ crosshair
+    def _on_mouse(self, event: tuple) -> None:
+        pos = event[0]
+        vb = self.getPlotItem().vb
+        if not self.sceneBoundingRect().contains(pos) or not vb.sceneBoundingRect().contains(pos):
+            self._crosshair.setVisible(False)
+            self._readout.setVisible(False)
+            return
+        x = vb.mapSceneToView(pos).x()
+        lines = [time.strftime("%H:%M:%S", time.localtime(x))]
+        for key, (item, _scale, _v) in self._curves.items():
+            xs, ys = item.xData, item.yData
+            if xs is None or len(xs) == 0:
+                continue
+            i = int(np.clip(np.searchsorted(xs, x), 0, len(xs) - 1))
+            lines.append(f"{item.name()}: {format_value(float(ys[i]), self._unit())}")
+        self._crosshair.setPos(x)
+        self._readout.setText("\n".join(lines))
+        (_, _), (y0, y1) = vb.viewRange()
+        self._readout.setPos(x, y1)
+        self._crosshair.setVisible(True)
+        self._readout.setVisible(len(lines) > 1)
+
+    def _unit(self) -> str:
+        axis = self.getPlotItem().getAxis("left")
+        return "B" if isinstance(axis, BinaryBytesAxis) else (axis.labelUnits or "")
+
+
+def format_value(value: float, unit: str) -> str:
+    """A human-readable value with its unit: binary prefixes for bytes, ms for small seconds."""
+    if unit == "B":
+        scale, name = next((u for u in BINARY_UNITS if abs(value) >= u[0]), BINARY_UNITS[-1])
+        return f"{value / scale:.2f} {name}" if scale > 1 else f"{value:.0f} B"
+    if unit == "s" and abs(value) < 1:
+        return f"{value * 1000:.1f} ms"
+    if unit == "%":
+        return f"{value:.1f} %"
+    return f"{value:.3g} {unit}".strip()

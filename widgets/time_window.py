@@ -1,0 +1,67 @@
+"""The time range every chart shows: last 5 min / 1 h / 6 h / 24 h / whole session, live or
+paused, or the fixed range of a past session opened read-only. One instance per window; charts
+ask it for ``(t0, t1)`` on each redraw."""
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, Signal
+
+SPANS: list[tuple[str, float | None]] = [
+    ("5 min", 300.0), ("1 h", 3600.0), ("6 h", 6 * 3600.0), ("24 h", 86400.0), ("Session", None),
+]
+
+
+class TimeWindow(QObject):
+    """What range of time the charts show.
+
+    ``span_s`` None means "the whole session". While ``paused`` the right edge stays where it
+    was when the user paused. ``fixed`` (a past session) overrides both.
+    """
+
+    changed = Signal()
+
+    def __init__(self, span_s: float | None = 300.0, session_start: float | None = None) -> None:
+        super().__init__()
+        self.span_s = span_s
+        self.session_start = session_start
+        self.paused_at: float | None = None
+        self.fixed: tuple[float, float] | None = None
+        self.fixed_label = ""
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
+
+    @property
+    def live(self) -> bool:
+        return self.fixed is None and self.paused_at is None
+
+    def set_span(self, span_s: float | None) -> None:
+        if span_s != self.span_s:
+            self.span_s = span_s
+            self.changed.emit()
+
+    def set_paused(self, paused: bool, now: float) -> None:
+        self.paused_at = now if paused else None
+        self.changed.emit()
+
+    def show_fixed(self, t0: float, t1: float, label: str) -> None:
+        """Show a past session's range (read-only history)."""
+        self.fixed = (t0, t1)
+        self.fixed_label = label
+        self.changed.emit()
+
+    def back_to_live(self) -> None:
+        self.fixed = None
+        self.fixed_label = ""
+        self.paused_at = None
+        self.changed.emit()
+
+    def range(self, now: float) -> tuple[float, float]:
+        """``(t0, t1)`` in UTC epoch seconds for a redraw at ``now``."""
+        if self.fixed is not None:
+            return self.fixed
+        t1 = self.paused_at if self.paused_at is not None else now
+        if self.span_s is None:
+            start = self.session_start if self.session_start is not None else t1 - 300.0
+            return min(start, t1 - 60.0), t1
+        return t1 - self.span_s, t1
