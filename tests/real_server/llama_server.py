@@ -54,16 +54,19 @@ class LlamaServer:
     """One ``llama-server`` process serving ``model``; restartable on the same port.
 
     Two slots of 4096 tokens each: enough for a long generation, and few enough that eight
-    concurrent requests really queue (``llamacpp:requests_deferred``).
+    concurrent requests really queue (``llamacpp:requests_deferred``). ``flags`` are passed
+    as they are (the default turns on ``/metrics`` and ``/slots``).
     """
 
     def __init__(self, model: Path, log_path: Path, port: int | None = None,
-                 slots: int = 2, context: int = 8192) -> None:
+                 slots: int = 2, context: int = 8192,
+                 flags: tuple[str, ...] = ("--metrics", "--slots")) -> None:
         self.model = model
         self.log_path = log_path
         self.port = port or free_port()
         self.slots = slots
         self.context = context
+        self.flags = flags
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -74,7 +77,7 @@ class LlamaServer:
         """Start the server and return once ``/health`` answers 200 (the model is loaded)."""
         cmd = [str(llama_server_binary()), "-m", str(self.model), "--alias", ALIAS,
                "--host", "127.0.0.1", "--port", str(self.port), "-c", str(self.context),
-               "-np", str(self.slots), "-t", "2", "--metrics", "--slots"]
+               "-np", str(self.slots), "-t", "2", *self.flags]
         log = self.log_path.open("ab")
         try:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
