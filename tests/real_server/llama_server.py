@@ -60,13 +60,14 @@ class LlamaServer:
 
     def __init__(self, model: Path, log_path: Path, port: int | None = None,
                  slots: int = 2, context: int = 8192,
-                 flags: tuple[str, ...] = ("--metrics", "--slots")) -> None:
+                 flags: tuple[str, ...] = ("--metrics", "--slots"), alias: str = ALIAS) -> None:
         self.model = model
         self.log_path = log_path
         self.port = port or free_port()
         self.slots = slots
         self.context = context
         self.flags = flags
+        self.alias = alias  # the model name clients and the collector see
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -75,7 +76,7 @@ class LlamaServer:
 
     def start(self, timeout: float = 60.0) -> "LlamaServer":
         """Start the server and return once ``/health`` answers 200 (the model is loaded)."""
-        cmd = [str(llama_server_binary()), "-m", str(self.model), "--alias", ALIAS,
+        cmd = [str(llama_server_binary()), "-m", str(self.model), "--alias", self.alias,
                "--host", "127.0.0.1", "--port", str(self.port), "-c", str(self.context),
                "-np", str(self.slots), "-t", "2", *self.flags]
         log = self.log_path.open("ab")
