@@ -228,7 +228,7 @@ def _match(value: object) -> tuple[tuple[str, tuple[str, ...]], ...]:
         if isinstance(patterns, str):
             patterns = [patterns]
         if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) for p in patterns):
-            raise RuleError(f"match.{label} must be a text or a list of texts", "match")
+            raise RuleError(f"match.{label} must be a text or a list of texts", f"match.{label}")
         out.append((label, tuple(patterns)))
     return tuple(out)
 
@@ -348,13 +348,26 @@ class _Chunk:
     lines: list[str]
 
     def key_line(self, key: str) -> int:
-        """The line of ``key = ...`` inside this chunk (the chunk's first line when absent)."""
-        if key:
-            pattern = re.compile(rf"^\s*{re.escape(key)}\s*=|^\s*\[\s*rule\s*\.\s*{re.escape(key)}\s*\]")
+        """The line of ``key = ...`` inside this chunk (the chunk's first line when absent).
+        ``table.key`` finds ``key`` inside a ``[rule.table]`` sub-table."""
+        table, _, inner = key.partition(".")
+        if table:
+            pattern = re.compile(rf"^\s*{re.escape(table)}\s*=|^\s*\[\s*rule\s*\.\s*{re.escape(table)}\s*\]")
             for i, line in enumerate(self.lines):
                 if pattern.match(line):
+                    if inner and line.lstrip().startswith("["):
+                        return self._line_after(i, inner)
                     return self.first + i
         return self.first
+
+    def _line_after(self, start: int, key: str) -> int:
+        pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+        for i in range(start + 1, len(self.lines)):
+            if _TABLE.match(self.lines[i]):
+                break
+            if pattern.match(self.lines[i]):
+                return self.first + i
+        return self.first + start
 
 
 def _chunks(text: str) -> tuple[_Chunk, list[_Chunk]]:

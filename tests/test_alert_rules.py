@@ -99,7 +99,7 @@ server = 5
     assert "rules.toml line 14: rule 'b': unknown key 'threshhold'" in problems
     assert "rules.toml line 20: rule 'c': for: 'five minutes' is not a duration" in problems
     assert "rules.toml line 25: rule 'd': unknown severity 'panic'" in problems
-    assert "rules.toml line 39: rule 'e': match.server must be a text" in problems
+    assert "rules.toml line 38: rule 'e': match.server must be a text" in problems
     assert result.notifications.webhook == "off"  # the bad value keeps the safe default
 
 
