@@ -1,0 +1,119 @@
+"""Ollama, through its own API (it has no Prometheus ``/metrics``, ollama/ollama#3144).
+
+Every poll reads ``/api/ps`` (the loaded models); ``/api/version`` and ``/api/tags`` (the
+installed models) change rarely and are read every ``tags_interval`` seconds. For each loaded
+model: its size, the part of it in VRAM and so the share running on the GPU (below 1 means
+part of it runs on the CPU, which is slow), its context length (newer servers) and the
+seconds until Ollama unloads it. A change in the loaded set gives ``model_loaded`` /
+``model_unloaded`` events.
+
+Emits ``ollama_model_size_bytes{server,model}``, ``ollama_model_vram_bytes{server,model}``,
+``ollama_model_gpu_share_ratio{server,model}``, ``ollama_model_context_length{server,model}``,
+``ollama_model_expires_in_seconds{server,model}``, ``llm_models_installed{server}`` and the
+common ``llm_models_loaded``, ``llm_model_loaded``, ``llm_poll_latency_seconds``
+(:mod:`collectors.http`).
+
+>>> round(expires_in("2024-06-04T14:38:31.83753-07:00", now=1717537011.0), 3)
+100.838
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import Callable
+
+from app.records import HealthState, Record, Sample, labels_of
+from collectors.http import DEFAULT_TIMEOUT_S, ServerCollector, SourceError, list_field
+
+log = logging.getLogger(__name__)
+
+__all__ = ["OllamaCollector", "expires_in"]
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def expires_in(expires_at: object, now: float) -> float | None:
+    """Seconds from ``now`` until an Ollama ``expires_at`` timestamp (never negative), or
+    ``None`` when it is missing or unreadable."""
+    if not isinstance(expires_at, str) or not expires_at:
+        return None
+    try:
+        when = datetime.fromisoformat(expires_at)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        return None  # Ollama always sends an offset; a naive time would be a guess
+    return max(0.0, when.timestamp() - now)
+
+
+class OllamaCollector(ServerCollector):
+    """One Ollama server.
+
+    Args:
+        tags_interval: seconds between reads of ``/api/version`` and ``/api/tags``.
+        (the others as :class:`~collectors.http.ServerCollector`)
+    """
+
+    kind = "ollama"
+    what = "an Ollama server"
+
+    def __init__(self, base_url: str, name: str = "", interval: float = 1.0, api_key: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT_S, tags_interval: float = 30.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(base_url, name, interval, api_key, timeout, clock)
+        self.tags_interval = tags_interval
+        self._tags_due = 0.0
+        self._installed: int | None = None
+
+    def read(self, now: float) -> list[Record]:
+        running = list_field(self.source.get_json("/api/ps"), "models", self.what, "/api/ps")
+        if time.monotonic() >= self._tags_due:
+            self._read_slow()
+        out: list[Record] = []
+        loaded: dict[str, str] = {}
+        for entry in running:
+            if not isinstance(entry, dict):
+                continue
+            model = entry.get("name") or entry.get("model")
+            if not isinstance(model, str) or not model:
+                continue
+            labels = labels_of(server=self.name, model=model)
+
+            def add(metric: str, value: float | None) -> None:
+                if value is not None:
+                    out.append(Sample(metric, value, now, labels))
+
+            size, vram = _number(entry.get("size")), _number(entry.get("size_vram"))
+            share = vram / size if size and vram is not None else None
+            add("ollama_model_size_bytes", size)
+            add("ollama_model_vram_bytes", vram)
+            add("ollama_model_gpu_share_ratio", share)
+            add("ollama_model_context_length", _number(entry.get("context_length")))
+            add("ollama_model_expires_in_seconds", expires_in(entry.get("expires_at"), now))
+            parts = [f"{share:.0%} on GPU" if share is not None else "",
+                     f"{size / 2**30:.1f} GiB" if size else ""]
+            loaded[model] = ", ".join(p for p in parts if p)
+        out += self.models_loaded(now, loaded)
+        if self._installed is not None:
+            out.append(Sample("llm_models_installed", float(self._installed), now, labels_of(server=self.name)))
+        return out
+
+    def _read_slow(self) -> None:
+        """Version and installed models. A server that answers ``/api/ps`` but not these (an
+        old version, a proxy in front) is still up: keep what we knew and retry later."""
+        self._tags_due = time.monotonic() + self.tags_interval
+        try:
+            payload = self.source.get_json("/api/version")
+            if isinstance(payload, dict) and isinstance(payload.get("version"), str):
+                self.version = payload["version"]
+            tags = list_field(self.source.get_json("/api/tags"), "models", self.what, "/api/tags")
+            self._installed = len(tags)
+        except SourceError as exc:
+            if exc.state == HealthState.DOWN:
+                raise
+            log.info("%s: %s", self.name, exc.reason)
