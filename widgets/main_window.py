@@ -63,7 +63,7 @@ class MainWindow(QMainWindow):
                 panel.openSessionRequested.connect(self.show_session)
             if hasattr(panel, "view"):
                 panel.view = self.view
-        for plot in self.findChildren(TimeSeriesPlot):
+        for plot in self.tabs.findChildren(TimeSeriesPlot):
             plot.attach(self.view, self.history)
         self.tabs.currentChanged.connect(lambda _: self.refresh())
         central = QWidget()
@@ -100,11 +100,8 @@ class MainWindow(QMainWindow):
         bar.setMovable(False)
         bar.addWidget(QLabel(" Show: "))
         self.span_box = QComboBox()
-        for label, span in SPANS:
-            self.span_box.addItem(label, span)
-        self.span_box.setCurrentIndex(0)
-        self.span_box.currentIndexChanged.connect(
-            lambda i: self.view.set_span(self.span_box.itemData(i)))
+        self.span_box.addItems([label for label, _ in SPANS])
+        self.span_box.currentIndexChanged.connect(lambda i: self.view.set_span(SPANS[i][1]))
         bar.addWidget(self.span_box)
         self.pause_button = QPushButton("Pause")
         self.pause_button.setCheckable(True)

@@ -131,7 +131,7 @@ class TimeSeriesPlot(pg.PlotWidget):
             it.setVisible(False)
             it.setZValue(20)
             self.addItem(it, ignoreBounds=True)
-        self._mouse = pg.SignalProxy(self.scene().sigMouseMoved, rateLimit=30, slot=self._on_mouse)
+        self.scene().sigMouseMoved.connect(self._on_mouse)
         for spec in self.specs:
             if isinstance(spec, CurveSpec):
                 self._add(spec.key, spec.label, spec.colour, 1.0)
@@ -216,10 +216,6 @@ class TimeSeriesPlot(pg.PlotWidget):
         top = 30
         self._empty.setGeometry(0, top, self.width(), max(self.height() - top, 0))
 
-    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
-        super().resizeEvent(event)
-        if "_empty" in self.__dict__:  # Qt resizes during __init__, before the label exists
-            self._place_empty()
 
     def force_redraw(self) -> None:
         """Forget what was drawn so the next refresh fetches every curve again."""
@@ -227,8 +223,7 @@ class TimeSeriesPlot(pg.PlotWidget):
         self._range = None
 
     # ------------------------------------------------------------------ crosshair
-    def _on_mouse(self, event: tuple) -> None:
-        pos = event[0]
+    def _on_mouse(self, pos) -> None:
         vb = self.getPlotItem().vb
         if not self.sceneBoundingRect().contains(pos) or not vb.sceneBoundingRect().contains(pos):
             self._crosshair.setVisible(False)
