@@ -62,6 +62,7 @@ class Settings:
     """The user's settings, read from the TOML config file; every field has a safe default."""
 
     retention_days: float | None = 30.0
+    retention_gb: float | None = None   # also keep the database under this many GB (1e9 bytes)
     system_interval_s: float = 1.0
     servers: list[ServerEntry] = field(default_factory=list)
     discover_local: bool = True
@@ -80,14 +81,16 @@ def load_settings(path: Path | None = None) -> tuple[Settings, list[str]]:
         return settings, [f"{path}: {exc} (using defaults)"]
     problems: list[str] = []
     general = raw.get("general", {})
-    if "retention_days" in general:
-        value = general["retention_days"]
+    for key in ("retention_days", "retention_gb"):  # limits: a positive number, or 0/"never"
+        if key not in general:
+            continue
+        value = general[key]
         if value in (0, None, "never"):
-            settings.retention_days = None
+            setattr(settings, key, None)
         elif isinstance(value, (int, float)) and value > 0:
-            settings.retention_days = float(value)
+            setattr(settings, key, float(value))
         else:
-            problems.append(f"{path}: general.retention_days must be a positive number")
+            problems.append(f"{path}: general.{key} must be a positive number")
     if isinstance(general.get("system_interval_s"), (int, float)) and general["system_interval_s"] >= 0.25:
         settings.system_interval_s = float(general["system_interval_s"])
     settings.discover_local = bool(general.get("discover_local", True))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from app.config import Settings, db_path, load_settings
 from app.hub import Hub, default_collectors
+from app.sessions import GB
 from app.store import Store
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ class Runtime:
             settings, problems = load_settings()
             for p in problems:
                 log.warning("config: %s", p)
-        store = Store(db_path(db), retention_days=settings.retention_days)
+        store = Store(db_path(db), retention_days=settings.retention_days,
+                      retention_max_bytes=int(settings.retention_gb * GB) if settings.retention_gb else None)
         store.start(session_name=session_name)
         hub = Hub(store)
         hub.add_collectors(default_collectors(settings))

@@ -28,6 +28,7 @@ import sqlite_utils
 
 from app.records import AlertEvent, Event, Health, Labels, Record, RequestRecord, Sample, labels_json
 from app.schema import migrate
+from app.sessions import trim_to_size
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,6 +78,7 @@ class Store:
         flush_interval: the longest a record waits in memory before it is committed.
         batch_rows: commit early when this many rows are waiting.
         retention_days: delete data older than this, in the background; ``None`` keeps all.
+        retention_max_bytes: also delete the oldest data while the file uses more than this.
         max_pending_rows: beyond this many unwritten rows (writes failing for a long time)
             the oldest are dropped and counted, so memory stays bounded.
         busy_timeout_s: how long a write waits for another program's lock before the batch is
@@ -90,6 +92,7 @@ class Store:
         flush_interval: float = 1.0,
         batch_rows: int = 50_000,
         retention_days: float | None = None,
+        retention_max_bytes: int | None = None,
         retention_check_s: float = 3600.0,
         max_pending_rows: int = 2_000_000,
         busy_timeout_s: float = 5.0,
@@ -100,6 +103,7 @@ class Store:
         self.flush_interval = flush_interval
         self.batch_rows = batch_rows
         self.retention_days = retention_days
+        self.retention_max_bytes = retention_max_bytes
         self.retention_check_s = retention_check_s
         self.max_pending_rows = max_pending_rows
         self.clock = clock
@@ -214,9 +218,14 @@ class Store:
                     log.error("store closing with %d unwritten rows: %s", len(pending),
                               self.status.error)
                 return
-            if self.retention_days is not None and time.monotonic() >= next_retention:
+            if (self.retention_days is not None or self.retention_max_bytes) \
+                    and time.monotonic() >= next_retention:
                 next_retention = time.monotonic() + self.retention_check_s
-                self._guarded(lambda: self.apply_retention_now(self.retention_days))
+                if self.retention_days is not None:
+                    self._guarded(lambda: self.apply_retention_now(self.retention_days))
+                if self.retention_max_bytes:
+                    self._guarded(lambda: trim_to_size(self._db.conn, self.retention_max_bytes,
+                                                       self.clock(), self.apply_retention_now))
 
     def _run_command(self, cmd: _Command) -> None:
         try:
