@@ -16,6 +16,7 @@ import threading
 # Subcommands: name -> module. The module (Qt-free) provides ``add_arguments(parser)`` and
 # ``run(args) -> int``, with its one-line help as the module docstring's first line.
 COMMANDS: dict[str, str] = {
+    "export": "app.export_cli",
 }
 
 
