@@ -1,0 +1,256 @@
+"""Forwarding one request: client → upstream → client, bytes unchanged, metered on the way.
+
+Any method and path is forwarded; headers too, minus the hop-by-hop ones (RFC 9110 §7.6.1).
+Inference calls (see :func:`~app.proxy.request_body.is_metered`) get a
+:class:`~app.records.RequestRecord`, published when the request ends however it ends:
+
+=====================  ==================================================================
+``error_type``         what happened
+=====================  ==================================================================
+``""``                 the upstream answered and the client got all of it
+``"http"``             the upstream answered with an HTTP error status (>= 400)
+``"stream_error"``     a ``{"error": ...}`` chunk inside a 200 stream (Ollama, vLLM)
+``"upstream_down"``    the upstream refused the connection: the client gets a 502 JSON error
+``"upstream_disconnect"`` the upstream closed mid-answer: the client's connection is cut
+                       too, so it sees an incomplete body rather than a clean end
+``"timeout"``          no byte from the upstream for ``read_timeout`` s (504 before the
+                       headers, a cut connection after)
+``"cancelled"``        the client went away; the upstream request is closed at once
+=====================  ==================================================================
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from app.proxy.meter import Meter
+from app.proxy.request_body import BodyInfo, UsageStripper, inspect_body, is_metered
+from app.records import Record, RequestRecord
+
+log = logging.getLogger(__name__)
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade", "host", "expect",
+})
+READ_WHOLE_BODY = 16 * 1024 * 1024   # bodies up to this are read (and inspected) at once
+BODY_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class ForwardOptions:
+    """How the proxy treats requests (from the ``[proxy]`` settings)."""
+
+    include_usage: bool = False        # add stream_options.include_usage to OpenAI streams
+    store_content: bool = False        # keep prompt and response text in the record
+    content_max_chars: int = 16_384    # cap on each stored text
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0        # longest silence from the upstream (model loads are slow)
+    body_timeout: float = 120.0        # longest time a client may take to send its body
+
+
+def forward_headers(headers: "CIMultiDict[str] | object", drop_length: bool = False) -> CIMultiDict:
+    """The headers to pass on: all but hop-by-hop ones (and those ``Connection`` names)."""
+    named = {h.strip().lower() for h in headers.get("Connection", "").split(",") if h.strip()}
+    out: CIMultiDict = CIMultiDict()
+    for key, value in headers.items():
+        low = key.lower()
+        if low in HOP_BY_HOP or low in named or (drop_length and low == "content-length"):
+            continue
+        out.add(key, value)
+    return out
+
+
+def error_body(path: str, message: str, kind: str, status: int) -> bytes:
+    """A JSON error in the shape the client's library reads: Ollama's for ``/api/...``,
+    OpenAI's otherwise."""
+    if path.startswith("/api/"):
+        return json.dumps({"error": message}).encode()
+    return json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
+
+
+class Forwarder:
+    """The request handler of one proxy: one upstream, one connection pool.
+
+    Args:
+        upstream: base URL of the server, e.g. ``http://127.0.0.1:11434``.
+        server: the ``server`` label of its records (``ollama@127.0.0.1:11434``).
+        session: the pooled upstream client (owned by the caller).
+        publish: receives each finished request's record (called on the proxy's loop).
+        options: timeouts and opt-ins.
+    """
+
+    def __init__(self, upstream: str, server: str, session: aiohttp.ClientSession,
+                 publish: Callable[[list[Record]], None], options: ForwardOptions) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.server = server
+        self.session = session
+        self.publish = publish
+        self.options = options
+        self.active = 0
+        self.stopping = False
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=options.connect_timeout,
+                                              sock_connect=options.connect_timeout,
+                                              sock_read=options.read_timeout)
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        path = request.path
+        record = None
+        if is_metered(path):
+            record = RequestRecord(ts_start=time.time(), server=self.server, endpoint=path,
+                                   method=request.method, client=request.remote or "")
+            self.active += 1
+        try:
+            return await self._forward(request, record, t0)
+        except asyncio.CancelledError:
+            if record is not None and not record.error_type:
+                record.error_type = "cancelled"
+                record.error = "proxy stopped" if self.stopping else "client disconnected"
+            raise
+        finally:
+            if record is not None:
+                self.active -= 1
+                self._finish(record, t0)
+
+    def _finish(self, record: RequestRecord, t0: float) -> None:
+        """Fill in what no meter did (no answer came) and publish the record."""
+        if record.latency_s is None:
+            record.latency_s = time.perf_counter() - t0
+        if record.status >= 400 and not record.error_type:
+            record.error_type = "http"
+        try:
+            self.publish([record])
+        except Exception:  # a broken consumer must never break the proxy
+            log.exception("publishing a request record failed")
+
+    async def _forward(self, request: web.BaseRequest, record: RequestRecord | None,
+                       t0: float) -> web.StreamResponse:
+        opts = self.options
+        keep = opts.content_max_chars if opts.store_content else 0
+        try:
+            info, data = await self._read_body(request, record, keep)
+        except asyncio.TimeoutError:
+            return await self._fail(request, record, 408, "timeout",
+                                    f"llmmon proxy: the request body took over {opts.body_timeout:g} s")
+        except asyncio.IncompleteReadError:
+            if record is not None:  # the client left half-way through its body
+                record.error_type, record.error = "cancelled", "client left while sending its body"
+            return web.Response(status=400)
+        if record is not None:
+            record.model = info.model
+            record.stream = bool(info.stream)
+            record.prompt_text = info.prompt_text
+        url = URL(self.upstream + request.raw_path, encoded=True)
+        headers = forward_headers(request.headers, drop_length=isinstance(data, bytes))
+        try:
+            upstream_cm = self.session.request(
+                request.method, url, headers=headers, data=data, allow_redirects=False,
+                timeout=self._timeout, auto_decompress=False)
+            upstream = await upstream_cm.__aenter__()
+        except aiohttp.ClientConnectorError as exc:
+            return await self._fail(request, record, 502, "upstream_down",
+                                    f"llmmon proxy: {self.upstream} is not reachable ({exc.os_error.strerror or exc})")
+        except asyncio.TimeoutError:
+            return await self._fail(request, record, 504, "timeout",
+                                    f"llmmon proxy: no answer from {self.upstream} within {opts.read_timeout:g} s")
+        except aiohttp.ClientError as exc:
+            return await self._fail(request, record, 502, "upstream_disconnect",
+                                    f"llmmon proxy: {self.upstream} closed the connection ({exc})")
+        try:
+            return await self._relay(request, upstream, record, info, t0, keep)
+        finally:
+            await upstream_cm.__aexit__(None, None, None)
+
+    async def _relay(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse,
+                     record: RequestRecord | None, info: BodyInfo, t0: float,
+                     keep: int) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                      headers=forward_headers(upstream.headers))
+        meter = None
+        if record is not None:
+            record.status = upstream.status
+            meter = Meter(record, t0, upstream.headers.get("Content-Type", ""),
+                          upstream.headers.get("Content-Encoding", ""), keep)
+        strip = (UsageStripper() if info.usage_added and meter is not None and meter.framing == "sse"
+                 else None)
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                if meter is not None:
+                    meter.feed(chunk, time.perf_counter())
+                if strip is not None:
+                    chunk = strip.feed(chunk)
+                    if not chunk:
+                        continue
+                await response.write(chunk)
+            if strip is not None:
+                await response.write(strip.flush())
+            await response.write_eof()
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+            self._cut(request, record, "upstream_disconnect", f"upstream closed mid-answer ({exc})")
+        except asyncio.TimeoutError:
+            self._cut(request, record, "timeout",
+                      f"upstream silent for {self.options.read_timeout:g} s mid-answer")
+        except ConnectionError:  # writing to a client that has gone away
+            if record is not None and not record.error_type:
+                record.error_type, record.error = "cancelled", "client disconnected"
+        finally:
+            if meter is not None:
+                meter.finish(time.perf_counter())
+        return response
+
+    def _cut(self, request: web.BaseRequest, record: RequestRecord | None, kind: str, text: str) -> None:
+        """The upstream failed after the client got headers: cut the client's connection so
+        it sees an incomplete body (a clean end would pass the stream off as complete)."""
+        if record is not None:
+            record.error_type, record.error = kind, text
+        log.info("%s %s: %s", self.server, request.path, text)
+        if request.transport is not None:
+            request.transport.abort()
+
+    async def _fail(self, request: web.BaseRequest, record: RequestRecord | None, status: int,
+                    kind: str, message: str) -> web.Response:
+        log.warning("%s %s: %s", self.server, request.path, message)
+        if record is not None:
+            record.status, record.error_type, record.error = status, kind, message
+        return web.Response(status=status, body=error_body(request.path, message, kind, status),
+                            content_type="application/json")
+
+    async def _read_body(self, request: web.BaseRequest, record: RequestRecord | None,
+                         keep: int) -> tuple[BodyInfo, bytes | AsyncIterator[bytes] | None]:
+        """Small bodies are read at once (and inspected); big or chunked ones are streamed
+        to the upstream as they arrive, so a 50 MB upload never sits in memory."""
+        if not request.body_exists:
+            return BodyInfo(b""), None
+        length = request.content_length
+        if length is not None and length <= READ_WHOLE_BODY:
+            async with asyncio.timeout(self.options.body_timeout):
+                body = await request.content.readexactly(length) if length else b""
+            if record is not None:
+                record.bytes_in = len(body)
+                info = inspect_body(body, request.path, add_usage=self.options.include_usage,
+                                    keep_text=keep)
+                return info, info.body
+            return BodyInfo(body), body
+        return BodyInfo(b""), self._stream_body(request, record)
+
+    async def _stream_body(self, request: web.BaseRequest,
+                           record: RequestRecord | None) -> AsyncIterator[bytes]:
+        while True:
+            async with asyncio.timeout(self.options.body_timeout):
+                chunk = await request.content.read(BODY_CHUNK)
+            if not chunk:
+                return
+            if record is not None:
+                record.bytes_in += len(chunk)
+            yield chunk

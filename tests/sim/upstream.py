@@ -1,0 +1,217 @@
+"""A simulated streaming LLM server on 127.0.0.1 that replays recorded real answers.
+
+It answers the inference routes of Ollama and of OpenAI-compatible servers with the files in
+``tests/sim/recordings/streams/`` (see the README there for where each came from), one
+recorded line (NDJSON) or event (SSE) per write, so the chunking a client sees is the
+server's. Like vLLM, it sends the usage-only SSE chunk only when the request asked for
+``stream_options.include_usage``. Faults can be injected for the next requests:
+
+* ``first_delay_s`` / ``chunk_delay_s``: wait before the first chunk / between chunks;
+* ``cut_after=N``: drop the connection after N chunks (no end of body);
+* ``hang=True``: accept the request and send nothing until :meth:`release` or stop;
+* ``fail=(status, file)``: answer with a recorded error body and that status.
+
+Everything it received and sent is kept in :attr:`requests` (:class:`SimRequest`), so a test
+compares what a client got with what the server sent, byte for byte.
+
+>>> with SimUpstream() as up:                                    # doctest: +SKIP
+...     httpx.post(f"{up.url}/api/generate", json={"model": "m", "prompt": "hi"})
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+RECORDINGS = Path(__file__).with_name("recordings") / "streams"
+
+CONTENT_TYPES = {".ndjson": "application/x-ndjson", ".sse": "text/event-stream; charset=utf-8",
+                 ".json": "application/json"}
+
+# path -> (streamed answer, non-streamed answer, streams unless the body says otherwise?)
+DEFAULT_ROUTES: dict[str, tuple[str, str, bool]] = {
+    "/api/chat": ("ollama_chat_stream.ndjson", "ollama_chat.json", True),
+    "/api/generate": ("ollama_generate_stream_counts.ndjson", "ollama_generate.json", True),
+    "/v1/chat/completions": ("vllm_stream.sse", "vllm_chat.json", False),
+}
+
+STATIC = {"/v1/models": "vllm_models.json"}  # GET routes answered with a recorded body
+
+
+def recording(name: str) -> bytes:
+    return (RECORDINGS / name).read_bytes()
+
+
+def chunks_of(name: str) -> list[bytes]:
+    """The writes a recorded answer is replayed as: NDJSON lines or SSE events."""
+    data = recording(name)
+    if name.endswith(".ndjson"):
+        return [line + b"\n" for line in data.split(b"\n") if line.strip()]
+    if name.endswith(".sse"):
+        return [event + b"\n\n" for event in data.split(b"\n\n") if event.strip()]
+    return [data]
+
+
+def is_usage_only(event: bytes) -> bool:
+    text = event.strip()
+    if not text.startswith(b"data:") or text.endswith(b"[DONE]"):
+        return False
+    obj = json.loads(text[5:])
+    return obj.get("choices") == [] and isinstance(obj.get("usage"), dict)
+
+
+@dataclass
+class SimRequest:
+    """One request the simulated server received, and what it answered."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    sent: bytearray = field(default_factory=bytearray)
+    completed: bool = False       # the whole answer was written
+    disconnected: bool = False    # the client (the proxy) went away before the end
+
+
+class SimUpstream:
+    """The simulated server, on its own thread and event loop. Use as a context manager."""
+
+    def __init__(self, routes: dict[str, tuple[str, str, bool]] | None = None) -> None:
+        self.routes = dict(DEFAULT_ROUTES if routes is None else routes)
+        self.first_delay_s = 0.0
+        self.chunk_delay_s = 0.0
+        self.cut_after: int | None = None
+        self.hang = False
+        self.fail: tuple[int, str] | None = None
+        self.requests: list[SimRequest] = []
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._release: asyncio.Event | None = None
+        self._server: web.Server | None = None
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.in_flight = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "SimUpstream":
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()),
+                                        name="sim-upstream", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("simulated upstream did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(10)
+        self._thread = None
+
+    def release(self) -> None:
+        """Let hanging requests go on."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._release.set)
+
+    def open_connections(self) -> int:
+        """Client connections the server has open right now (idle keep-alive ones included)."""
+        return len(self._server.connections) if self._server is not None else 0
+
+    def __enter__(self) -> "SimUpstream":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------- serving
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop, self._release = asyncio.Event(), asyncio.Event()
+        self._server = web.Server(self._handle, handler_cancellation=True, access_log=None)
+        runner = web.ServerRunner(self._server, handle_signals=False, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(runner.addresses[0][1])
+        self._ready.set()
+        await self._stop.wait()
+        self._release.set()
+        await runner.cleanup()
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        # content.read(), not request.read(): no 1 MiB cap, the 50 MB test body must arrive
+        body = await request.content.read() if request.path != "/sim/echo" else b""
+        entry = SimRequest(request.method, request.path, dict(request.headers), body)
+        self.requests.append(entry)
+        self.in_flight += 1
+        try:
+            return await self._answer(request, entry)
+        except (asyncio.CancelledError, ConnectionError):
+            entry.disconnected = True
+            raise
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.BaseRequest, entry: SimRequest) -> web.StreamResponse:
+        if request.path == "/sim/echo":  # any method: what arrived, for pass-through tests
+            digest, size = hashlib.sha256(), 0
+            async for chunk in request.content.iter_any():
+                digest.update(chunk)
+                size += len(chunk)
+            answer = json.dumps({"method": request.method, "raw_path": request.raw_path,
+                                 "headers": dict(request.headers),
+                                 "size": size, "sha256": digest.hexdigest()}).encode()
+            entry.sent += answer
+            entry.completed = True
+            return web.Response(body=answer, content_type="application/json",
+                                headers={"X-Sim": "echo"})
+        if self.hang:
+            await self._release.wait()
+        if self.fail is not None:
+            status, name = self.fail
+            data = recording(name)
+            entry.sent += data
+            entry.completed = True
+            return web.Response(status=status, body=data, content_type="application/json")
+        if request.path in STATIC:
+            data = recording(STATIC[request.path])
+            entry.sent += data
+            entry.completed = True
+            return web.Response(body=data, content_type="application/json")
+        route = self.routes.get(request.path)
+        if route is None:
+            return web.Response(status=404, body=b'{"error":"not found"}', content_type="application/json")
+        stream_file, whole_file, streams_by_default = route
+        try:
+            ask = json.loads(entry.body or b"{}")
+        except ValueError:
+            return web.Response(status=400, body=b'{"error":"invalid JSON"}', content_type="application/json")
+        stream = ask.get("stream", streams_by_default)
+        if not stream:
+            await asyncio.sleep(self.first_delay_s)
+            data = recording(whole_file)
+            entry.sent += data
+            entry.completed = True
+            return web.Response(body=data, content_type="application/json")
+        wants_usage = bool((ask.get("stream_options") or {}).get("include_usage"))
+        chunks = [c for c in chunks_of(stream_file) if wants_usage or not is_usage_only(c)]
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPES[Path(stream_file).suffix]})
+        await response.prepare(request)
+        for i, chunk in enumerate(chunks):
+            if self.cut_after is not None and i == self.cut_after:
+                request.transport.abort()  # the connection drops: no end of body
+                return response
+            await asyncio.sleep(self.first_delay_s if i == 0 else self.chunk_delay_s)
+            await response.write(chunk)
+            entry.sent += chunk
+        await response.write_eof()
+        entry.completed = True
+        return response
