@@ -116,8 +116,10 @@ def test_down_server_flips_to_down_with_reason_and_recovers(ollama: SimOllama) -
         wait_until(lambda: hub.health.get(collector.name) and hub.health[collector.name].state == HealthState.UP,
                    what="the first poll")
         ollama.go_down()
-        wait_until(lambda: hub.health[collector.name].state == HealthState.DOWN, what="down")
-        assert hub.health[collector.name].reason == f"connection refused on :{ollama.port}"
+        # (a poll caught mid-answer says "connection dropped"; the next one "refused")
+        refused = f"connection refused on :{ollama.port}"
+        wait_until(lambda: hub.health[collector.name].reason == refused, what="down, refused")
+        assert hub.health[collector.name].state == HealthState.DOWN
         ollama.come_back()
         wait_until(lambda: hub.health[collector.name].state == HealthState.UP, what="recovery")
     finally:
