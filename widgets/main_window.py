@@ -17,6 +17,7 @@ from app.runtime import Runtime
 from app.summary import summarize
 from widgets.header_strip import HeaderStrip
 from widgets.history import HistorySource
+from widgets.llamacpp_panel import LlamaCppPanel
 from widgets.model_panel import ModelPanel
 from widgets.overview_panel import OverviewPanel
 from widgets.panel import Panel
@@ -31,6 +32,7 @@ def panel_factories() -> list[Callable[[Runtime], Panel]]:
     return [
         OverviewPanel,
         ModelPanel,
+        LlamaCppPanel,
     ]
 
 

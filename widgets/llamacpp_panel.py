@@ -1,0 +1,50 @@
+"""The llama.cpp tab: what each ``llama-server`` reports about itself (its ``/metrics`` and
+``/slots``): token throughput, slot occupancy, queued requests and decode calls."""
+from __future__ import annotations
+
+from PySide6.QtWidgets import QGridLayout, QWidget
+
+from app.records import HealthState
+from app.runtime import Runtime
+from widgets.panel import Panel
+from widgets.timeseries_plot import MetricSpec, TimeSeriesPlot
+
+NO_LLAMACPP = ("No llama.cpp server found.\nStart llama-server on :8080 (with --metrics for token"
+               " counts),\nor add it in config.toml with kind = \"llamacpp\".")
+NO_METRICS = "No /metrics from llama-server.\nRestart it with --metrics to see these figures."
+
+
+class LlamaCppPanel(Panel):
+    title = "llama.cpp"
+
+    def __init__(self, runtime: Runtime, parent: QWidget | None = None) -> None:
+        super().__init__(runtime, parent)
+        self.tokens_plot = TimeSeriesPlot("Tokens per second (server counters)", "tokens/s", [
+            MetricSpec("llamacpp_generation_tokens_per_second", "{server} generated"),
+            MetricSpec("llamacpp_prompt_tokens_per_second", "{server} prompt")])
+        self.slots_plot = TimeSeriesPlot("Slots", "slots", [
+            MetricSpec("llamacpp_busy_slots", "{server} busy"),
+            MetricSpec("llamacpp_slots_total", "{server} total")])
+        self.queue_plot = TimeSeriesPlot("Requests", "requests", [
+            MetricSpec("llamacpp_requests_processing", "{server} processing"),
+            MetricSpec("llamacpp_requests_deferred", "{server} deferred (waiting for a slot)")])
+        self.decode_plot = TimeSeriesPlot("Decode calls", "calls/s", [
+            MetricSpec("llamacpp_decode_calls_per_second", "{server}")])
+        self.plots = [self.tokens_plot, self.slots_plot, self.queue_plot, self.decode_plot]
+        grid = QGridLayout(self)
+        for i, plot in enumerate(self.plots):
+            grid.addWidget(plot, i // 2, i % 2)
+
+    def refresh(self, now: float) -> None:
+        servers = [h for h in self.runtime.hub.health.values() if h.kind == "llamacpp"]
+        up = [h for h in servers if h.state == HealthState.UP]
+        if not up:
+            text = NO_LLAMACPP if not servers else "llama.cpp server down: " + "; ".join(
+                f"{h.source}: {h.reason or h.state.value}" for h in servers)
+        elif all("--metrics" in h.reason for h in up):
+            text = NO_METRICS
+        else:
+            text = "No data yet"
+        for plot in self.plots:
+            plot.set_empty_text(text)
+            plot.refresh(self.runtime.hub.buffers, now)
