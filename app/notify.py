@@ -30,10 +30,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import httpx
-from jeepney import DBusAddress, new_method_call
-from jeepney.bus_messages import message_bus
-from jeepney.io.blocking import open_dbus_connection
-from jeepney.wrappers import unwrap_msg
+
+try:  # D-Bus exists on Linux and the BSDs only
+    from jeepney import DBusAddress, new_method_call
+    from jeepney.bus_messages import message_bus
+    from jeepney.io.blocking import open_dbus_connection
+    from jeepney.wrappers import unwrap_msg
+except ImportError:  # pragma: no cover - not on Linux
+    DBusAddress = None  # type: ignore[assignment,misc]
 
 from app.alert_rules import NotifySettings
 from app.records import AlertEvent
@@ -109,7 +113,7 @@ class Sink(ABC):
 
 
 NOTIFICATIONS = DBusAddress("/org/freedesktop/Notifications", bus_name="org.freedesktop.Notifications",
-                            interface="org.freedesktop.Notifications")
+                            interface="org.freedesktop.Notifications") if DBusAddress else None
 _URGENCY = {"info": 0, "warning": 1, "critical": 2}
 
 
@@ -137,6 +141,8 @@ class DesktopSink(Sink):
         return self._status[1]
 
     def _probe(self) -> tuple[bool, str]:
+        if NOTIFICATIONS is None:
+            return False, "desktop notifications need D-Bus (Linux)"
         try:
             with open_dbus_connection(bus=self.bus, auth_timeout=self.timeout) as conn:
                 name = NOTIFICATIONS.bus_name
