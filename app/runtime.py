@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.alerts import AlertEngine
 from app.config import Settings, db_path, load_settings
 from app.hub import Hub, default_collectors
 from app.sessions import GB
@@ -22,6 +23,7 @@ class Runtime:
     store: Store
     hub: Hub
     problems: list[str] = field(default_factory=list)  # config errors to show the user
+    alerts: AlertEngine | None = None  # rule file errors are in alerts.problems
 
     @classmethod
     def create(cls, db: str | Path | None = None, settings: Settings | None = None,
@@ -36,14 +38,18 @@ class Runtime:
         store.start(session_name=session_name)
         hub = Hub(store)
         hub.add_collectors(default_collectors(settings))
-        return cls(settings, store, hub, problems)
+        return cls(settings, store, hub, problems, alerts=AlertEngine.from_hub(hub))
 
     def start(self) -> None:
         self.hub.start()
+        if self.alerts is not None:
+            self.alerts.start()
         log.info("recording to %s, session %s", self.store.path, self.store.session_id)
 
     def stop(self) -> None:
         """Stop collectors first (no new records), then flush and close the store."""
+        if self.alerts is not None:
+            self.alerts.stop()
         self.hub.stop()
         self.store.close()
         log.info("stopped; database flushed")
