@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
+import time
+
+import psutil
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
@@ -12,6 +16,16 @@ from PySide6.QtWidgets import QApplication
 from app.runtime import Runtime
 from widgets.main_window import MainWindow
 from widgets.theme import apply_plot_theme
+
+log = logging.getLogger(__name__)
+
+
+def _report_startup(to_stdout: bool) -> None:
+    """Log how long the window took to appear, counted from the process's own start."""
+    shown = time.time() - psutil.Process().create_time()
+    log.info("window shown %.2f s after start", shown)
+    if to_stdout:
+        print(f"llmmon: window shown {shown:.2f} s after start", flush=True)
 
 
 def run_gui(args: argparse.Namespace) -> int:
@@ -30,6 +44,7 @@ def run_gui(args: argparse.Namespace) -> int:
     ticker.timeout.connect(lambda: None)
     runtime.start()
     window.show()
+    QTimer.singleShot(0, lambda: _report_startup(args.smoke))
     if args.smoke:
         QTimer.singleShot(1500, app.quit)
     return app.exec()

@@ -48,7 +48,7 @@ def apply_plot_theme() -> None:
     palette = app.palette() if app else QPalette()
     background = palette.color(QPalette.ColorRole.Base)
     foreground = palette.color(QPalette.ColorRole.Text)
-    pg.setConfigOptions(antialias=True, background=background, foreground=foreground)
+    pg.setConfigOptions(antialias=False, background=background, foreground=foreground)
 
 
 def muted(colour: QColor | str, alpha: int = 60) -> QColor:

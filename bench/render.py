@@ -1,0 +1,173 @@
+"""Dashboard benchmark: redraw cost of 12 charts with 1 h of 1 Hz data (live buffers) and with
+24 h from SQLite, the idle CPU and RSS of the running app, and the time until its window shows.
+
+    .venv/bin/python bench/render.py [--idle-seconds 30]
+
+Targets (DESIGN.md): <= 8 ms per redraw, <= 2 % of one core idle, <= 200 MB RSS, window shown
+<= 1.5 s after start. Baselines measured in the same run: bare pyqtgraph PlotWidgets given the
+same arrays, and an empty PySide6 window idling.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
+import pyqtgraph as pg  # noqa: E402
+from PySide6.QtWidgets import QApplication, QGridLayout, QWidget  # noqa: E402
+
+from app.buffers import LiveBuffers  # noqa: E402
+from app.records import Sample, labels_of  # noqa: E402
+from app.store import Store  # noqa: E402
+from widgets.history import HistorySource  # noqa: E402
+from widgets.time_window import TimeWindow  # noqa: E402
+from widgets.timeseries_plot import MetricSpec, TimeSeriesPlot  # noqa: E402
+
+N_PLOTS = 12
+HOUR = 3600
+
+
+def grid(widgets: list[QWidget]) -> QWidget:
+    host = QWidget()
+    layout = QGridLayout(host)
+    for i, w in enumerate(widgets):
+        layout.addWidget(w, i // 4, i % 4)
+    host.resize(1600, 1000)
+    host.show()
+    return host
+
+
+def timed_redraws(host: QWidget, step, rounds: int = 60) -> list[float]:
+    """Milliseconds per round of ``step(i)`` (new data) + a synchronous repaint of every chart."""
+    app = QApplication.instance()
+    out = []
+    for i in range(rounds):
+        t = time.perf_counter()
+        step(i)
+        host.repaint()
+        app.processEvents()
+        out.append((time.perf_counter() - t) * 1000)
+    return out[5:]  # first rounds include lazy initialisation
+
+
+def bench_live(now: float) -> tuple[list[float], list[float]]:
+    buffers = LiveBuffers()
+    for p in range(N_PLOTS):
+        buffers.add(Sample("bench_metric", 50 + 40 * ((i * 7 + p) % 100) / 100, now - HOUR + i,
+                           labels_of(plot=p)) for i in range(HOUR))
+    plots = [TimeSeriesPlot(f"plot {p}", "%", [MetricSpec("bench_metric", "p{plot}", (("plot", str(p)),))])
+             for p in range(N_PLOTS)]
+    host = grid(plots)
+
+    def ours(i: int) -> None:
+        t = now + i
+        buffers.add(Sample("bench_metric", 50.0, t, labels_of(plot=p)) for p in range(N_PLOTS))
+        for plot in plots:
+            plot.refresh(buffers, t, HOUR)
+
+    mine = timed_redraws(host, ours)
+    host.close()
+
+    bare = [pg.PlotWidget() for _ in range(N_PLOTS)]
+    curves = [b.plot([], []) for b in bare]
+    host = grid(bare)
+
+    def baseline(i: int) -> None:
+        for p, curve in enumerate(curves):
+            ts, values = buffers.window(("bench_metric", labels_of(plot=p)))
+            curve.setData(ts, values)
+
+    base = timed_redraws(host, baseline)
+    host.close()
+    return mine, base
+
+
+def bench_history(now: float, tmp: Path) -> tuple[float, list[float], int]:
+    store = Store(tmp / "render.db")
+    store.start()
+    for p in range(N_PLOTS):
+        store.put([Sample("bench_day", float(i % 97), now - 86400 + i, labels_of(plot=p)) for i in range(86400)])
+    store.close()
+    buffers = LiveBuffers()
+    history = HistorySource(buffers, lambda: Store(tmp / "render.db").reader())
+    view = TimeWindow(span_s=86400)
+    plots = [TimeSeriesPlot(f"plot {p}", "%", [MetricSpec("bench_day", "p{plot}", (("plot", str(p)),))])
+             for p in range(N_PLOTS)]
+    for plot in plots:
+        plot.attach(view, history)
+    host = grid(plots)
+    t = time.perf_counter()
+    for plot in plots:
+        plot.refresh(buffers, now)
+    host.repaint()
+    first = (time.perf_counter() - t) * 1000
+
+    def step(i: int) -> None:
+        buffers.add(Sample("bench_day", 1.0, now + i, labels_of(plot=p)) for p in range(N_PLOTS))
+        for plot in plots:
+            plot.refresh(buffers, now + i)
+
+    later = timed_redraws(host, step)
+    points = len(plots[0].curve(plots[0].curve_keys()[0]).xData)
+    host.close()
+    return first, later, points
+
+
+def idle_cost(cmd: list[str], seconds: float, env: dict) -> tuple[float, float]:
+    """% of one core and RSS (MB) of a process over ``seconds`` after a 10 s warm-up."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        p = psutil.Process(proc.pid)
+        time.sleep(10)  # benchmark pacing, not a test
+        c0 = sum(p.cpu_times()[:2])
+        time.sleep(seconds)
+        cpu = (sum(p.cpu_times()[:2]) - c0) / seconds * 100
+        rss = p.memory_info().rss / 2**20
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return cpu, rss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--idle-seconds", type=float, default=30.0)
+    args = parser.parse_args()
+    app = QApplication.instance() or QApplication([])
+    now = time.time()
+    mine, base = bench_live(now)
+    print(f"redraw, {N_PLOTS} charts x 1 h of 1 Hz (live buffers): median {statistics.median(mine):.2f} ms, "
+          f"p95 {sorted(mine)[int(len(mine) * .95)]:.2f} ms; bare pyqtgraph setData of the same arrays "
+          f"{statistics.median(base):.2f} ms (ratio {statistics.median(mine) / statistics.median(base):.2f}); target <= 8 ms")
+    with tempfile.TemporaryDirectory() as tmp:
+        first, later, points = bench_history(now, Path(tmp))
+        print(f"24 h from SQLite ({N_PLOTS} x 86,400 rows): first draw {first:.0f} ms (12 downsampling queries), "
+              f"then median {statistics.median(later):.2f} ms per redraw; {points} points per curve")
+        env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+        db = str(Path(tmp) / "idle.db")
+        out = subprocess.run([sys.executable, "main.py", "--db", db + ".smoke", "--smoke"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60).stdout
+        shown = re.search(r"window shown ([\d.]+) s", out)
+        print(f"start-up to window shown: {shown.group(1) if shown else '?'} s; target <= 1.5 s")
+        cpu, rss = idle_cost([sys.executable, "main.py", "--db", db], args.idle_seconds, env)
+        empty = ("from PySide6.QtWidgets import QApplication, QMainWindow; a = QApplication([]); "
+                 "w = QMainWindow(); w.show(); a.exec()")
+        base_cpu, base_rss = idle_cost([sys.executable, "-c", empty], args.idle_seconds, env)
+        print(f"idle app, all collectors at 1 s: {cpu:.2f} % of one core, RSS {rss:.0f} MB; "
+              f"empty PySide6 window: {base_cpu:.2f} %, {base_rss:.0f} MB; targets <= 2 %, <= 200 MB")
+    app.quit()
+
+
+if __name__ == "__main__":
+    main()
