@@ -75,7 +75,8 @@ class LlamaCppCollector(ServerCollector):
         out: list[Record] = []
         add = self._adder(out, now)
         model = str(props.get("model_alias") or props.get("model_path") or "")
-        n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
+        settings = props.get("default_generation_settings")
+        n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
         has_ctx = isinstance(n_ctx, (int, float)) and not isinstance(n_ctx, bool)
         out += self.models_loaded(now, {model: f"{n_ctx} tokens per slot" if has_ctx else ""}
                                   if model else {})
@@ -91,13 +92,12 @@ class LlamaCppCollector(ServerCollector):
                 raise SourceError(HealthState.ERROR, f"not {self.what} (/slots is not a list of slots)")
             add("llamacpp_busy_slots", sum(1 for s in slots if s.get("is_processing")))
         else:
-            missing.append("busy slots need --slots")
+            missing.append("busy slots need llama-server --slots")
         if props.get("endpoint_metrics", True):
             out += self._metrics(self.source.get_ok("/metrics").text, now)
         else:
-            missing.append("token counters need --metrics")
-        if missing:
-            self._note = "started without them: " + ", ".join(missing)
+            missing.append("token counters need llama-server --metrics")
+        self._note = "; ".join(missing)
         return out
 
     def _metrics(self, text: str, now: float) -> list[Record]:

@@ -21,7 +21,20 @@ from collectors.llamacpp import LlamaCppCollector
 RECORDED = Path(__file__).parent / "sim" / "recordings" / "llamaserver"
 
 
-class _Quiet(SimpleHTTPRequestHandler):
+class _Replay(SimpleHTTPRequestHandler):
+    """Serves the file named like the path; a ``<name>.status`` file beside it sets the status."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        status = Path(self.translate_path(self.path) + ".status")
+        if not status.exists():
+            return super().do_GET()
+        body = Path(self.translate_path(self.path)).read_bytes()
+        self.send_response(int(status.read_text()))
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -31,7 +44,7 @@ def site(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A directory served over HTTP on 127.0.0.1: the file ``props`` answers ``GET /props``."""
     root = tmp_path / "site"
     shutil.copytree(RECORDED, root)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Replay, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
@@ -136,3 +149,14 @@ def test_nothing_listening_is_down_with_the_reason() -> None:
     collector.close()
     assert (h.state, h.kind, h.url) == (HealthState.DOWN, "llamacpp", f"http://127.0.0.1:{port}")
     assert "refused" in h.reason
+
+
+def test_a_server_still_loading_its_model_is_up_and_says_so(site: tuple[Path, str]) -> None:
+    root, url = site
+    (root / "health_loading").replace(root / "health")  # llama-server until its model is in
+    (root / "health.status").write_text("503")
+    collector = LlamaCppCollector(url, "llamacpp@loading")
+    records = collector.poll()
+    collector.close()
+    assert (health(records).state, health(records).reason) == (HealthState.UP, "loading model")
+    assert not by_name(records).keys() - {"llm_poll_latency_seconds"}

@@ -127,7 +127,8 @@ def test_api_key_and_a_server_without_metrics_or_slots(tiny_model: Path, tmp_pat
         h = health(records)
         assert h.state == HealthState.UP
         # up, and the user is told how to get the missing figures
-        assert h.reason == "started without them: busy slots need --slots, token counters need --metrics"
+        assert h.reason == ("busy slots need llama-server --slots; "
+                            "token counters need llama-server --metrics")
         assert value(records, "llamacpp_slots_total") == server.slots
         names = {r.name for r in records if isinstance(r, Sample)}
         assert not names & {"llamacpp_busy_slots", "llamacpp_generation_tokens_total"}
