@@ -15,7 +15,8 @@ from PySide6.QtWidgets import QApplication
 
 from app.runtime import Runtime
 from widgets.main_window import MainWindow
-from widgets.theme import apply_plot_theme
+from widgets.theme import apply_colour_scheme
+from widgets.tray import install_tray
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,10 @@ def run_gui(args: argparse.Namespace) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("llmmon")
     app.setOrganizationName("llmmon")
-    apply_plot_theme()
+    apply_colour_scheme(app)
     runtime = Runtime.create(args.db, session_name=args.session_name)
     window = MainWindow(runtime)
+    install_tray(app, window, runtime)  # when the desktop has a tray: owned by app
     app.aboutToQuit.connect(runtime.stop)
     # Python only runs signal handlers when the interpreter gets control: a timer gives it that.
     signal.signal(signal.SIGINT, lambda *_: app.quit())

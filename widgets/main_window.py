@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QComboBox, QLabel, QMainWindow, QPushButton, QTab
 from app.queries import session_range
 from app.runtime import Runtime
 from app.summary import summarize
+from widgets.alerts_panel import AlertsPanel
 from widgets.header_strip import HeaderStrip
 from widgets.history import HistorySource
 from widgets.llamacpp_panel import LlamaCppPanel
@@ -33,6 +34,7 @@ def panel_factories() -> list[Callable[[Runtime], Panel]]:
         OverviewPanel,
         ModelPanel,
         LlamaCppPanel,
+        AlertsPanel,
     ]
 
 

@@ -14,6 +14,13 @@ NO_SERVER = ("No LLM server found yet.\nStart Ollama (:11434), vLLM (:8000) or l
 NO_TRAFFIC = "No generation yet.\nPoint your clients at llmmon's proxy (Requests tab) to measure them."
 
 
+def gpu_absent_text(reason: str) -> str:
+    """The no-GPU message, with NVML's own words when the collector gave them."""
+    if "no nvidia gpu" in reason.lower():
+        return reason
+    return "No NVIDIA GPU found" + (f" ({reason})" if reason else "")
+
+
 class OverviewPanel(Panel):
     title = "Overview"
 
@@ -52,7 +59,7 @@ class OverviewPanel(Panel):
         for plot in (self.tokens_plot, self.ttft_plot, self.requests_plot):
             plot.set_empty_text(NO_TRAFFIC if servers_up else NO_SERVER)
         gpu = next((h for h in health if h.kind == "gpu"), None)
-        gpu_text = ("No NVIDIA GPU found" + (f"\n({gpu.reason})" if gpu.reason else "")
+        gpu_text = (gpu_absent_text(gpu.reason)
                     if gpu is not None and gpu.state == HealthState.ABSENT else "No GPU data yet")
         for plot in (self.gpu_util_plot, self.gpu_memory_plot):
             plot.set_empty_text(gpu_text)

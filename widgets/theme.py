@@ -5,9 +5,14 @@ learns once that CPU is blue and memory is orange.
 """
 from __future__ import annotations
 
+import os
+
 import pyqtgraph as pg
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
+
+THEME_ENV = "LLMMON_THEME"  # "dark" or "light" overrides what the system says
 
 # Okabe-Ito palette: distinguishable with the common colour-vision deficiencies.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999"]
@@ -40,6 +45,41 @@ def is_dark() -> bool:
         return False
     window = app.palette().color(QPalette.ColorRole.Window)
     return window.lightness() < 128
+
+
+def _dark_palette() -> QPalette:
+    p = QPalette()
+    roles = {
+        QPalette.ColorRole.Window: "#202428", QPalette.ColorRole.WindowText: "#e6e6e6",
+        QPalette.ColorRole.Base: "#16191c", QPalette.ColorRole.AlternateBase: "#22262a",
+        QPalette.ColorRole.Text: "#e6e6e6", QPalette.ColorRole.Button: "#2a2f34",
+        QPalette.ColorRole.ButtonText: "#e6e6e6", QPalette.ColorRole.Highlight: "#0072B2",
+        QPalette.ColorRole.HighlightedText: "#ffffff", QPalette.ColorRole.ToolTipBase: "#2a2f34",
+        QPalette.ColorRole.ToolTipText: "#e6e6e6", QPalette.ColorRole.Mid: "#8a9199",
+        QPalette.ColorRole.PlaceholderText: "#8a9199", QPalette.ColorRole.Link: "#56B4E9",
+    }
+    for role, colour in roles.items():
+        p.setColor(role, QColor(colour))
+    p.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text, QColor("#6b7178"))
+    p.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor("#6b7178"))
+    return p
+
+
+def apply_colour_scheme(app: QApplication) -> str:
+    """Follow the system's light/dark choice (or ``$LLMMON_THEME``); returns the one applied.
+
+    Qt follows the system palette by itself where a platform theme exists; where it reports a
+    dark preference without providing a dark palette (or the user forces one), llmmon sets its
+    own dark palette on the Fusion style so every widget and chart agrees."""
+    wanted = os.environ.get(THEME_ENV, "").lower()
+    if wanted not in ("dark", "light"):
+        dark = app.styleHints().colorScheme() == Qt.ColorScheme.Dark
+        wanted = "dark" if dark else "light"
+    if wanted == "dark" and not is_dark():
+        app.setStyle("Fusion")
+        app.setPalette(_dark_palette())
+    apply_plot_theme()
+    return wanted
 
 
 def apply_plot_theme() -> None:

@@ -136,11 +136,14 @@ class TimeSeriesPlot(pg.PlotWidget):
         for spec in self.specs:
             if isinstance(spec, CurveSpec):
                 self._add(spec.key, spec.label, spec.colour, 1.0)
+        for axis in ("left", "bottom"):  # starts empty: the message shows, the axes don't
+            item.showAxis(axis, False)
 
     # ------------------------------------------------------------------ curves
     def _add(self, key: SeriesKey, label: str, colour: str, scale: float) -> pg.PlotDataItem:
         # 1 px cosmetic pens take Qt's fast line path; 2 px lines cost +50 % per redraw.
-        item = self.plot([], [], name=label, pen=pg.mkPen(colour or colour_for_key(key), width=1))
+        item = self.plot([], [], name=label, pen=pg.mkPen(colour or colour_for_key(key), width=1),
+                         connect="finite")
         self._curves[key] = (item, scale, -1)
         return item
 
@@ -183,7 +186,7 @@ class TimeSeriesPlot(pg.PlotWidget):
                 ts, values = buffers.window(key, since=t0)
             if scale != 1.0:
                 values = values * scale
-            item.setData(ts, values)
+            item.setData(*break_gaps(ts, values))
             self._curves[key] = (item, scale, version)
             changed = True
             has_data = has_data or len(ts) > 0
@@ -209,13 +212,23 @@ class TimeSeriesPlot(pg.PlotWidget):
         return not self._empty.isHidden()
 
     def _show_empty(self, empty: bool) -> None:
+        if empty == self.showing_empty_text:
+            return
         self._empty.setVisible(empty)
+        item = self.getPlotItem()
+        for axis in ("left", "bottom"):  # an empty chart shows its message, not bare axes
+            item.showAxis(axis, not empty)
         if empty:
             self._place_empty()
 
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        super().resizeEvent(event)
+        if "_empty" in self.__dict__:  # Qt resizes during __init__, before the label exists
+            self._place_empty()
+
     def _place_empty(self) -> None:
-        # Cover the plot area below the title so an empty chart reads as a message, not a grid.
-        top = 30
+        # Cover everything below the title so an empty chart reads as a message, not as axes.
+        top = int(self.getPlotItem().titleLabel.boundingRect().height()) + 2
         self._empty.setGeometry(0, top, self.width(), max(self.height() - top, 0))
 
 
@@ -249,6 +262,20 @@ class TimeSeriesPlot(pg.PlotWidget):
     def _unit(self) -> str:
         axis = self.getPlotItem().getAxis("left")
         return "B" if isinstance(axis, BinaryBytesAxis) else (axis.labelUnits or "")
+
+
+def break_gaps(ts: np.ndarray, values: np.ndarray, min_gap_s: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+    """Insert a NaN point where the series has a hole (the app was not running, a source was
+    down) so the line breaks there instead of drawing a straight bridge across missing data."""
+    if len(ts) < 3:
+        return ts, values
+    steps = np.diff(ts)
+    limit = max(min_gap_s, 5 * float(np.median(steps)))
+    holes = np.nonzero(steps > limit)[0]
+    if not len(holes):
+        return ts, values
+    at = holes + 1
+    return np.insert(ts, at, ts[holes] + steps[holes] / 2), np.insert(values, at, np.nan)
 
 
 def format_value(value: float, unit: str) -> str:
