@@ -20,6 +20,8 @@ from app.records import Health, Record, Sample
 from app.scheduler import Scheduler
 from app.store import Store
 from collectors.base import Collector
+from collectors.discovery import DiscoveryCollector
+from collectors.gpu import GpuCollector
 from collectors.system import SystemCollector
 
 log = logging.getLogger(__name__)
@@ -28,9 +30,13 @@ Subscriber = Callable[[list[Record]], None]
 
 
 def default_collectors(settings: Settings) -> list[Collector]:
-    """Every collector the app runs, built from the user's settings."""
+    """Every collector the app runs, built from the user's settings. Discovery starts one
+    collector per LLM server it finds (see :meth:`Hub.add_collectors`)."""
+    discovery = DiscoveryCollector(settings)
     return [
         SystemCollector(interval=settings.system_interval_s),
+        discovery,
+        GpuCollector(servers=discovery.servers),
     ]
 
 
@@ -50,6 +56,8 @@ class Hub:
     def add_collectors(self, collectors: Iterable[Collector]) -> None:
         for collector in collectors:
             self.scheduler.add(collector)
+            if isinstance(collector, DiscoveryCollector):
+                collector.attach(self.scheduler.add)  # the servers it finds get their own threads
 
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
         """Call ``fn(records)`` for every published batch; returns an unsubscribe function."""
