@@ -553,3 +553,22 @@ def replace_rule(text: str, name: str, rule: Rule | None) -> str:
     if rule is None:
         return "".join(lines)
     return "".join(lines) + ("\n" if lines and lines[-1].strip() else "") + "".join(new)
+
+
+def set_notify_option(text: str, key: str, value: str) -> str:
+    """The file text with ``[notifications] key = value`` (``value`` is TOML, e.g. ``'"slack"'``);
+    the line is replaced in place (keeping its comment), added to the table, or the table is
+    added at the top."""
+    lines = text.splitlines(keepends=True)
+    table = next((i for i, line in enumerate(lines) if re.match(r"^\s*\[\s*notifications\s*\]", line)), None)
+    if table is None:
+        return f"[notifications]\n{key} = {value}\n\n" + text
+    end = next((i for i in range(table + 1, len(lines)) if _TABLE.match(lines[i])), len(lines))
+    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=[^#\n]*(#.*)?")
+    for i in range(table + 1, end):
+        m = pattern.match(lines[i])
+        if m:
+            lines[i] = f"{key} = {value}" + (f"  {m.group(1)}" if m.group(1) else "") + "\n"
+            return "".join(lines)
+    lines.insert(table + 1, f"{key} = {value}\n")
+    return "".join(lines)

@@ -211,8 +211,9 @@ def _message(rule: Rule, obs: _Observation) -> str:
     where = f"{rule.metric}{{{labels_text(obs.labels)}}}" if obs.labels else rule.metric
     if obs.absent and obs.value is None:
         return f"{where}: no data for {format_duration(rule.absent_for or 0)}"
-    value = "no value" if obs.value is None else f"{obs.value:.4g}"
-    return f"{where} is {value} ({rule.condition_text()})"
+    if obs.value is None:
+        return f"{where}: no data in the last {format_duration(rule.window)}"
+    return f"{where} is {obs.value:.4g} ({rule.condition_text()})"
 
 
 # ---------------------------------------------------------------------------- the engine

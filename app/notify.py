@@ -153,7 +153,9 @@ class DesktopSink(Sink):
                 # Not "activatable" names: an installed daemon that cannot start (no display)
                 # would swallow every notification.
                 return False, "no notification daemon is running on the D-Bus session bus"
-        except Exception as exc:  # no bus address, socket gone, auth refused, timeout...
+        except KeyError:  # jeepney looks up $DBUS_SESSION_BUS_ADDRESS
+            return False, "no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not set)"
+        except Exception as exc:  # socket gone, auth refused, timeout...
             return False, f"no D-Bus session bus ({type(exc).__name__}: {exc})"
 
     def send(self, notification: Notification) -> bool:

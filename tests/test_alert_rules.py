@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from app.alert_rules import (DEFAULT_RULES_PATH, Baseline, Rule, ensure_user_rules, format_duration,
@@ -131,7 +132,7 @@ def test_editing_one_rule_keeps_comments_and_broken_rules() -> None:
     text = DEFAULT_RULES_PATH.read_text() + '\n[[rule]]\nname = "mine"\nmetric = "x"\nthreshold = oops\n'
     before = parse_rules(text)
     gpu = next(r for r in before.rules if r.name == "gpu_hot")
-    edited = replace_rule(text, "gpu_hot", Rule(**{**gpu.__dict__, "threshold": 80.0, "enabled": False}))
+    edited = replace_rule(text, "gpu_hot", replace(gpu, threshold=80.0, enabled=False))
     after = parse_rules(edited)
     assert len(after.problems) == len(before.problems) == 1  # the broken rule is kept as it was
     assert "Invalid value (rule skipped)" in after.problems[0]
