@@ -113,9 +113,7 @@ class Forwarder:
         try:
             return await self._forward(request, record, t0)
         except asyncio.CancelledError:
-            if record is not None and not record.error_type:
-                record.error_type = "cancelled"
-                record.error = "proxy stopped" if self.stopping else "client disconnected"
+            self._cancelled(record)
             raise
         finally:
             if record is not None:
@@ -140,8 +138,14 @@ class Forwarder:
         try:
             info, data = await self._read_body(request, record, keep)
         except asyncio.TimeoutError:
-            return await self._fail(request, record, 408, "timeout",
-                                    f"llmmon proxy: the request body took over {opts.body_timeout:g} s")
+            response = await self._fail(request, record, 408, "timeout",
+                                        f"llmmon proxy: the request body took over {opts.body_timeout:g} s")
+            # Send it now and hang up: aiohttp would otherwise linger, reading the rest.
+            await response.prepare(request)
+            await response.write_eof()
+            if request.transport is not None:
+                request.transport.close()
+            return response
         except asyncio.IncompleteReadError:
             if record is not None:  # the client left half-way through its body
                 record.error_type, record.error = "cancelled", "client left while sending its body"
@@ -202,12 +206,16 @@ class Forwarder:
             self._cut(request, record, "timeout",
                       f"upstream silent for {self.options.read_timeout:g} s mid-answer")
         except ConnectionError:  # writing to a client that has gone away
-            if record is not None and not record.error_type:
-                record.error_type, record.error = "cancelled", "client disconnected"
+            self._cancelled(record)
         finally:
             if meter is not None:
                 meter.finish(time.perf_counter())
         return response
+
+    def _cancelled(self, record: RequestRecord | None) -> None:
+        if record is not None and not record.error_type:
+            record.error_type = "cancelled"
+            record.error = "proxy stopped" if self.stopping else "client disconnected"
 
     def _cut(self, request: web.BaseRequest, record: RequestRecord | None, kind: str, text: str) -> None:
         """The upstream failed after the client got headers: cut the client's connection so

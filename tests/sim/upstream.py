@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +77,8 @@ class SimRequest:
     sent: bytearray = field(default_factory=bytearray)
     completed: bool = False       # the whole answer was written
     disconnected: bool = False    # the client (the proxy) went away before the end
+    received_at: float = 0.0      # time.perf_counter() when the request arrived
+    write_times: list[float] = field(default_factory=list)  # perf_counter() as each chunk is sent
 
 
 class SimUpstream:
@@ -149,7 +152,8 @@ class SimUpstream:
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         # content.read(), not request.read(): no 1 MiB cap, the 50 MB test body must arrive
         body = await request.content.read() if request.path != "/sim/echo" else b""
-        entry = SimRequest(request.method, request.path, dict(request.headers), body)
+        entry = SimRequest(request.method, request.path, dict(request.headers), body,
+                           received_at=time.perf_counter())
         self.requests.append(entry)
         self.in_flight += 1
         try:
@@ -210,6 +214,7 @@ class SimUpstream:
                 request.transport.abort()  # the connection drops: no end of body
                 return response
             await asyncio.sleep(self.first_delay_s if i == 0 else self.chunk_delay_s)
+            entry.write_times.append(time.perf_counter())  # before: it cannot arrive earlier
             await response.write(chunk)
             entry.sent += chunk
         await response.write_eof()
