@@ -22,6 +22,7 @@ from widgets.llamacpp_panel import LlamaCppPanel
 from widgets.model_panel import ModelPanel
 from widgets.overview_panel import OverviewPanel
 from widgets.panel import Panel
+from widgets.sessions_panel import SessionsPanel
 from widgets.time_window import SPANS, TimeWindow
 from widgets.timeseries_plot import TimeSeriesPlot
 
@@ -35,6 +36,7 @@ def panel_factories() -> list[Callable[[Runtime], Panel]]:
         ModelPanel,
         LlamaCppPanel,
         AlertsPanel,
+        SessionsPanel,
     ]
 
 

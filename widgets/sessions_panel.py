@@ -1,0 +1,328 @@
+"""The Sessions tab: every recording session with what it holds, and what the user does with
+them: start a new one, stop, rename and annotate (edit the cells), open a past one on the
+dashboard, export to CSV, delete (after confirming). The header line shows the database's size
+and what the next retention clean-up will remove; so does each row's Retention cell.
+
+The list is read on a worker thread (a big database takes a moment); edits go to the store's
+writer thread. Neither blocks the window.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from typing import Callable
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QShowEvent
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QMessageBox,
+                               QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from app.runtime import Runtime
+from app.sessions import (GB, RetentionPlan, SessionInfo, db_usage, delete_session, list_sessions,
+                          rename_session, retention_plan, set_session_note)
+from widgets.export_dialog import ExportDialog
+from widgets.panel import Panel
+from widgets.theme import PALETTE
+
+COLUMNS = ["Name", "Started", "Ended", "Duration", "Servers", "Models", "Requests", "Tokens",
+           "Alerts", "Size", "Retention", "Note"]
+NAME, NOTE = COLUMNS.index("Name"), COLUMNS.index("Note")
+LISTS = (COLUMNS.index("Servers"), COLUMNS.index("Models"))  # long: a fixed width, full text in the tooltip
+RELOAD_S = 10.0
+WARN = PALETTE[5]
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours >= 24:
+        return f"{hours // 24} d {hours % 24} h"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def format_bytes(n: float) -> str:
+    for unit, size in (("GB", GB), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def format_time(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+class SessionsPanel(Panel):
+    """The session browser. ``openSessionRequested(id)`` asks the dashboard to show a session."""
+
+    title = "Sessions"
+    openSessionRequested = Signal(int)
+    # From worker threads; Qt queues them to the GUI thread.
+    _loaded = Signal(object, object, float)   # sessions, RetentionPlan, now
+    _acted = Signal(str)                      # what an edit did, or "Error: ..."
+
+    def __init__(self, runtime: Runtime, parent: QWidget | None = None) -> None:
+        super().__init__(runtime, parent)
+        self.sessions: list[SessionInfo] = []
+        self.plan: RetentionPlan | None = None
+        self.loading = False
+        self.reload_again = False   # something changed while a read was under way
+        self.loaded_at = float("-inf")
+        self.confirm_box: QMessageBox | None = None
+        self.export_dialog: ExportDialog | None = None
+
+        self.summary = QLabel("Reading sessions…")
+        self.summary.setWordWrap(True)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked
+                                   | QAbstractItemView.EditTrigger.EditKeyPressed)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setWordWrap(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(NOTE, QHeaderView.ResizeMode.Stretch)
+        for column in LISTS:
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
+            self.table.setColumnWidth(column, 180)
+        self.table.itemChanged.connect(self._cell_edited)
+        self.table.itemSelectionChanged.connect(self._update_buttons)
+        self.table.cellDoubleClicked.connect(self._double_clicked)
+
+        self.new_button = self._button("New session", "End the current session and start recording a new one",
+                                       self.start_new)
+        self.stop_button = self._button("Stop session", "End the current session", self.stop)
+        self.open_button = self._button("Open on dashboard", "Show this session's time range on the charts",
+                                        self.open_selected)
+        self.export_button = self._button("Export CSV…", "Write this session to CSV files", self.export_selected)
+        self.delete_button = self._button("Delete…", "Delete this session and everything it recorded",
+                                          self.delete_selected)
+        self.refresh_button = self._button("Refresh", "Read the sessions again", self.reload)
+        buttons = QHBoxLayout()
+        for b in (self.new_button, self.stop_button, self.open_button, self.export_button, self.delete_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        buttons.addWidget(self.refresh_button)
+        self.status = QLabel("Double-click a name or a note to edit it.")
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.summary)
+        layout.addLayout(buttons)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.status)
+        self._loaded.connect(self._show_sessions)
+        self._acted.connect(self._action_done)
+        self._update_buttons()
+
+    def _button(self, text: str, tip: str, slot: Callable[[], None]) -> QPushButton:
+        button = QPushButton(text)
+        button.setToolTip(tip)
+        button.clicked.connect(slot)
+        return button
+
+    # ------------------------------------------------------------------ loading
+    def refresh(self, now: float) -> None:
+        if now - self.loaded_at >= RELOAD_S:  # the recording session's numbers keep growing
+            self.reload()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the sessions and the retention preview on a worker thread."""
+        if self.loading:
+            self.reload_again = True
+            return
+        self.loading = True
+        self.loaded_at = time.time()
+        store, settings = self.runtime.store, self.runtime.settings
+        max_bytes = int(settings.retention_gb * GB) if settings.retention_gb else None
+
+        def work() -> None:
+            now = time.time()
+            try:
+                conn = store.reader()
+                try:
+                    usage = db_usage(conn)
+                    sessions = list_sessions(conn, now, usage)
+                    plan = retention_plan(conn, settings.retention_days, max_bytes, now, usage)
+                finally:
+                    conn.close()
+            except Exception as exc:  # a locked or broken file: say so, keep the window alive
+                self._loaded.emit(f"Cannot read the sessions: {exc}", None, now)
+                return
+            self._loaded.emit(sessions, plan, now)
+        threading.Thread(target=work, name="llmmon-sessions", daemon=True).start()
+
+    def _show_sessions(self, sessions: object, plan: object, now: float) -> None:
+        self.loading = False
+        if self.reload_again:
+            self.reload_again = False
+            self.reload()
+        if isinstance(sessions, str):
+            self._set_status(sessions, error=True)
+            return
+        selected = self.selected()
+        self.sessions, self.plan = sessions, plan
+        self.summary.setText(self._summary_text(plan))
+        self.table.blockSignals(True)  # filling cells is not the user editing them
+        self.table.setRowCount(len(sessions))
+        for row, s in enumerate(sessions):
+            effect = plan.effect(s)
+            retention = {"all": "will be removed",
+                         "part": f"before {time.strftime('%d %b %H:%M', time.localtime(plan.cutoff))} removed"
+                         if plan.cutoff else "",
+                         "": ""}[effect]
+            cells = [s.name, format_time(s.started), "recording" if s.recording else format_time(s.ended),
+                     format_duration(s.duration(now)), ", ".join(s.servers), ", ".join(s.models),
+                     f"{s.requests:,}", f"{s.prompt_tokens + s.completion_tokens:,}", f"{s.alerts_fired:,}",
+                     format_bytes(s.approx_bytes), retention, s.note]
+            for column, text in enumerate(cells):
+                item = QTableWidgetItem(" ".join(text.split()) if column in LISTS else text)
+                if column in LISTS:
+                    item.setToolTip(text)
+                item.setData(Qt.ItemDataRole.UserRole, s.id)
+                if column not in (NAME, NOTE):
+                    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+                if column in (COLUMNS.index("Requests"), COLUMNS.index("Tokens"), COLUMNS.index("Alerts"),
+                              COLUMNS.index("Size")):
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if column == COLUMNS.index("Retention") and effect:
+                    item.setForeground(QColor(WARN))
+                if s.recording and column == NAME:
+                    font = item.font()
+                    font.setBold(True)
+                    item.setFont(font)
+                self.table.setItem(row, column, item)
+        self.table.blockSignals(False)
+        if selected is not None:
+            self.select(selected.id)
+        self._update_buttons()
+
+    def _summary_text(self, plan: RetentionPlan) -> str:
+        usage = plan.usage
+        limits = [f"{plan.keep_days:g} days" if plan.keep_days else "",
+                  f"{plan.max_bytes / GB:g} GB" if plan.max_bytes else ""]
+        keep = " and ".join(x for x in limits if x) or "everything (no retention limit)"
+        text = (f"Database {format_bytes(usage.file_bytes)} ({format_bytes(usage.used_bytes)} in use) · "
+                f"{len(self.sessions)} sessions · keeping {keep}.")
+        if plan.cutoff is None:
+            return text + " Nothing is due for removal."
+        whole = sum(plan.effect(s) == "all" for s in self.sessions)
+        part = sum(plan.effect(s) == "part" for s in self.sessions)
+        why = "the age limit" if plan.reason == "age" else "the size limit"
+        return (text + f" Next clean-up ({why}) removes data before {format_time(plan.cutoff)}: "
+                f"{whole} whole session(s), part of {part}.")
+
+    # ------------------------------------------------------------------ selection
+    def selected(self) -> SessionInfo | None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            return None
+        sid = self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+        return next((s for s in self.sessions if s.id == sid), None)
+
+    def select(self, session_id: int) -> None:
+        for row, s in enumerate(self.sessions):
+            if s.id == session_id:
+                self.table.selectRow(row)
+                return
+
+    def _update_buttons(self) -> None:
+        chosen = self.selected()
+        recording_id = self.runtime.store.session_id
+        self.stop_button.setEnabled(recording_id is not None)
+        for b in (self.open_button, self.export_button):
+            b.setEnabled(chosen is not None)
+        deletable = chosen is not None and chosen.id != recording_id
+        self.delete_button.setEnabled(deletable)
+        self.delete_button.setToolTip("Delete this session and everything it recorded" if deletable or chosen is None
+                                      else "This session is recording: stop it or start a new one first")
+
+    # ------------------------------------------------------------------ actions
+    def start_new(self) -> None:
+        self._in_background(self.runtime.store.begin_session, "New session started.")
+
+    def stop(self) -> None:
+        self._in_background(self.runtime.store.end_session, "Session stopped.")
+
+    def open_selected(self) -> None:
+        chosen = self.selected()
+        if chosen is not None:
+            self.openSessionRequested.emit(chosen.id)
+
+    def export_selected(self) -> None:
+        chosen = self.selected()
+        if chosen is None:
+            return
+        self.export_dialog = ExportDialog(self.runtime.store, chosen, self)
+        self.export_dialog.open()
+
+    def delete_selected(self) -> None:
+        chosen = self.selected()
+        if chosen is None or chosen.id == self.runtime.store.session_id:
+            return
+        box = QMessageBox(QMessageBox.Icon.Warning, "Delete session",
+                          f"Delete “{chosen.name}” and everything it recorded "
+                          f"({chosen.samples:,} samples, {chosen.requests:,} requests, "
+                          f"about {format_bytes(chosen.approx_bytes)})? This cannot be undone.",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.button(QMessageBox.StandardButton.Yes).setText("Delete")
+        box.finished.connect(lambda _: self._confirmed(box, chosen))
+        self.confirm_box = box
+        box.open()
+
+    def _confirmed(self, box: QMessageBox, session: SessionInfo) -> None:
+        self.confirm_box = None
+        if box.clickedButton() is not box.button(QMessageBox.StandardButton.Yes):
+            return
+        self._set_status(f"Deleting “{session.name}”…")
+        self._when_done(delete_session(self.runtime.store, session.id), f"Deleted “{session.name}”.")
+
+    def _cell_edited(self, item: QTableWidgetItem) -> None:
+        sid = item.data(Qt.ItemDataRole.UserRole)
+        if item.column() == NAME:
+            if not item.text().strip():
+                self._set_status("A session needs a name.", error=True)
+                self.reload()
+                return
+            self._when_done(rename_session(self.runtime.store, sid, item.text()), "Renamed.")
+        elif item.column() == NOTE:
+            self._when_done(set_session_note(self.runtime.store, sid, item.text()), "Note saved.")
+
+    def _double_clicked(self, row: int, column: int) -> None:
+        if column not in (NAME, NOTE):
+            self.open_selected()
+
+    # ------------------------------------------------------------------ plumbing
+    def _when_done(self, future: Future, message: str) -> None:
+        def report(f: Future) -> None:  # runs on the writer thread
+            exc = f.exception()
+            self._acted.emit(message if exc is None else f"Error: {exc}")
+        future.add_done_callback(report)
+
+    def _in_background(self, fn: Callable[[], object], message: str) -> None:
+        """Store calls that wait for the writer (a locked database can hold it up)."""
+        def work() -> None:
+            try:
+                fn()
+            except Exception as exc:
+                self._acted.emit(f"Error: {exc}")
+                return
+            self._acted.emit(message)
+        threading.Thread(target=work, name="llmmon-session-action", daemon=True).start()
+
+    def _action_done(self, message: str) -> None:
+        self._set_status(message, error=message.startswith("Error"))
+        self.reload()
+
+    def _set_status(self, text: str, error: bool = False) -> None:
+        self.status.setText(text)
+        self.status.setStyleSheet(f"color: {WARN}; font-weight: bold" if error else "")
