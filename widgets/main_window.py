@@ -16,6 +16,7 @@ from app.queries import session_range
 from app.runtime import Runtime
 from app.summary import summarize
 from widgets.alerts_panel import AlertsPanel
+from widgets.gpu_panel import GpuPanel
 from widgets.header_strip import HeaderStrip
 from widgets.history import HistorySource
 from widgets.llamacpp_panel import LlamaCppPanel
@@ -23,8 +24,10 @@ from widgets.model_panel import ModelPanel
 from widgets.overview_panel import OverviewPanel
 from widgets.panel import Panel
 from widgets.sessions_panel import SessionsPanel
+from widgets.servers_panel import ServersPanel
 from widgets.time_window import SPANS, TimeWindow
 from widgets.timeseries_plot import TimeSeriesPlot
+from widgets.vllm_panel import VllmPanel
 
 REDRAW_MS = 1000
 
@@ -33,8 +36,11 @@ def panel_factories() -> list[Callable[[Runtime], Panel]]:
     """The tabs, in order. Adding a tab is one line here."""
     return [
         OverviewPanel,
+        ServersPanel,
         ModelPanel,
+        VllmPanel,
         LlamaCppPanel,
+        GpuPanel,
         AlertsPanel,
         SessionsPanel,
     ]
