@@ -78,20 +78,29 @@ def test_token_counters_rise_by_exactly_the_tokens_generated(llama_server: Llama
     assert value(after, "llamacpp_decode_calls_per_second") * 2.0 >= generated
 
 
-def test_busy_slots_while_a_long_generation_runs(collector: LlamaCppCollector,
-                                                 llama_server: LlamaServer) -> None:
+def test_busy_slots_and_a_live_rate_while_a_long_generation_runs(collector: LlamaCppCollector,
+                                                                 llama_server: LlamaServer) -> None:
     client = openai.OpenAI(base_url=f"{llama_server.base_url}/v1", api_key="unused", max_retries=0)
     stream = client.chat.completions.create(
         model=ALIAS, messages=PROMPT, max_tokens=3000, temperature=0, stream=True,
         extra_body={"ignore_eos": True})  # thousands of tokens: seconds of work on this model
     with stream:
         next(iter(stream))  # the server has started on it
-        seen: list = []
-        wait_until(lambda: seen.append(collector.poll()) or value(seen[-1], "llamacpp_busy_slots") > 0,
-                   what="a busy slot")
-        assert value(seen[-1], "llamacpp_requests_processing") >= 1
-    # closing the stream cancels the generation: the slot is released
-    wait_until(lambda: value(collector.poll(), "llamacpp_busy_slots") == 0, what="the slot to free")
+        first = collector.poll()
+        assert value(first, "llamacpp_busy_slots") == 1
+        assert value(first, "llamacpp_requests_processing") == 1
+        later: list = []
+        wait_until(lambda: later.append(collector.poll()) or value(
+            later[-1], "llamacpp_generation_tokens_per_second") > 0, what="a generation rate")
+        # the server's counter has not moved yet (it counts a request when it ends), the rate has
+        assert (value(later[-1], "llamacpp_generation_tokens_total")
+                == value(first, "llamacpp_generation_tokens_total"))
+        assert value(later[-1], "llamacpp_busy_slots") == 1
+    # closing the stream cancels the generation: the slot is released, the rate is never negative
+    after: list = []
+    wait_until(lambda: after.append(collector.poll()) or value(after[-1], "llamacpp_busy_slots") == 0,
+               what="the slot to free")
+    assert all(value(r, "llamacpp_generation_tokens_per_second") >= 0 for r in after)
 
 
 def test_flips_down_when_the_server_dies_and_up_when_it_returns(tiny_model: Path, tmp_path: Path) -> None:
