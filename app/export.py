@@ -150,6 +150,19 @@ def iso_times(ts: Sequence[float] | np.ndarray) -> tuple[list[str], list[str]]:
     return utc, [w + s for w, s in zip(local_wall.tolist(), suffixes)]
 
 
+def _time_prefixes(ts: np.ndarray) -> list[str]:
+    """``"ts_utc,ts_local,"`` for each timestamp, formatted once per run of equal ones: a
+    collector stamps every sample of one poll with the same time, so runs are the rule."""
+    if ts.size == 0:
+        return []
+    new = np.empty(ts.size, dtype=bool)
+    new[0] = True
+    np.not_equal(ts[1:], ts[:-1], out=new[1:])
+    utc, local = iso_times(ts[new])
+    texts = np.array([f"{u},{l}," for u, l in zip(utc, local)], dtype=object)
+    return texts[np.cumsum(new) - 1].tolist()
+
+
 def _label_columns(keys: Iterable[str], fixed: Sequence[str]) -> list[tuple[str, str]]:
     """``(label key, column name)`` sorted by key; a key clashing with a fixed column is prefixed."""
     return [(k, f"label_{k}" if k in fixed else k) for k in sorted(set(keys))]
@@ -297,19 +310,19 @@ class CsvExport:
         # Everything between the timestamps and the value is constant per series: encode once.
         middle = {sid: _csv_cells([safe_text(name), *(safe_text(lab.get(k, "")) for k, _ in labels), ""])
                   for sid, (name, lab) in self.series.items()}
-        span = self.conn.execute("SELECT min(rowid), max(rowid) FROM samples").fetchone()
-        first, width = (span[0] or 0), max(1, (span[1] or 0) - (span[0] or 0))
+        span = max(1.0, self.high - self.low)
+        # ifnull: a missing value becomes an empty cell; str() of a float is its shortest
+        # round-trip repr, so values come back exactly.
         cursor = self.conn.execute(
-            f"SELECT rowid, series_id, ts, value FROM samples NOT INDEXED WHERE {self.sample_where}",
+            f"SELECT series_id, ts, ifnull(value, '') FROM samples NOT INDEXED WHERE {self.sample_where}",
             self.sample_params)
         written = 0
         while rows := cursor.fetchmany(CHUNK_ROWS):
             self._check()
-            utc, local = iso_times(np.fromiter((r[2] for r in rows), np.float64, len(rows)))
-            f.write(_EOL.join([f"{u},{l},{middle[r[1]]}{'' if r[3] is None else repr(r[3])}"
-                               for u, l, r in zip(utc, local, rows)]) + _EOL)
+            prefixes = _time_prefixes(np.fromiter((r[1] for r in rows), np.float64, len(rows)))
+            f.write("".join([f"{p}{middle[r[0]]}{r[2]}{_EOL}" for p, r in zip(prefixes, rows)]))
             written += len(rows)
-            progress((rows[-1][0] - first) / width)  # the scan goes in rowid order
+            progress(min(1.0, max(0.0, (rows[-1][1] - self.low) / span)))  # rows come in recording order
         return written
 
     def _write_wide(self, f: io.TextIOBase, progress: Callable[[float], None]) -> int:
@@ -344,7 +357,7 @@ class CsvExport:
                 values[index[sid]] = "" if mean is None else mean
             written += len(pending)
             flush()
-            progress(min(1.0, (bucket * res - self.low) / span))
+            progress(min(1.0, max(0.0, (bucket * res - self.low) / span)))
         if bucket is not None:
             pending.append((bucket, values))
             written += 1
