@@ -1,4 +1,5 @@
-"""The llama.cpp tab fed by the real collector polling a real llama-server through the hub."""
+"""The llama.cpp and Servers tabs fed by the real collector polling a real llama-server
+through the hub."""
 from __future__ import annotations
 
 import time
@@ -13,6 +14,7 @@ from app.runtime import Runtime
 from collectors.llamacpp import LlamaCppCollector
 from tests.real_server.llama_server import ALIAS, LlamaServer
 from widgets.llamacpp_panel import NO_LLAMACPP, LlamaCppPanel
+from widgets.servers_panel import ServersPanel
 
 SERVER = "llamacpp@panel"
 
@@ -59,3 +61,27 @@ def test_generation_on_the_real_server_shows_in_the_charts(qtbot, runtime: Runti
                     timeout=10_000)
     assert not panel.tokens_plot.showing_empty_text
     panel.grab().save(str(tmp_path / "llamacpp_panel.png"))
+
+
+def test_servers_tab_lists_the_llama_server_with_its_model(qtbot, runtime: Runtime,
+                                                          llama_server: LlamaServer) -> None:
+    runtime.hub.add_collectors([LlamaCppCollector(llama_server.base_url, SERVER, interval=0.2)])
+    runtime.start()
+    panel = ServersPanel(runtime)
+    qtbot.addWidget(panel)
+
+    def rows() -> list[list[str]]:
+        panel.refresh(time.time())
+        tree = panel.tree
+        out = []
+        for i in range(tree.topLevelItemCount()):
+            item = tree.topLevelItem(i)
+            out.append([item.text(c) for c in range(4)])
+            out += [[item.child(j).text(c).strip() for c in range(3)] for j in range(item.childCount())]
+        return out
+
+    qtbot.waitUntil(lambda: len(rows()) == 2)
+    (name, kind, version, status), model = rows()
+    assert (name, kind, status) == (f"● {SERVER}", "llamacpp", "UP")
+    assert version  # llama.cpp's build id
+    assert model == [ALIAS, "", f"context {llama_server.context // llama_server.slots}"]
