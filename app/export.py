@@ -203,6 +203,12 @@ class CsvExport:
         self.request = request
         self.progress = progress or (lambda fraction, what: None)
         self._cancelled = threading.Event()
+        # Set by _prepare(): the series to write (id -> name, labels), the time range and the
+        # SQL condition selecting this export's samples.
+        self.series: dict[int, tuple[str, dict[str, str]]] = {}
+        self.low = self.high = 0.0
+        self.sample_where = ""
+        self.sample_params: list[object] = []
 
     def cancel(self) -> None:
         """Stop the export as soon as possible (also interrupts a running SQLite query)."""
@@ -273,29 +279,23 @@ class CsvExport:
         self.series = {sid: (name, json.loads(labels)) for sid, name, labels in
                        self.conn.execute("SELECT id, name, labels FROM series ORDER BY name, labels")
                        if matches(name)}
-        where = ["session_id=?"]
-        params: list[object] = [req.session_id]
-        if req.t_from is not None:
-            where.append("ts>=?")
-            params.append(req.t_from)
-        if req.t_to is not None:
-            where.append("ts<=?")
-            params.append(req.t_to)
+        where, params = self._time_where("ts")
         if req.metrics:
             # The unary + keeps SQLite on one sequential scan: through the (series_id, ts)
             # index every row would be a random page read, about 5x slower.
-            where.append(f"+series_id IN ({','.join('?' * len(self.series))})")
+            where += f" AND +series_id IN ({','.join('?' * len(self.series))})"
             params.extend(self.series)
-        self.sample_where = " AND ".join(where)
-        self.sample_params = params
+        self.sample_where, self.sample_params = where, params
         # Only the series this session recorded decide the columns (a cheap distinct scan).
         present = {r[0] for r in self.conn.execute(
             f"SELECT DISTINCT series_id FROM samples NOT INDEXED WHERE {self.sample_where}", params)}
         self.series = {sid: v for sid, v in self.series.items() if sid in present}
 
     def _time_where(self, column: str) -> tuple[str, list[object]]:
+        """The SQL condition (and its parameters) for this session and the chosen time range."""
         req = self.request
-        where, params = "session_id=?", [req.session_id]
+        where = "session_id=?"
+        params: list[object] = [req.session_id]
         if req.t_from is not None:
             where += f" AND {column}>=?"
             params.append(req.t_from)
