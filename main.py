@@ -17,6 +17,7 @@ import threading
 # ``run(args) -> int``, with its one-line help as the module docstring's first line.
 COMMANDS: dict[str, str] = {
     "export": "app.export_cli",
+    "proxy": "app.proxy.cli",
 }
 
 

@@ -58,6 +58,29 @@ class ServerEntry:
 
 
 @dataclass
+class ProxyRoute:
+    """One metering proxy: clients talk to ``listen_host:listen_port``, it forwards to ``upstream``."""
+
+    upstream: str
+    listen_port: int
+    listen_host: str = "127.0.0.1"   # another address only when the user writes one
+    kind: str = "auto"
+    name: str = ""
+
+
+@dataclass
+class ProxySettings:
+    """``[proxy]``: off by default. With no ``[[proxy.routes]]``, Ollama :11434 gets a proxy on
+    :11435 and each configured server one on its port + 1 (see ``app/proxy/group.py``)."""
+
+    enabled: bool = False
+    routes: list[ProxyRoute] = field(default_factory=list)
+    include_usage: bool = False      # add stream_options.include_usage to OpenAI streams
+    store_content: bool = False      # keep prompt/response text in the database
+    content_max_chars: int = 16_384  # cap on each stored text
+
+
+@dataclass
 class Settings:
     """The user's settings, read from the TOML config file; every field has a safe default."""
 
@@ -66,6 +89,35 @@ class Settings:
     system_interval_s: float = 1.0
     servers: list[ServerEntry] = field(default_factory=list)
     discover_local: bool = True
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+
+
+def parse_listen(value: object) -> tuple[str, int] | None:
+    """``8001`` or ``"HOST:8001"`` as ``(host, port)``; loopback when no host is written."""
+    host, _, port = str(value).rpartition(":")
+    if isinstance(value, bool) or not port.isdigit():
+        return None
+    return host or "127.0.0.1", int(port)
+
+
+def _load_proxy(raw: object, path: Path, problems: list[str]) -> ProxySettings:
+    proxy = ProxySettings()
+    if not isinstance(raw, dict):
+        return proxy
+    for key in ("enabled", "include_usage", "store_content"):
+        if isinstance(raw.get(key), bool):
+            setattr(proxy, key, raw[key])
+    if isinstance(raw.get("content_max_chars"), int) and raw["content_max_chars"] > 0:
+        proxy.content_max_chars = raw["content_max_chars"]
+    for i, entry in enumerate(raw.get("routes", [])):
+        listen = parse_listen(entry.get("listen")) if isinstance(entry, dict) else None
+        if listen is None or not isinstance(entry.get("upstream"), str):
+            problems.append(f'{path}: proxy.routes[{i}] needs upstream = "http://..." and listen = PORT or "HOST:PORT"')
+            continue
+        proxy.routes.append(ProxyRoute(
+            upstream=entry["upstream"].rstrip("/"), listen_port=listen[1], listen_host=listen[0],
+            kind=str(entry.get("kind", "auto")), name=str(entry.get("name", ""))))
+    return proxy
 
 
 def load_settings(path: Path | None = None) -> tuple[Settings, list[str]]:
@@ -101,4 +153,5 @@ def load_settings(path: Path | None = None) -> tuple[Settings, list[str]]:
         settings.servers.append(ServerEntry(
             url=entry["url"].rstrip("/"), kind=str(entry.get("kind", "auto")),
             name=str(entry.get("name", "")), api_key_ref=str(entry.get("api_key_ref", ""))))
+    settings.proxy = _load_proxy(raw.get("proxy"), path, problems)
     return settings, problems

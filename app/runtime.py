@@ -9,6 +9,8 @@ from pathlib import Path
 from app.alerts import AlertEngine
 from app.config import Settings, db_path, load_settings
 from app.hub import Hub, default_collectors
+from app.proxy.group import ProxyGroup
+from app.request_stats import RequestStats
 from app.sessions import GB
 from app.store import Store
 
@@ -24,6 +26,8 @@ class Runtime:
     hub: Hub
     problems: list[str] = field(default_factory=list)  # config errors to show the user
     alerts: AlertEngine | None = None  # rule file errors are in alerts.problems
+    requests: RequestStats | None = None  # live request figures, recent requests
+    proxies: ProxyGroup | None = None     # the metering proxies; started when [proxy] enabled
 
     @classmethod
     def create(cls, db: str | Path | None = None, settings: Settings | None = None,
@@ -38,16 +42,27 @@ class Runtime:
         store.start(session_name=session_name)
         hub = Hub(store)
         hub.add_collectors(default_collectors(settings))
-        return cls(settings, store, hub, problems, alerts=AlertEngine.from_hub(hub))
+        requests = RequestStats(hub.publish)
+        hub.subscribe(requests)
+        return cls(settings, store, hub, problems, alerts=AlertEngine.from_hub(hub), requests=requests,
+                   proxies=ProxyGroup(settings, hub.publish, requests.watch_active))
 
     def start(self) -> None:
         self.hub.start()
         if self.alerts is not None:
             self.alerts.start()
+        if self.requests is not None:
+            self.requests.start()
+        if self.proxies is not None and self.settings.proxy.enabled:
+            self.proxies.start()  # a route that cannot listen says why in proxies.status()
         log.info("recording to %s, session %s", self.store.path, self.store.session_id)
 
     def stop(self) -> None:
         """Stop collectors first (no new records), then flush and close the store."""
+        if self.proxies is not None:
+            self.proxies.stop()  # in-flight requests are recorded as cancelled
+        if self.requests is not None:
+            self.requests.stop()
         if self.alerts is not None:
             self.alerts.stop()
         self.hub.stop()

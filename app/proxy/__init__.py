@@ -10,6 +10,7 @@ Modules: :mod:`~app.proxy.server` (the listening proxy and its thread),
 :mod:`~app.proxy.forward` (forwarding one request, error handling),
 :mod:`~app.proxy.meter` (reading NDJSON / SSE / JSON answers),
 :mod:`~app.proxy.request_body` (what is read from, or opted-in added to, request bodies),
+:mod:`~app.proxy.options` (options and server names, without the network stack),
 :mod:`~app.proxy.group` (the proxies the settings ask for), :mod:`~app.proxy.cli`
 (``main.py proxy``).
 
@@ -24,7 +25,17 @@ Usage from Python (e.g. a test driving a real server)::
     proxy.stop()                          # in-flight requests end as "cancelled"
     records[0].completion_tokens, records[0].ttft_s
 """
-from app.proxy.forward import ForwardOptions
-from app.proxy.server import ProxyServer, server_label
+from __future__ import annotations
+
+from typing import Any
+
+from app.proxy.options import ForwardOptions, server_label
 
 __all__ = ["ForwardOptions", "ProxyServer", "server_label"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ProxyServer":  # lazily: importing aiohttp costs ~0.2 s of start-up
+        from app.proxy.server import ProxyServer
+        return ProxyServer
+    raise AttributeError(name)

@@ -24,7 +24,6 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
 import aiohttp
@@ -33,6 +32,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from app.proxy.meter import Meter
+from app.proxy.options import ForwardOptions
 from app.proxy.request_body import BodyInfo, UsageStripper, inspect_body, is_metered
 from app.records import Record, RequestRecord
 
@@ -44,18 +44,6 @@ HOP_BY_HOP = frozenset({
 })
 READ_WHOLE_BODY = 16 * 1024 * 1024   # bodies up to this are read (and inspected) at once
 BODY_CHUNK = 256 * 1024
-
-
-@dataclass(frozen=True)
-class ForwardOptions:
-    """How the proxy treats requests (from the ``[proxy]`` settings)."""
-
-    include_usage: bool = False        # add stream_options.include_usage to OpenAI streams
-    store_content: bool = False        # keep prompt and response text in the record
-    content_max_chars: int = 16_384    # cap on each stored text
-    connect_timeout: float = 10.0
-    read_timeout: float = 600.0        # longest silence from the upstream (model loads are slow)
-    body_timeout: float = 120.0        # longest time a client may take to send its body
 
 
 def forward_headers(headers: "CIMultiDict[str] | object", drop_length: bool = False) -> CIMultiDict:

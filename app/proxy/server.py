@@ -13,26 +13,15 @@ import asyncio
 import logging
 import threading
 from typing import Callable
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
-from app.proxy.forward import ForwardOptions, Forwarder
+from app.proxy.forward import Forwarder
+from app.proxy.options import ForwardOptions, server_label
 from app.records import Record
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PORT_KIND = {11434: "ollama", 8000: "vllm", 8080: "llamacpp"}
-
-
-def server_label(upstream: str, kind: str = "auto") -> str:
-    """The ``server`` label of an upstream, as the collectors name it: ``kind@host:port``."""
-    parts = urlsplit(upstream if "://" in upstream else f"http://{upstream}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    if kind in ("", "auto"):
-        kind = DEFAULT_PORT_KIND.get(port, "openai")
-    return f"{kind}@{parts.hostname}:{port}"
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

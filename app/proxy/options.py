@@ -1,0 +1,35 @@
+"""The proxy's options and naming: the parts that need no network stack, so the runtime and
+the settings can use them without importing aiohttp at start-up."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class ForwardOptions:
+    """How the proxy treats requests (from the ``[proxy]`` settings)."""
+
+    include_usage: bool = False        # add stream_options.include_usage to OpenAI streams
+    store_content: bool = False        # keep prompt and response text in the record
+    content_max_chars: int = 16_384    # cap on each stored text
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0        # longest silence from the upstream (model loads are slow)
+    body_timeout: float = 120.0        # longest time a client may take to send its body
+
+
+DEFAULT_PORT_KIND = {11434: "ollama", 8000: "vllm", 8080: "llamacpp"}
+
+
+def host_port(url: str) -> tuple[str, int]:
+    """``(host, port)`` of a URL, the scheme's default port when none is written."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def server_label(upstream: str, kind: str = "auto") -> str:
+    """The ``server`` label of an upstream, as the collectors name it: ``kind@host:port``."""
+    host, port = host_port(upstream)
+    if kind in ("", "auto"):
+        kind = DEFAULT_PORT_KIND.get(port, "openai")
+    return f"{kind}@{host}:{port}"
