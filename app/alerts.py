@@ -200,8 +200,10 @@ def labels_text(labels: Labels) -> str:
     return ", ".join(f"{k}={v}" for k, v in labels)
 
 
-def _message(rule: Rule, obs: _Observation) -> str:
-    if rule.message:
+def _message(rule: Rule, obs: _Observation, template: bool = True) -> str:
+    """The rule's message template filled in, or a plain description (also for pending
+    alerts, whose template usually describes the firing condition: "... for 5 minutes")."""
+    if rule.message and template:
         fields = _Fields(dict(obs.labels))
         fields.update(value=obs.value, threshold=rule.threshold, metric=rule.metric, rule=rule.name)
         try:
@@ -371,7 +373,8 @@ class AlertEngine:
         if alert.state == "inactive":
             alert.since = now
             if rule.for_s > 0 or self._cooling(rule, alert, now):
-                out.append(self._move(rule, alert, "pending", now, notify=False))
+                out.append(self._move(rule, alert, "pending", now, notify=False,
+                                      message=_message(rule, obs, template=False)))
         if alert.state != "firing" and now - alert.since >= rule.for_s and not self._cooling(rule, alert, now):
             alert.fired_at = alert.last_fired = now
             out.append(self._move(rule, alert, "firing", now, notify=not alert.snoozed(now)))

@@ -7,6 +7,8 @@ import logging
 import uuid
 from pathlib import Path
 
+import shiboken6
+
 from app import secrets
 from app.alert_rules import ensure_user_rules, set_notify_option
 from app.alerts import AlertEngine
@@ -94,6 +96,7 @@ def test_server_down_fires_once_notifies_once_and_resolves(qtbot, db_file: Path,
         assert engine.alerts() == []
     finally:
         engine.notifier.stop()
+        shiboken6.delete(tray)  # it sits in a reference cycle: not up to the garbage collector
         hub.stop()
         sim.stop()
         store.close()

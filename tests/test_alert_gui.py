@@ -8,6 +8,7 @@ from pathlib import Path
 import keyring
 import keyring.backends.fail
 import pytest
+import shiboken6
 from PySide6.QtWidgets import QApplication, QDialog, QSystemTrayIcon
 
 from app import secrets
@@ -181,6 +182,9 @@ def test_tray_badge_follows_the_worst_firing_alert_and_shows_balloons(qtbot, run
         runtime.alerts.evaluate(now + t)
     qtbot.waitUntil(lambda: tray.messages_shown == 2, timeout=5000)
     notifier.stop()
+    # The tray sits in a reference cycle (engine → notifier → sink → tray): delete it now rather
+    # than let the garbage collector do it in the middle of a later test's event loop.
+    shiboken6.delete(tray)
     assert [d.delivered for d in notifier.deliveries] == [("tray",), ("tray",)]
     # The GPU's samples stopped (its alert resolves), memory stayed above 90 % for 3 minutes.
     assert [d.notification.title for d in notifier.deliveries] == ["Resolved: GPU too hot",

@@ -8,6 +8,7 @@ notifier's thread and hands the notification to the GUI thread with a queued sig
 """
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 from PySide6.QtCore import QEvent, QObject, QRectF, Qt, QTimer, Signal
@@ -26,6 +27,8 @@ _MESSAGE_ICONS = {"info": QSystemTrayIcon.MessageIcon.Information,
                   "warning": QSystemTrayIcon.MessageIcon.Warning,
                   "critical": QSystemTrayIcon.MessageIcon.Critical}
 BALLOON_MS = 10_000
+
+log = logging.getLogger(__name__)
 
 
 def badge_icon(severity: str | None, count: int, size: int = 64) -> QIcon:
@@ -147,6 +150,7 @@ def install_tray(app: QApplication, window: QMainWindow, runtime: Runtime) -> Al
     """Put llmmon in the system tray when the desktop has one: closing the window then keeps
     monitoring, and the tray becomes the notifier's fallback sink. Returns None without a tray."""
     if runtime.alerts is None or not QSystemTrayIcon.isSystemTrayAvailable():
+        log.info("no system tray: closing the window quits llmmon")
         return None
 
     def show_window() -> None:
@@ -161,4 +165,5 @@ def install_tray(app: QApplication, window: QMainWindow, runtime: Runtime) -> Al
     app.setQuitOnLastWindowClosed(False)
     window.installEventFilter(_KeepRunningOnClose(tray))
     tray.show()
+    log.info("tray icon shown: closing the window keeps llmmon monitoring")
     return tray
