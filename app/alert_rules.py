@@ -505,7 +505,7 @@ def rule_to_toml(rule: Rule) -> str:
     if rule.threshold is not None:
         lines.append(f"op = {_toml_str(rule.op)}")
         if isinstance(rule.threshold, tuple):
-            lines.append(f"threshold = [{_num(rule.threshold[0])}, {_num(rule.threshold[1])}]")
+            lines.append(f"threshold = [{_toml_number(rule.threshold[0])}, {_toml_number(rule.threshold[1])}]")
         else:
             lines.append(f"threshold = {_toml_number(rule.threshold)}")
     if rule.absent_for is not None:

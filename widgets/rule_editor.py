@@ -107,22 +107,14 @@ class RuleEditor(QDialog):
         self.enabled_box.setChecked(r.enabled)
 
         form = QFormLayout()
-        form.addRow("Name", self.name_edit)
-        form.addRow("Title", self.title_edit)
-        form.addRow("Description", self.description_edit)
-        form.addRow("Metric", self.metric_box)
-        form.addRow("Series (labels)", self.match_edit)
-        form.addRow("Aggregation", self.aggregation_box)
-        form.addRow("Window", self.window_edit)
-        form.addRow("Baseline", baseline_row)
-        form.addRow("Comparison", self.op_box)
-        form.addRow("Threshold", self.threshold_edit)
-        form.addRow("For", self.for_edit)
-        form.addRow("Or no data for", self.absent_edit)
-        form.addRow("Cooldown", self.cooldown_edit)
-        form.addRow("Severity", self.severity_box)
-        form.addRow("Message", self.message_edit)
-        form.addRow("", self.enabled_box)
+        for label, field in (("Name", self.name_edit), ("Title", self.title_edit),
+                             ("Description", self.description_edit), ("Metric", self.metric_box),
+                             ("Series (labels)", self.match_edit), ("Aggregation", self.aggregation_box),
+                             ("Window", self.window_edit), ("Baseline", baseline_row), ("Comparison", self.op_box),
+                             ("Threshold", self.threshold_edit), ("For", self.for_edit),
+                             ("Or no data for", self.absent_edit), ("Cooldown", self.cooldown_edit),
+                             ("Severity", self.severity_box), ("Message", self.message_edit), ("", self.enabled_box)):
+            form.addRow(label, field)
 
         self.test_button = QPushButton("Test against the last hour")
         self.test_button.clicked.connect(self.test)
