@@ -48,17 +48,20 @@ class PeakRss:
         self._thread.join()
 
 
-def record(path: Path, rows: int, n_series: int) -> int:
-    """A session of ``rows`` samples over ``n_series`` labelled series at 1 Hz, through the Store."""
-    store = Store(path)
+def record(path: Path, rows: int, n_series: int, end: float) -> int:
+    """A session of ``rows`` samples over ``n_series`` labelled series at 1 Hz ending at ``end``,
+    through the Store (its clock set to the session's start, then its end)."""
+    t0 = end - rows / n_series
+    clock = [t0]
+    store = Store(path, clock=lambda: clock[0])
     store.start(session_name="bench")
     keys = [(f"bench_metric_{i % 10}", labels_of(server="ollama@127.0.0.1:11434", model=f"model-{i % 7}",
                                                   gpu=str(i // 10))) for i in range(n_series)]
-    t0 = time.time() - rows / n_series
     for start in range(0, rows, 50_000):
         store.put(Sample(keys[i % n_series][0], i * 0.25, t0 + i // n_series, keys[i % n_series][1])
                   for i in range(start, min(rows, start + 50_000)))
     sid = store.session_id
+    clock[0] = end
     store.close()
     return sid
 
@@ -104,10 +107,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.db"
         t = time.perf_counter()
-        sid = record(db, args.rows, args.series)
-        # A second session of the same size: the export must pick its own rows out of a
-        # table twice as big, as it would in a database holding many sessions.
-        record(db, args.rows, args.series)
+        now = time.time()
+        sid = record(db, args.rows, args.series, end=now - args.rows / args.series)
+        # A second, later session of the same size: the export must pick its own rows out of
+        # a table twice as big, as it would in a database holding many sessions.
+        record(db, args.rows, args.series, end=now)
         print(f"recorded 2 sessions x {args.rows:,} samples ({args.series} series) in "
               f"{time.perf_counter() - t:.0f} s; database {db.stat().st_size / 1e6:.0f} MB")
         n_plain, t_plain = plain_dump(db, sid, Path(tmp) / "plain.csv")

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from app.config import config_path, load_settings
 from app.records import Sample
 from app.sessions import (SessionError, db_usage, delete_session, list_sessions, rename_session,
                           retention_plan, set_session_note, trim_to_size)
+from app.runtime import Runtime
 from app.store import DAY, Store, connect
 from collectors.system import SystemCollector
 from tests.session_data import HOSTILE, MODELS, SERVER, record_session
@@ -189,3 +191,19 @@ def test_the_store_applies_size_retention_on_its_own(db_file: Path) -> None:
     assert count(db_file, "samples") < 7200 * len(real)
     conn.close()
     store.close()
+
+
+def test_retention_limits_come_from_the_config_file(db_file: Path) -> None:
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("[general]\nretention_days = 14\nretention_gb = 2.5\n", encoding="utf-8")
+    runtime = Runtime.create(db_file)
+    try:
+        assert (runtime.store.retention_days, runtime.store.retention_max_bytes) == (14.0, 2_500_000_000)
+    finally:
+        runtime.stop()
+    path.write_text("[general]\nretention_gb = \"lots\"\n", encoding="utf-8")
+    settings, problems = load_settings()
+    assert settings.retention_gb is None and problems == [f"{path}: general.retention_gb must be a positive number"]
+    path.write_text("[general]\nretention_gb = 0\n", encoding="utf-8")
+    assert load_settings()[0].retention_gb is None

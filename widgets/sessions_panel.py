@@ -29,7 +29,8 @@ COLUMNS = ["Name", "Started", "Ended", "Duration", "Servers", "Models", "Request
            "Alerts", "Size", "Retention", "Note"]
 NAME, NOTE = COLUMNS.index("Name"), COLUMNS.index("Note")
 LISTS = (COLUMNS.index("Servers"), COLUMNS.index("Models"))  # long: a fixed width, full text in the tooltip
-RELOAD_S = 10.0
+RELOAD_S = 30.0        # the recording session's numbers keep growing
+ROW_SIZES_S = 600.0    # measuring average row sizes reads the whole file: not every reload
 WARN = PALETTE[5]
 
 
@@ -71,6 +72,7 @@ class SessionsPanel(Panel):
         self.loading = False
         self.reload_again = False   # something changed while a read was under way
         self.loaded_at = float("-inf")
+        self.row_sizes: tuple[float, dict[str, float]] | None = None   # (measured at, bytes per row)
         self.confirm_box: QMessageBox | None = None
         self.export_dialog: ExportDialog | None = None
 
@@ -127,7 +129,7 @@ class SessionsPanel(Panel):
 
     # ------------------------------------------------------------------ loading
     def refresh(self, now: float) -> None:
-        if now - self.loaded_at >= RELOAD_S:  # the recording session's numbers keep growing
+        if now - self.loaded_at >= RELOAD_S:
             self.reload()
 
     def showEvent(self, event: QShowEvent) -> None:
@@ -144,12 +146,15 @@ class SessionsPanel(Panel):
         store, settings = self.runtime.store, self.runtime.settings
         max_bytes = int(settings.retention_gb * GB) if settings.retention_gb else None
 
+        sizes = self.row_sizes
+        reuse = sizes[1] if sizes is not None and time.time() - sizes[0] < ROW_SIZES_S else None
+
         def work() -> None:
             now = time.time()
             try:
                 conn = store.reader()
                 try:
-                    usage = db_usage(conn)
+                    usage = db_usage(conn, reuse)
                     sessions = list_sessions(conn, now, usage)
                     plan = retention_plan(conn, settings.retention_days, max_bytes, now, usage)
                 finally:
@@ -170,6 +175,8 @@ class SessionsPanel(Panel):
             return
         selected = self.selected()
         self.sessions, self.plan = sessions, plan
+        if self.row_sizes is None or self.row_sizes[1] is not plan.usage.bytes_per_row:
+            self.row_sizes = (now, plan.usage.bytes_per_row)
         self.summary.setText(self._summary_text(plan))
         self.table.blockSignals(True)  # filling cells is not the user editing them
         self.table.setRowCount(len(sessions))
