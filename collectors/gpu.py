@@ -265,35 +265,55 @@ class GpuCollector(Collector):
     # -- LLM server processes ------------------------------------------------------------------
 
     def _find_server_processes(self) -> None:
-        """Map each local server to the process listening on its port, and its children."""
+        """Map each local server to the process listening on its port, and its children. The
+        listening sockets are listed (~15 ms) only when a server is new or its process ended;
+        known processes keep their psutil objects so their CPU % runs on."""
         wanted = {}
         for ref in self.servers():
             host, port = host_port(ref.url)
             if is_loopback(host):
                 wanted[port] = ref.name
-        self._processes = {}
         self._labels = {}
+        roots = {name: tree[0] for name, tree in self._processes.items()
+                 if name in wanted.values() and tree[0].is_running()}
+        if set(roots) != set(wanted.values()):
+            roots.update(self._listeners({p: n for p, n in wanted.items() if n not in roots}))
+        trees: dict[str, list[psutil.Process]] = {}
+        for name, root in roots.items():
+            try:
+                children = root.children(recursive=True)
+            except psutil.Error:
+                continue
+            known = {p.pid: p for p in self._processes.get(name, [])}
+            tree = []
+            for proc in [root, *children]:
+                if proc.pid not in known:
+                    try:
+                        proc.cpu_percent(None)  # the first call only starts psutil's measurement
+                    except psutil.Error:
+                        continue
+                tree.append(known.get(proc.pid, proc))
+            trees[name] = tree
+        self._processes = trees
+
+    @staticmethod
+    def _listeners(wanted: dict[int, str]) -> dict[str, psutil.Process]:
+        """``server name → process`` listening on each wanted port (its own or visible ones)."""
         if not wanted:
-            return
+            return {}
         try:
             connections = psutil.net_connections(kind="tcp")
         except (psutil.AccessDenied, OSError) as exc:
             log.info("cannot list listening ports (%s): server process figures unavailable", exc)
-            return
+            return {}
+        found = {}
         for conn in connections:
-            if conn.status != psutil.CONN_LISTEN or conn.pid is None or conn.laddr.port not in wanted:
-                continue
-            try:
-                root = psutil.Process(conn.pid)
-                tree = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                continue
-            for proc in tree:
+            if conn.status == psutil.CONN_LISTEN and conn.pid is not None and conn.laddr.port in wanted:
                 try:
-                    proc.cpu_percent(None)  # the first call only starts psutil's measurement
+                    found[wanted[conn.laddr.port]] = psutil.Process(conn.pid)
                 except psutil.Error:
-                    pass
-            self._processes[wanted.pop(conn.laddr.port)] = tree
+                    continue
+        return found
 
     def _server_processes(self, now: float) -> list[Record]:
         out: list[Record] = []
