@@ -23,6 +23,7 @@ from widgets.llamacpp_panel import LlamaCppPanel
 from widgets.model_panel import ModelPanel
 from widgets.overview_panel import OverviewPanel
 from widgets.panel import Panel
+from widgets.requests_panel import RequestsPanel
 from widgets.sessions_panel import SessionsPanel
 from widgets.servers_panel import ServersPanel
 from widgets.time_window import SPANS, TimeWindow
@@ -40,6 +41,7 @@ def panel_factories() -> list[Callable[[Runtime], Panel]]:
         ModelPanel,
         VllmPanel,
         LlamaCppPanel,
+        RequestsPanel,
         GpuPanel,
         AlertsPanel,
         SessionsPanel,

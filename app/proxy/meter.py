@@ -99,8 +99,9 @@ class Meter:
         self._body = bytearray()
         self._body_truncated = False
         self._sse_data: list[bytes] = []
-        self._token_times: list[float] = []
-        self._content_chunks = 0
+        self._token_times: list[float] = []   # arrival of each chunk that carries a token
+        self._token_chunks = 0
+        self._first_text: float | None = None  # arrival of the first chunk with text
         self._decoder = None
         encoding = content_encoding.strip().lower()
         if encoding in ("gzip", "x-gzip"):
@@ -179,9 +180,10 @@ class Meter:
         model = obj.get("model")
         if isinstance(model, str) and model and not rec.model:
             rec.model = model
-        content = ""
-        if "done" in obj:  # Ollama's native API
-            content = self._ollama_content(obj)
+        text, token = "", False
+        if "done" in obj:  # Ollama's native API: every line before the last is one token
+            text = self._ollama_content(obj)
+            token = not obj.get("done") or bool(text)
             if obj.get("done"):
                 self._ollama_final = obj
                 if isinstance(obj.get("done_reason"), str):
@@ -191,7 +193,9 @@ class Meter:
             for choice in choices:
                 if not isinstance(choice, dict):
                     continue
-                content += self._openai_content(choice)
+                part, is_token = self._openai_content(choice)
+                text += part
+                token = token or is_token
                 reason = choice.get("finish_reason")
                 if isinstance(reason, str) and reason:
                     rec.finish_reason = reason
@@ -203,12 +207,15 @@ class Meter:
             self._timings = obj["timings"]
         if "prompt_eval_count" in obj and "done" not in obj:  # /api/embed answers
             self._ollama_final = obj
-        if content:
-            self._content_chunks += 1
+        if token:
+            self._token_chunks += 1
             self._token_times.append(now)
+        if text:
+            if self._first_text is None:
+                self._first_text = now
             if self.keep_text and self._text_len < self.keep_text:
-                self._text.append(content)
-                self._text_len += len(content)
+                self._text.append(text)
+                self._text_len += len(text)
 
     @staticmethod
     def _ollama_content(obj: dict[str, Any]) -> str:
@@ -226,19 +233,26 @@ class Meter:
         return "".join(parts)
 
     @staticmethod
-    def _openai_content(choice: dict[str, Any]) -> str:
+    def _openai_content(choice: dict[str, Any]) -> tuple[str, bool]:
+        """The text of one choice of a chunk, and whether the chunk carries a token: servers
+        send one chunk per token, some with empty text (a character split across tokens),
+        besides a role-only first chunk and often a finish-only last one (``delta: {}``)."""
         delta = choice.get("delta")
         if not isinstance(delta, dict):
             delta = choice.get("message") if isinstance(choice.get("message"), dict) else {}
         parts = []
+        carries = False
         for key in ("content", "reasoning_content", "reasoning"):
             if isinstance(delta.get(key), str):
                 parts.append(delta[key])
+                carries = True
         if delta.get("tool_calls"):
             parts.append(json.dumps(delta["tool_calls"]))
         if isinstance(choice.get("text"), str):  # /v1/completions
             parts.append(choice["text"])
-        return "".join(parts)
+            carries = True
+        text = "".join(parts)
+        return text, bool(text) or (carries and "role" not in delta)
 
     # ------------------------------------------------------------------ finishing
     def finish(self, now: float) -> RequestRecord:
@@ -253,8 +267,8 @@ class Meter:
         self._buf = b""
         rec.latency_s = now - self.t0
         times = self._token_times
-        if rec.stream and times:
-            rec.ttft_s = times[0] - self.t0
+        if rec.stream and (self._first_text is not None or times):
+            rec.ttft_s = (self._first_text if self._first_text is not None else times[0]) - self.t0
         if len(times) >= 2:
             gaps = [b - a for a, b in zip(times, times[1:])]
             rec.itl_mean_s = statistics.fmean(gaps)
@@ -311,13 +325,9 @@ class Meter:
                 rec.completion_tokens = _int(timings.get("predicted_n"))
             if rec.prompt_tokens is None:
                 rec.prompt_tokens = _int(timings.get("prompt_n"))
-        if rec.completion_tokens is None and self._content_chunks:
-            rec.completion_tokens = self._content_chunks
+        if rec.completion_tokens is None and self._token_chunks:
+            rec.completion_tokens = self._token_chunks
             rec.tokens_estimated = True
-
-    @property
-    def content_chunks(self) -> int:
-        return self._content_chunks
 
 
 def _rate(count: Any, duration_ns: Any) -> float | None:
