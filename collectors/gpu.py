@@ -154,21 +154,22 @@ class GpuCollector(Collector):
         if self._absent:
             log.info("%s; GPU charts stay empty", self._absent)
 
-    def _read(self, index: int, metric: str, read: Callable[[], float]) -> float | None:
-        """One NVML reading; unsupported ones are skipped from then on, other errors logged once."""
-        if (index, metric) in self._unsupported:
+    def _nvml(self, index: int, what: str, call: Callable[[], Any]) -> Any:
+        """One NVML call, or ``None``: what a GPU does not support is skipped from then on,
+        other errors are logged once; a lost GPU raises."""
+        if (index, what) in self._unsupported:
             return None
         n = self.nvml
         try:
-            return float(read())
+            return call()
         except n.NVMLError_NotSupported:
-            self._unsupported.add((index, metric))
+            self._unsupported.add((index, what))
         except n.NVMLError as exc:
             if isinstance(exc, n.NVMLError_GpuIsLost):
                 raise
-            if (index, metric) not in self._warned:
-                self._warned.add((index, metric))
-                log.warning("GPU %d: reading %s failed: %s", index, metric, exc)
+            if (index, what) not in self._warned:
+                self._warned.add((index, what))
+                log.warning("GPU %d: %s failed: %s", index, what, exc)
         return None
 
     def _gpu(self, now: float, slow: bool, out: list[Record]) -> Health:
@@ -183,24 +184,19 @@ class GpuCollector(Collector):
 
             def add(metric: str, value: float | None) -> None:
                 if value is not None:
-                    out.append(Sample(metric, value, now, gpu))
+                    out.append(Sample(metric, float(value), now, gpu))
 
             try:
                 out.append(Sample("gpu_info", 1.0, now, labels_of(gpu=i, name=self._names[i])))
                 for metric, read in _READINGS:
-                    add(metric, self._read(i, metric, lambda: read(n, handle)))
-                memory = None
-                if (i, "memory") not in self._unsupported:
-                    try:
-                        memory = n.nvmlDeviceGetMemoryInfo(handle)
-                    except n.NVMLError_NotSupported:
-                        self._unsupported.add((i, "memory"))
+                    add(metric, self._nvml(i, metric, lambda: read(n, handle)))
+                memory = self._nvml(i, "memory", lambda: n.nvmlDeviceGetMemoryInfo(handle))
                 if memory is not None and memory.total:
-                    add("gpu_memory_used_bytes", float(memory.used))
-                    add("gpu_memory_total_bytes", float(memory.total))
+                    add("gpu_memory_used_bytes", memory.used)
+                    add("gpu_memory_total_bytes", memory.total)
                     add("gpu_memory_percent", 100.0 * memory.used / memory.total)
                 if slow:
-                    add("gpu_fan_percent", self._read(i, "fan", lambda: n.nvmlDeviceGetFanSpeed(handle)))
+                    add("gpu_fan_percent", self._nvml(i, "fan", lambda: n.nvmlDeviceGetFanSpeed(handle)))
                     out.extend(self._gpu_processes(i, handle, now))
                 note = self._throttle(i, handle, now, out)
                 if note:
@@ -214,7 +210,7 @@ class GpuCollector(Collector):
         """``gpu_throttled`` and an event when throttling starts or ends; returns the note."""
         n = self.nvml
         read = getattr(n, "nvmlDeviceGetCurrentClocksEventReasons", None) or n.nvmlDeviceGetCurrentClocksThrottleReasons
-        mask = self._read(index, "throttle", lambda: read(handle))
+        mask = self._nvml(index, "throttle", lambda: read(handle))
         if mask is None:
             return ""
         bits = int(mask)
@@ -236,19 +232,10 @@ class GpuCollector(Collector):
         n = self.nvml
         found: dict[int, float] = {}
         for query in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-            try:
-                for proc in getattr(n, query)(handle):
-                    used = getattr(proc, "usedGpuMemory", None)
-                    if used is not None:  # None: the driver cannot tell (e.g. Windows WDDM)
-                        found[proc.pid] = max(found.get(proc.pid, 0.0), float(used))
-            except n.NVMLError_NotSupported:
-                continue
-            except n.NVMLError as exc:
-                if isinstance(exc, n.NVMLError_GpuIsLost):
-                    raise
-                if (index, query) not in self._warned:
-                    self._warned.add((index, query))
-                    log.warning("GPU %d: %s failed: %s", index, query, exc)
+            for proc in self._nvml(index, query, lambda: getattr(n, query)(handle)) or []:
+                used = getattr(proc, "usedGpuMemory", None)
+                if used is not None:  # None: the driver cannot tell (e.g. Windows WDDM)
+                    found[proc.pid] = max(found.get(proc.pid, 0.0), float(used))
         out: list[Record] = []
         for pid, used in sorted(found.items()):
             label = self._labels.get(pid)
