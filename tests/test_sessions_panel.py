@@ -60,6 +60,9 @@ def test_rename_note_and_open(qtbot, panel: SessionsPanel, db_file: Path) -> Non
     panel.table.item(1, NOTE).setText("fan replaced")
     qtbot.waitUntil(lambda: query(db_file, "SELECT note FROM sessions WHERE id=?", (earlier,)) == [("fan replaced",)])
     qtbot.waitUntil(lambda: panel.status.text() == "Note saved.")
+    panel.table.item(1, NAME).setText("   ")  # a name cannot be blank: refused, and put back
+    assert panel.status.text() == "A session needs a name."
+    qtbot.waitUntil(lambda: cell(panel, 1, "Name") == "llama vs qwen")
     panel.select(earlier)
     with qtbot.waitSignal(panel.openSessionRequested) as opened:
         qtbot.mouseClick(panel.open_button, Qt.MouseButton.LeftButton)

@@ -2,7 +2,6 @@
 metrics; the export runs on a worker thread with a progress bar and a Cancel button."""
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from PySide6.QtCore import QUrl, Signal
@@ -14,6 +13,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog
 from app.export import CsvExport, ExportCancelled, ExportRequest, ExportResult
 from app.sessions import SessionInfo
 from app.store import Store
+from widgets.background import run_in_thread
 
 RESOLUTIONS = [("1 s", 1.0), ("10 s", 10.0), ("1 min", 60.0), ("5 min", 300.0), ("1 h", 3600.0)]
 
@@ -27,7 +27,7 @@ class ExportDialog(QDialog):
 
     # From the export thread; Qt queues them to the dialog's (GUI) thread.
     _progressed = Signal(float, str)
-    _finished = Signal(object)   # ExportResult, or an error message (str)
+    _finished = Signal(object)   # ExportResult, or the exception that ended the export
 
     def __init__(self, store: Store, session: SessionInfo, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -107,17 +107,12 @@ class ExportDialog(QDialog):
         self.progress.setValue(0)
         self._show_status("Exporting…")
 
-        def work() -> None:
+        def work() -> ExportResult:
             try:
-                outcome: object = job.run()
-            except ExportCancelled:
-                outcome = "Cancelled: nothing was written."
-            except Exception as exc:  # shown in the dialog; the app keeps running
-                outcome = f"Export failed: {exc}"
+                return job.run()
             finally:
                 conn.close()
-            self._finished.emit(outcome)
-        threading.Thread(target=work, name="llmmon-export", daemon=True).start()
+        run_in_thread("llmmon-export", work, self._finished)
 
     def reject(self) -> None:
         """Cancel cancels a running export first; a second press (or none running) closes."""
@@ -153,9 +148,12 @@ class ExportDialog(QDialog):
             self.open_button.setEnabled(True)
             rows = ", ".join(f"{name} {n:,}" for name, n in outcome.rows.items())
             self._show_status(f"Exported to {outcome.out_dir} in {outcome.seconds:.1f} s: {rows} rows.")
+        elif isinstance(outcome, ExportCancelled):
+            self.progress.setValue(0)
+            self._show_status("Cancelled: nothing was written.")
         else:
             self.progress.setValue(0)
-            self._show_status(str(outcome), error=not str(outcome).startswith("Cancelled"))
+            self._show_status(f"Export failed: {outcome}", error=True)
 
     def _show_status(self, text: str, error: bool = False) -> None:
         self.status.setText(text)

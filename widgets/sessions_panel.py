@@ -8,9 +8,7 @@ writer thread. Neither blocks the window.
 """
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import Future
 from typing import Callable
 
 from PySide6.QtCore import Qt, Signal
@@ -21,6 +19,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
 from app.runtime import Runtime
 from app.sessions import (GB, RetentionPlan, SessionInfo, db_usage, delete_session, list_sessions,
                           rename_session, retention_plan, set_session_note)
+from widgets.background import run_in_thread
 from widgets.export_dialog import ExportDialog
 from widgets.panel import Panel
 from widgets.theme import PALETTE
@@ -62,8 +61,8 @@ class SessionsPanel(Panel):
     title = "Sessions"
     openSessionRequested = Signal(int)
     # From worker threads; Qt queues them to the GUI thread.
-    _loaded = Signal(object, object, float)   # sessions, RetentionPlan, now
-    _acted = Signal(str)                      # what an edit did, or "Error: ..."
+    _loaded = Signal(object)   # (sessions, RetentionPlan, now), or the exception reading them
+    _acted = Signal(object)    # what an edit did (text), or the exception it raised
 
     def __init__(self, runtime: Runtime, parent: QWidget | None = None) -> None:
         super().__init__(runtime, parent)
@@ -149,30 +148,26 @@ class SessionsPanel(Panel):
         sizes = self.row_sizes
         reuse = sizes[1] if sizes is not None and time.time() - sizes[0] < ROW_SIZES_S else None
 
-        def work() -> None:
+        def work() -> tuple[list[SessionInfo], RetentionPlan, float]:
             now = time.time()
+            conn = store.reader()
             try:
-                conn = store.reader()
-                try:
-                    usage = db_usage(conn, reuse)
-                    sessions = list_sessions(conn, now, usage)
-                    plan = retention_plan(conn, settings.retention_days, max_bytes, now, usage)
-                finally:
-                    conn.close()
-            except Exception as exc:  # a locked or broken file: say so, keep the window alive
-                self._loaded.emit(f"Cannot read the sessions: {exc}", None, now)
-                return
-            self._loaded.emit(sessions, plan, now)
-        threading.Thread(target=work, name="llmmon-sessions", daemon=True).start()
+                usage = db_usage(conn, reuse)
+                return (list_sessions(conn, now, usage),
+                        retention_plan(conn, settings.retention_days, max_bytes, now, usage), now)
+            finally:
+                conn.close()
+        run_in_thread("llmmon-sessions", work, self._loaded)
 
-    def _show_sessions(self, sessions: object, plan: object, now: float) -> None:
+    def _show_sessions(self, result: object) -> None:
         self.loading = False
         if self.reload_again:
             self.reload_again = False
             self.reload()
-        if isinstance(sessions, str):
-            self._set_status(sessions, error=True)
+        if isinstance(result, Exception):  # a locked or broken file: say so, keep the window alive
+            self._set_status(f"Cannot read the sessions: {result}", error=True)
             return
+        sessions, plan, now = result
         selected = self.selected()
         self.sessions, self.plan = sessions, plan
         if self.row_sizes is None or self.row_sizes[1] is not plan.usage.bytes_per_row:
@@ -254,10 +249,10 @@ class SessionsPanel(Panel):
 
     # ------------------------------------------------------------------ actions
     def start_new(self) -> None:
-        self._in_background(self.runtime.store.begin_session, "New session started.")
+        self._act(self.runtime.store.begin_session, "New session started.")
 
     def stop(self) -> None:
-        self._in_background(self.runtime.store.end_session, "Session stopped.")
+        self._act(self.runtime.store.end_session, "Session stopped.")
 
     def open_selected(self) -> None:
         chosen = self.selected()
@@ -291,7 +286,7 @@ class SessionsPanel(Panel):
         if box.clickedButton() is not box.button(QMessageBox.StandardButton.Yes):
             return
         self._set_status(f"Deleting “{session.name}”…")
-        self._when_done(delete_session(self.runtime.store, session.id), f"Deleted “{session.name}”.")
+        self._act(delete_session(self.runtime.store, session.id).result, f"Deleted “{session.name}”.")
 
     def _cell_edited(self, item: QTableWidgetItem) -> None:
         sid = item.data(Qt.ItemDataRole.UserRole)
@@ -300,34 +295,28 @@ class SessionsPanel(Panel):
                 self._set_status("A session needs a name.", error=True)
                 self.reload()
                 return
-            self._when_done(rename_session(self.runtime.store, sid, item.text()), "Renamed.")
+            self._act(rename_session(self.runtime.store, sid, item.text()).result, "Renamed.")
         elif item.column() == NOTE:
-            self._when_done(set_session_note(self.runtime.store, sid, item.text()), "Note saved.")
+            self._act(set_session_note(self.runtime.store, sid, item.text()).result, "Note saved.")
 
     def _double_clicked(self, row: int, column: int) -> None:
         if column not in (NAME, NOTE):
             self.open_selected()
 
     # ------------------------------------------------------------------ plumbing
-    def _when_done(self, future: Future, message: str) -> None:
-        def report(f: Future) -> None:  # runs on the writer thread
-            exc = f.exception()
-            self._acted.emit(message if exc is None else f"Error: {exc}")
-        future.add_done_callback(report)
+    def _act(self, wait: Callable[[], object], message: str) -> None:
+        """Wait for a store call off the GUI thread (a locked database can hold the writer up),
+        then show ``message`` or the error, and read the list again."""
+        def work() -> str:
+            wait()
+            return message
+        run_in_thread("llmmon-session-action", work, self._acted)
 
-    def _in_background(self, fn: Callable[[], object], message: str) -> None:
-        """Store calls that wait for the writer (a locked database can hold it up)."""
-        def work() -> None:
-            try:
-                fn()
-            except Exception as exc:
-                self._acted.emit(f"Error: {exc}")
-                return
-            self._acted.emit(message)
-        threading.Thread(target=work, name="llmmon-session-action", daemon=True).start()
-
-    def _action_done(self, message: str) -> None:
-        self._set_status(message, error=message.startswith("Error"))
+    def _action_done(self, outcome: object) -> None:
+        if isinstance(outcome, Exception):
+            self._set_status(f"Error: {outcome}", error=True)
+        else:
+            self._set_status(str(outcome))
         self.reload()
 
     def _set_status(self, text: str, error: bool = False) -> None:
