@@ -47,7 +47,10 @@ def _sum_or_none(values: list[float]) -> float | None:
     return sum(values) if values else None
 
 
-def summarize(buffers: LiveBuffers, health: dict[str, Health], now: float) -> Summary:
+def summarize(buffers: LiveBuffers, health: dict[str, Health], now: float,
+              alerts: tuple[str | None, int] | None = None) -> Summary:
+    """The header figures. ``alerts`` is the alert engine's ``(worst severity, firing count)``,
+    ``None`` when no engine runs."""
     servers = [h for h in health.values() if h.kind in SERVER_KINDS]
     gpu = [h for h in health.values() if h.kind == "gpu"]
     gpu_state = gpu[0].state.value if gpu else "unknown"
@@ -66,9 +69,6 @@ def summarize(buffers: LiveBuffers, health: dict[str, Health], now: float) -> Su
     total = _fresh_values(buffers, "gpu_memory_total_bytes", now)
     util = _fresh_values(buffers, "gpu_utilization_percent", now)
     temp = _fresh_values(buffers, "gpu_temperature_celsius", now)
-    firing = {dict(k[1]).get("severity", ""): v for k in buffers.find("llmmon_alerts_firing")
-              if (v := buffers.latest_value(*k))}
-    worst = next((s for s in ("critical", "warning", "info") if firing.get(s)), "")
     return Summary(
         servers_up=sum(1 for h in servers if h.state == HealthState.UP),
         servers_total=len(servers),
@@ -82,6 +82,6 @@ def summarize(buffers: LiveBuffers, health: dict[str, Health], now: float) -> Su
         gpu_temp_c=max(temp) if temp else None,
         vram_used_bytes=_sum_or_none(used),
         vram_total_bytes=_sum_or_none(total),
-        alerts_firing=int(sum(firing.values())) if buffers.find("llmmon_alerts_firing") else None,
-        alerts_worst=worst,
+        alerts_firing=None if alerts is None else alerts[1],
+        alerts_worst="" if alerts is None else alerts[0] or "",
     )

@@ -192,3 +192,4 @@ def test_summary_uses_only_fresh_values() -> None:
     assert s.gpu_temp_c == 88.0
     assert s.tokens_per_s == 55.0  # the proxy figure is 100 s old: not "now"
     assert s.alerts_firing is None
+    assert summarize(buffers, health, now, ("critical", 2)).alerts_firing == 2

@@ -170,7 +170,8 @@ class MainWindow(QMainWindow):
     def refresh(self) -> None:
         now = time.time()
         hub = self.runtime.hub
-        self.header.show_summary(summarize(hub.buffers, hub.health, now))
+        alerts = self.runtime.alerts.worst_firing() if self.runtime.alerts is not None else None
+        self.header.show_summary(summarize(hub.buffers, hub.health, now, alerts))
         current = self.tabs.currentWidget()
         if isinstance(current, Panel):
             current.refresh(now)
