@@ -220,15 +220,16 @@ class CsvExport:
         return self._cancelled.is_set()
 
     def run(self) -> ExportResult:
-        """Write the files; raises ExportCancelled, LookupError (no such session), OSError."""
+        """Write the files; raises ExportCancelled, LookupError (no such session), ValueError
+        (a resolution <= 0), OSError (the folder), sqlite3.Error (the database)."""
         started = time.perf_counter()
         out = Path(self.request.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         parts = {name: out / (name + ".part") for name in self.FILES}
         rows: dict[str, int] = {}
         self.conn.execute("BEGIN")  # one snapshot for all files
         try:
             self._prepare()
+            out.mkdir(parents=True, exist_ok=True)
             writers = (("samples.csv", self._write_samples, 0.0, 0.5),
                        ("samples_wide.csv", self._write_wide, 0.5, 0.9),
                        ("requests.csv", self._write_requests, 0.9, 0.95),
@@ -241,11 +242,11 @@ class CsvExport:
                     rows[name] = write(f, lambda x, b=begin, e=end, n=name: self.progress(b + x * (e - b), n))
             for name, part in parts.items():
                 os.replace(part, out / name)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.OperationalError:
             self._discard(parts)
             if self.cancelled:
                 raise ExportCancelled() from None
-            raise exc
+            raise
         except BaseException:
             self._discard(parts)
             raise
@@ -269,6 +270,8 @@ class CsvExport:
     def _prepare(self) -> None:
         """Read the session, its time range and the series to export."""
         req = self.request
+        if req.resolution_s <= 0:
+            raise ValueError("the resolution must be a positive number of seconds")
         row = self.conn.execute("SELECT started, ended FROM sessions WHERE id=?", (req.session_id,)).fetchone()
         if row is None:
             raise LookupError(f"no session {req.session_id}")
@@ -332,8 +335,6 @@ class CsvExport:
         writer = csv.writer(f)
         writer.writerow([safe_text(c) for c in header])
         res = float(self.request.resolution_s)
-        if res <= 0:
-            raise ValueError("the resolution must be a positive number of seconds")
         cursor = self.conn.execute(
             f"SELECT CAST(ts / ? AS INTEGER) AS b, series_id, avg(value) FROM samples NOT INDEXED "
             f"WHERE {self.sample_where} GROUP BY b, series_id ORDER BY b", [res, *self.sample_params])

@@ -193,6 +193,7 @@ def test_unknown_session_and_unwritable_folder_are_clear_errors(recorded, tmp_pa
     db_file, _ = recorded
     with pytest.raises(LookupError, match="no session 99"):
         export(db_file, ExportRequest(99, tmp_path / "a"))
+    assert not (tmp_path / "a").exists()
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
     with pytest.raises(OSError):
