@@ -136,32 +136,43 @@ class Scheduler:
         self._stop = threading.Event()
         self._runners: dict[str, _Runner] = {}
         self._started = False
+        self._lock = threading.Lock()  # discovery adds collectors from its own thread
 
     @property
     def collectors(self) -> list[Collector]:
-        return [r.collector for r in self._runners.values()]
+        return [r.collector for r in self._snapshot()]
+
+    def _snapshot(self) -> list[_Runner]:
+        with self._lock:
+            return list(self._runners.values())
 
     def add(self, collector: Collector) -> None:
         """Add a collector; it starts at once if the scheduler is running."""
-        if collector.name in self._runners:
-            raise ValueError(f"a collector named {collector.name!r} is already scheduled")
-        runner = _Runner(collector, self.publish, self._stop, self.clock)
-        self._runners[collector.name] = runner
-        if self._started:
-            runner.thread.start()
+        with self._lock:
+            if collector.name in self._runners:
+                raise ValueError(f"a collector named {collector.name!r} is already scheduled")
+            if self._stop.is_set():  # added during shutdown: never started, nothing to join
+                collector.close()
+                return
+            runner = _Runner(collector, self.publish, self._stop, self.clock)
+            self._runners[collector.name] = runner
+            if self._started:
+                runner.thread.start()
 
     def start(self) -> None:
         self._started = True
-        for runner in self._runners.values():
+        for runner in self._snapshot():
             if not runner.thread.is_alive():
                 runner.thread.start()
 
     def stop(self, timeout: float = 10.0) -> list[str]:
         """Stop every collector thread; returns the names of any that did not end in time."""
-        self._stop.set()
         deadline = time.monotonic() + timeout
         stuck = []
-        for runner in self._runners.values():
+        with self._lock:
+            self._stop.set()
+            runners = list(self._runners.values())
+        for runner in runners:
             if runner.thread.ident is None:
                 continue
             runner.thread.join(max(0.0, deadline - time.monotonic()))
@@ -173,4 +184,4 @@ class Scheduler:
         return stuck
 
     def threads(self) -> list[threading.Thread]:
-        return [r.thread for r in self._runners.values()]
+        return [r.thread for r in self._snapshot()]

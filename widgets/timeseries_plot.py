@@ -106,10 +106,10 @@ class TimeSeriesPlot(pg.PlotWidget):
         self.setMouseEnabled(x=False, y=False)
         self.setMenuEnabled(False)
         self.hideButtons()
+        self.y_range = y_range
         if y_range is not None:
             self.setYRange(*y_range, padding=0.02)
-        else:
-            self.enableAutoRange(axis="y")
+        self.getPlotItem().vb.disableAutoRange(axis="y")
         item = self.getPlotItem()
         item.setClipToView(True)
         item.setDownsampling(auto=True, mode="peak")
@@ -193,8 +193,21 @@ class TimeSeriesPlot(pg.PlotWidget):
         if range_moved:
             self.setXRange(t0, t1, padding=0)
             self._range = (t0, t1)
+        if changed and self.y_range is None:
+            self._fit_y()
         self._show_empty(not has_data)
         return changed
+
+    def _fit_y(self) -> None:
+        """Scale the value axis from zero to a bit above the highest visible value. Everything
+        llmmon charts is >= 0; a zero baseline keeps a flat line from being blown up into
+        noise (pyqtgraph's auto-range would show "0 ± 1e-9")."""
+        top = 0.0
+        for item, _scale, _v in self._curves.values():
+            if item.yData is not None and len(item.yData):
+                peak = np.nanmax(item.yData) if not np.all(np.isnan(item.yData)) else 0.0
+                top = max(top, float(peak))
+        self.setYRange(0.0, top * 1.1 if top > 0 else 1.0, padding=0)
 
     def attach(self, view: TimeWindow, history: HistorySource) -> None:
         """Follow the window's time range and read long ranges from the database."""
