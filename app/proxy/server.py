@@ -1,11 +1,12 @@
 """A running proxy: one listening socket, one upstream, its own event loop on its own thread.
 
 The stack is aiohttp for both sides (its server for clients, one pooled ``ClientSession``
-upstream) on uvloop where available. Measured on this 2-core machine against the same
-upstream (bench/proxy_overhead.py, docs/benchmarks.md): aiohttp→aiohttp added ~0.2 ms and
-~0.19 ms of CPU per request, where an httpx upstream client added ~0.5 ms and ~0.5 ms of
-CPU (httpx's per-chunk cost is ~3x aiohttp's on streams) — that margin is the DESIGN.md
-budget of 1 ms, so the proxy uses aiohttp's client.
+upstream) on uvloop where available. Chosen by measurement on this 2-core machine, same
+upstream, same run: an aiohttp→aiohttp passthrough added ~0.25 ms and cost ~0.19 ms of CPU
+per request, where the same server with an ``httpx.AsyncClient`` upstream added ~0.5 ms and
+cost ~0.5 ms (and ~3x more CPU per streamed chunk); uvicorn+httptools in front made no
+difference. With the meter and a real store, the proxy stays well inside DESIGN.md's 1 ms
+budget (bench/proxy_overhead.py, docs/benchmarks.md).
 """
 from __future__ import annotations
 
