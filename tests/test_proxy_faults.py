@@ -123,12 +123,15 @@ def test_upstream_down_gives_a_clear_502() -> None:
 def test_mid_stream_error_line(proxied: Proxied) -> None:
     proxied.up.routes["/api/generate"] = ("ollama_generate_error_stream.ndjson", "ollama_generate.json", True)
     error = json_chunks("ollama_generate_error_stream.ndjson")[-1]["error"]
+    client = ollama.Client(host=proxied.url)
     with pytest.raises(ollama.ResponseError) as exc:
-        list(ollama.Client(host=proxied.url).generate(model="gemma4", prompt="q", stream=True))
+        list(client.generate(model="gemma4", prompt="q", stream=True))
     assert exc.value.error == error
     (rec,) = proxied.records.wait(1)
     assert (rec.status, rec.error_type, rec.error) == (200, "stream_error", error)
     assert rec.completion_tokens == 4 and rec.tokens_estimated
+    client._client.close()
+    proxied.assert_no_leaks()
 
 
 def test_http_error_from_the_server_is_recorded(proxied: Proxied) -> None:
@@ -139,6 +142,8 @@ def test_http_error_from_the_server_is_recorded(proxied: Proxied) -> None:
         client.chat.completions.create(model="m", messages=[])
     (rec,) = proxied.records.wait(1)
     assert (rec.status, rec.error_type, rec.error) == (500, "http", message)
+    client.close()
+    proxied.assert_no_leaks()
 
 
 def test_upstream_hang_times_out_with_504() -> None:
