@@ -323,8 +323,10 @@ class Meter:
             rec.prompt_tokens_per_s = _num(timings.get("prompt_per_second"))
             if rec.completion_tokens is None:
                 rec.completion_tokens = _int(timings.get("predicted_n"))
-            if rec.prompt_tokens is None:
-                rec.prompt_tokens = _int(timings.get("prompt_n"))
+            evaluated = _int(timings.get("prompt_n"))
+            if rec.prompt_tokens is None and evaluated is not None:
+                # prompt_n counts only what was evaluated now; cache_n came from the cache
+                rec.prompt_tokens = evaluated + (_int(timings.get("cache_n")) or 0)
         if rec.completion_tokens is None and self._token_chunks:
             rec.completion_tokens = self._token_chunks
             rec.tokens_estimated = True
