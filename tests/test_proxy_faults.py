@@ -146,6 +146,22 @@ def test_http_error_from_the_server_is_recorded(proxied: Proxied) -> None:
     proxied.assert_no_leaks()
 
 
+def test_a_closed_keep_alive_connection_is_retried_on_another(proxied: Proxied) -> None:
+    client = openai.OpenAI(base_url=proxied.url + "/v1", api_key="x", max_retries=0)
+    client.chat.completions.create(model="m", messages=[])  # leaves a pooled connection
+    proxied.up.drop_requests = 1  # the server closes it as the next request arrives
+    answer = client.chat.completions.create(model="m", messages=[])
+    assert answer.usage.completion_tokens == recorded_json("vllm_chat.json")["usage"]["completion_tokens"]
+    assert [r.ok for r in proxied.records.wait(2)] == [True, True]
+    proxied.up.drop_requests = 3  # more than the retries: a clear 502, not a hang
+    with pytest.raises(openai.APIStatusError) as exc:
+        client.chat.completions.create(model="m", messages=[])
+    assert exc.value.status_code == 502 and "closed the connection" in exc.value.message
+    assert proxied.records.wait(3)[2].error_type == "upstream_disconnect"
+    client.close()
+    proxied.assert_no_leaks()
+
+
 def test_upstream_hang_times_out_with_504() -> None:
     p = start_proxied(ForwardOptions(read_timeout=0.3))
     p.up.hang = True

@@ -44,6 +44,7 @@ HOP_BY_HOP = frozenset({
 })
 READ_WHOLE_BODY = 16 * 1024 * 1024   # bodies up to this are read (and inspected) at once
 BODY_CHUNK = 256 * 1024
+STALE_RETRIES = 2  # re-sends of a request whose pooled connection the server had closed
 
 
 def forward_headers(headers: "CIMultiDict[str] | object", drop_length: bool = False) -> CIMultiDict:
@@ -144,20 +145,31 @@ class Forwarder:
             record.prompt_text = info.prompt_text
         url = URL(self.upstream + request.raw_path, encoded=True)
         headers = forward_headers(request.headers, drop_length=isinstance(data, bytes))
-        try:
-            upstream_cm = self.session.request(
-                request.method, url, headers=headers, data=data, allow_redirects=False,
-                timeout=self._timeout, auto_decompress=False)
-            upstream = await upstream_cm.__aenter__()
-        except aiohttp.ClientConnectorError as exc:
-            return await self._fail(request, record, 502, "upstream_down",
-                                    f"llmmon proxy: {self.upstream} is not reachable ({exc.os_error.strerror or exc})")
-        except asyncio.TimeoutError:
-            return await self._fail(request, record, 504, "timeout",
-                                    f"llmmon proxy: no answer from {self.upstream} within {opts.read_timeout:g} s")
-        except aiohttp.ClientError as exc:
-            return await self._fail(request, record, 502, "upstream_disconnect",
-                                    f"llmmon proxy: {self.upstream} closed the connection ({exc})")
+        attempts = STALE_RETRIES + 1 if not hasattr(data, "__aiter__") else 1  # a stream can't be re-sent
+        for attempt in range(attempts):
+            try:
+                upstream_cm = self.session.request(
+                    request.method, url, headers=headers, data=data, allow_redirects=False,
+                    timeout=self._timeout, auto_decompress=False)
+                upstream = await upstream_cm.__aenter__()
+                break
+            except aiohttp.ClientConnectorError as exc:
+                return await self._fail(request, record, 502, "upstream_down",
+                                        f"llmmon proxy: {self.upstream} is not reachable ({exc.os_error.strerror or exc})")
+            except asyncio.TimeoutError:
+                return await self._fail(request, record, 504, "timeout",
+                                        f"llmmon proxy: no answer from {self.upstream} within {opts.read_timeout:g} s")
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # Before any answer: most likely a pooled keep-alive connection the server had
+                # just closed; it did not see the request, so sending it again is safe.
+                if attempt + 1 < attempts:
+                    log.debug("%s: retrying on another connection (%s)", self.server, exc)
+                    continue
+                return await self._fail(request, record, 502, "upstream_disconnect",
+                                        f"llmmon proxy: {self.upstream} closed the connection ({exc})")
+            except aiohttp.ClientError as exc:
+                return await self._fail(request, record, 502, "upstream_disconnect",
+                                        f"llmmon proxy: {self.upstream} closed the connection ({exc})")
         try:
             return await self._relay(request, upstream, record, info, t0, keep)
         finally:

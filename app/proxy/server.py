@@ -147,7 +147,9 @@ class ProxyServer:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0, ttl_dns_cache=300)
+        # Idle upstream connections are dropped after 4 s, before servers drop them (uvicorn,
+        # llama.cpp's httplib: 5 s), so a reused connection is rarely a closed one.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0, ttl_dns_cache=300)
         session = aiohttp.ClientSession(
             connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
             trust_env=False, skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))

@@ -9,7 +9,8 @@ server's. Like vLLM, it sends the usage-only SSE chunk only when the request ask
 * ``first_delay_s`` / ``chunk_delay_s``: wait before the first chunk / between chunks;
 * ``cut_after=N``: drop the connection after N chunks (no end of body);
 * ``hang=True``: accept the request and send nothing until :meth:`release` or stop;
-* ``fail=(status, file)``: answer with a recorded error body and that status.
+* ``fail=(status, file)``: answer with a recorded error body and that status;
+* ``drop_requests=N``: close the connection on the next N requests without a word.
 
 Everything it received and sent is kept in :attr:`requests` (:class:`SimRequest`), so a test
 compares what a client got with what the server sent, byte for byte.
@@ -91,6 +92,7 @@ class SimUpstream:
         self.cut_after: int | None = None
         self.hang = False
         self.fail: tuple[int, str] | None = None
+        self.drop_requests = 0
         self.requests: list[SimRequest] = []
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -150,6 +152,10 @@ class SimUpstream:
         await runner.cleanup()
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if self.drop_requests > 0:  # like a keep-alive connection closed as the request came
+            self.drop_requests -= 1
+            request.transport.abort()
+            return web.Response()
         # content.read(), not request.read(): no 1 MiB cap, the 50 MB test body must arrive
         body = await request.content.read() if request.path != "/sim/echo" else b""
         entry = SimRequest(request.method, request.path, dict(request.headers), body,
