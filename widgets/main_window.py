@@ -23,6 +23,7 @@ from widgets.llamacpp_panel import LlamaCppPanel
 from widgets.model_panel import ModelPanel
 from widgets.overview_panel import OverviewPanel
 from widgets.panel import Panel
+from widgets.prompt_panel import PromptPanel
 from widgets.requests_panel import RequestsPanel
 from widgets.sessions_panel import SessionsPanel
 from widgets.servers_panel import ServersPanel
@@ -38,12 +39,13 @@ def panel_factories() -> list[Callable[[Runtime], Panel]]:
     return [
         OverviewPanel,
         ServersPanel,
-        ModelPanel,
         VllmPanel,
         LlamaCppPanel,
-        RequestsPanel,
         GpuPanel,
+        RequestsPanel,
+        ModelPanel,
         AlertsPanel,
+        PromptPanel,
         SessionsPanel,
     ]
 

@@ -32,7 +32,7 @@ class OverviewPanel(Panel):
             MetricSpec("llamacpp_generation_tokens_per_second", "{server}")])
         self.ttft_plot = TimeSeriesPlot("Time to first token", "s", [
             MetricSpec("llm_ttft_seconds", "{server} p50", (("quantile", "0.5"),)),
-            MetricSpec("llm_ttft_seconds", "{server} p95", (("quantile", "0.95"),)),
+            MetricSpec("llm_ttft_seconds", "{server} p90", (("quantile", "0.9"),)),
             MetricSpec("vllm_ttft_seconds", "{server} p50", (("quantile", "0.5"),)),
             MetricSpec("vllm_ttft_seconds", "{server} p90", (("quantile", "0.9"),))])
         self.requests_plot = TimeSeriesPlot("Requests in flight", "requests", [

@@ -36,7 +36,7 @@ import json
 import logging
 import statistics
 import zlib
-from typing import Any
+from typing import Any, Callable
 
 from app.records import RequestRecord
 
@@ -84,15 +84,19 @@ class Meter:
             decompressed for the meter's own reading (the client still gets the raw bytes).
         keep_text: keep up to this many characters of the response text (the user opted in
             to storing content); 0 keeps none.
+        on_text: called with each piece of response text as it is read (the prompt test
+            panel shows the answer streaming in from the same bytes it measures).
     """
 
     def __init__(self, record: RequestRecord, t0: float, content_type: str = "",
-                 content_encoding: str = "", keep_text: int = 0) -> None:
+                 content_encoding: str = "", keep_text: int = 0,
+                 on_text: Callable[[str], None] | None = None) -> None:
         self.record = record
         self.t0 = t0
         self.framing = framing_of(content_type)
         record.stream = self.framing != "json"
         self.keep_text = keep_text
+        self.on_text = on_text
         self._text: list[str] = []
         self._text_len = 0
         self._buf = b""
@@ -216,6 +220,8 @@ class Meter:
             if self.keep_text and self._text_len < self.keep_text:
                 self._text.append(text)
                 self._text_len += len(text)
+            if self.on_text is not None:
+                self.on_text(text)
 
     @staticmethod
     def _ollama_content(obj: dict[str, Any]) -> str:

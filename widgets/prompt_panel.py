@@ -1,0 +1,279 @@
+"""The Prompt test tab: pick one or several models, type a prompt, run it, watch each answer
+stream in side by side with its TTFT, tokens/s and token counts, cancel, and look back at
+earlier runs. The measuring is done by :mod:`app.prompt_runner`; this widget only renders."""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtWidgets import (QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QPushButton,
+                               QScrollArea, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
+
+from app.prompt_runner import PromptRequest, PromptRun, PromptTarget
+from app.records import HealthState, RequestRecord
+from app.runtime import Runtime
+from app.secrets import get_secret
+from app.summary import SERVER_KINDS
+from widgets.panel import Panel
+from widgets.timeseries_plot import format_value
+
+log = logging.getLogger(__name__)
+NO_MODELS = ("No model to test: no LLM server is up with a model loaded.\n"
+             "Start Ollama, vLLM or llama.cpp, or type a model name below.")
+HISTORY_ROWS = 200
+
+
+class _Relay(QObject):
+    """Carries a run's text and result from its thread to the GUI thread (queued signals)."""
+
+    text = Signal(int, str)
+    done = Signal(int, object)
+
+
+def figures_text(rec: RequestRecord) -> str:
+    """One line of what was measured, with "est." on chunk-counted token figures."""
+    parts = []
+    if rec.ttft_s is not None:
+        parts.append(f"TTFT {format_value(rec.ttft_s, 's')}")
+    speed = rec.server_tokens_per_s if rec.server_tokens_per_s is not None else rec.client_tokens_per_s
+    if speed is not None:
+        parts.append(f"{speed:,.1f} tokens/s" + (" (server)" if rec.server_tokens_per_s is not None else ""))
+    if rec.completion_tokens is not None:
+        est = " est." if rec.tokens_estimated else ""
+        parts.append(f"{rec.prompt_tokens if rec.prompt_tokens is not None else '?'} → "
+                     f"{rec.completion_tokens}{est} tokens")
+    if rec.latency_s is not None:
+        parts.append(f"total {format_value(rec.latency_s, 's')}")
+    if rec.error_type:
+        parts.append(f"{rec.error_type}: {rec.error}")
+    return " · ".join(parts) or "waiting for the first token…"
+
+
+class ResultCard(QGroupBox):
+    """One target's answer as it streams, with the figures above it."""
+
+    def __init__(self, target: PromptTarget, parent: QWidget | None = None) -> None:
+        super().__init__(f"{target.model} @ {target.server}", parent)
+        self.figures = QLabel("waiting for the first token…")
+        self.figures.setWordWrap(True)
+        self.figures.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.answer = QPlainTextEdit()
+        self.answer.setReadOnly(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.figures)
+        layout.addWidget(self.answer, 1)
+        self.setMinimumWidth(320)
+
+    def append(self, text: str) -> None:
+        cursor = self.answer.textCursor()
+        cursor.movePosition(cursor.MoveOperation.End)
+        cursor.insertText(text)
+
+    def finish(self, rec: RequestRecord) -> None:
+        self.figures.setText(figures_text(rec))
+        colour = "#D55E00" if rec.error_type and rec.error_type != "cancelled" else ""
+        self.figures.setStyleSheet(f"color: {colour};" if colour else "")
+
+
+class PromptPanel(Panel):
+    title = "Prompt test"
+
+    def __init__(self, runtime: Runtime, parent: QWidget | None = None) -> None:
+        super().__init__(runtime, parent)
+        self.relay = _Relay()
+        self.relay.text.connect(lambda i, t: self.cards[i].append(t))
+        self.relay.done.connect(self._finished)
+        self.runs: list[PromptRun] = []
+        self.cards: list[ResultCard] = []
+
+        self.targets = QListWidget()
+        self.targets.setToolTip("Tick every model the prompt should go to; they run side by side")
+        self.no_models = QLabel(NO_MODELS)
+        self.no_models.setWordWrap(True)
+        self.extra_model = QLineEdit()
+        self.extra_model.setPlaceholderText("another model on the first server, e.g. llama3.2:3b")
+        self.system = QPlainTextEdit()
+        self.system.setPlaceholderText("System prompt (optional)")
+        self.system.setMaximumHeight(60)
+        self.prompt = QPlainTextEdit()
+        self.prompt.setPlaceholderText("Prompt")
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(-0.1, 2.0)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setSpecialValueText("server default")
+        self.temperature.setValue(-0.1)
+        self.max_tokens = QSpinBox()
+        self.max_tokens.setRange(0, 1_000_000)
+        self.max_tokens.setSpecialValueText("server default")
+        self.seed = QSpinBox()
+        self.seed.setRange(-1, 2**31 - 1)
+        self.seed.setSpecialValueText("random")
+        self.seed.setValue(-1)
+        self.run_button = QPushButton("Run")
+        self.run_button.setDefault(True)
+        self.run_button.clicked.connect(self.run_prompt)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+
+        params = QFormLayout()
+        params.addRow("Temperature", self.temperature)
+        params.addRow("Max tokens", self.max_tokens)
+        params.addRow("Seed", self.seed)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.addWidget(QLabel("Models"))
+        left_layout.addWidget(self.targets, 1)
+        left_layout.addWidget(self.no_models)
+        left_layout.addWidget(self.extra_model)
+        left_layout.addWidget(self.system)
+        left_layout.addWidget(self.prompt, 1)
+        left_layout.addLayout(params)
+        left_layout.addLayout(buttons)
+
+        self.results_host = QWidget()
+        self.results = QHBoxLayout(self.results_host)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.results_host)
+        self.history = QTableWidget(0, 6)
+        self.history.setHorizontalHeaderLabels(["Time", "Model", "TTFT", "Tokens/s", "Tokens", "Prompt"])
+        self.history.horizontalHeader().setStretchLastSection(True)
+        self.history.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.history.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(scroll)
+        right.addWidget(self.history)
+        right.setSizes([500, 200])
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setSizes([380, 900])
+        QVBoxLayout(self).addWidget(split)
+        self._history_dirty = True  # loaded from the database once, on first show
+        self._conn: sqlite3.Connection | None = None
+
+    # ------------------------------------------------------------------ targets
+    def available_targets(self) -> list[PromptTarget]:
+        """Models loaded on servers that are up, from the collectors' own readings."""
+        hub = self.runtime.hub
+        up = {h.source: h for h in list(hub.health.values())
+              if h.kind in SERVER_KINDS and h.state == HealthState.UP and h.url}
+        out = []
+        for _name, labels in hub.buffers.keys("llm_model_loaded"):
+            lab = dict(labels)
+            health = up.get(lab.get("server", ""))
+            if health is not None and hub.buffers.latest_value("llm_model_loaded", labels):
+                out.append(PromptTarget(health.source, health.url, health.kind, lab.get("model", ""),
+                                        self._api_key(health.url)))
+        return sorted(out, key=lambda t: (t.server, t.model))
+
+    def _api_key(self, url: str) -> str | None:
+        entry = next((s for s in self.runtime.settings.servers if s.url.rstrip("/") == url.rstrip("/")), None)
+        return get_secret(entry.api_key_ref) if entry is not None and entry.api_key_ref else None
+
+    def _sync_targets(self) -> None:
+        wanted = self.available_targets()
+        have = [self.targets.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.targets.count())]
+        if have == wanted:
+            return
+        checked = {self.targets.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.targets.count())
+                   if self.targets.item(i).checkState() == Qt.CheckState.Checked}
+        self.targets.clear()
+        for target in wanted:
+            item = QListWidgetItem(f"{target.model}  —  {target.server}")
+            item.setData(Qt.ItemDataRole.UserRole, target)
+            item.setCheckState(Qt.CheckState.Checked if target in checked or len(wanted) == 1
+                               else Qt.CheckState.Unchecked)
+            self.targets.addItem(item)
+        self.no_models.setVisible(not wanted)
+
+    def chosen_targets(self) -> list[PromptTarget]:
+        chosen = [self.targets.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.targets.count())
+                  if self.targets.item(i).checkState() == Qt.CheckState.Checked]
+        extra = self.extra_model.text().strip()
+        if extra:
+            base = chosen[0] if chosen else next(iter(self.available_targets()), None)
+            if base is not None:
+                chosen.append(PromptTarget(base.server, base.base_url, base.kind, extra, base.api_key))
+        return chosen
+
+    # ------------------------------------------------------------------ running
+    def run_prompt(self) -> None:
+        targets = self.chosen_targets()
+        text = self.prompt.toPlainText().strip()
+        if not targets or not text:
+            self.no_models.setText("Tick at least one model and type a prompt." if text or targets else NO_MODELS)
+            self.no_models.setVisible(True)
+            return
+        request = PromptRequest(
+            prompt=text, system=self.system.toPlainText().strip(),
+            temperature=None if self.temperature.value() < 0 else self.temperature.value(),
+            max_tokens=self.max_tokens.value() or None,
+            seed=None if self.seed.value() < 0 else self.seed.value())
+        for card in self.cards:
+            card.deleteLater()
+        self.cards, self.runs = [], []
+        for i, target in enumerate(targets):
+            card = ResultCard(target)
+            self.results.addWidget(card)
+            self.cards.append(card)
+            run = PromptRun(target, request, self.runtime.hub.publish,
+                            on_text=lambda t, i=i: self.relay.text.emit(i, t),
+                            on_done=lambda rec, i=i: self.relay.done.emit(i, rec))
+            self.runs.append(run)
+            run.start()
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+
+    def cancel(self) -> None:
+        for run in self.runs:
+            run.cancel()
+
+    def _finished(self, index: int, rec: RequestRecord) -> None:
+        self.cards[index].finish(rec)
+        self._add_history_row(0, (rec.ts_start, rec.model, rec.ttft_s,
+                                  rec.server_tokens_per_s if rec.server_tokens_per_s is not None
+                                  else rec.client_tokens_per_s, rec.completion_tokens, rec.prompt_text))
+        if all(run.done or run.record is rec for run in self.runs):
+            self.run_button.setEnabled(True)
+            self.cancel_button.setEnabled(False)
+
+    # ------------------------------------------------------------------ history
+    def refresh(self, now: float) -> None:
+        self._sync_targets()
+        if self._history_dirty:
+            self._load_history()
+
+    def _load_history(self) -> None:
+        try:
+            if self._conn is None:
+                self._conn = self.runtime.store.reader()
+            rows = self._conn.execute(
+                "SELECT ts_start, model, ttft_s, COALESCE(server_tokens_per_s, client_tokens_per_s), "
+                "completion_tokens, prompt_text FROM requests WHERE source='prompt_test' "
+                "ORDER BY ts_start DESC LIMIT ?", (HISTORY_ROWS,)).fetchall()
+        except sqlite3.Error as exc:
+            log.warning("prompt history: %s", exc)
+            return
+        self._history_dirty = False
+        self.history.setRowCount(0)
+        for row in rows:
+            self._add_history_row(self.history.rowCount(), row)
+
+    def _add_history_row(self, at: int, row: tuple) -> None:
+        ts, model, ttft, speed, tokens, prompt = row
+        self.history.insertRow(at)
+        cells = [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)), model,
+                 "" if ttft is None else format_value(ttft, "s"),
+                 "" if speed is None else f"{speed:,.1f}", "" if tokens is None else str(tokens),
+                 (prompt or "").replace("\n", " ")[:200]]
+        for c, text in enumerate(cells):
+            self.history.setItem(at, c, QTableWidgetItem(text))
