@@ -5,16 +5,32 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from app.alerts import AlertEngine
 from app.config import Settings, db_path, load_settings
 from app.hub import Hub, default_collectors
 from app.proxy.group import ProxyGroup
+from app.records import Record, RequestRecord
 from app.request_stats import RequestStats
+from app.server_names import host_port
 from app.sessions import GB
 from app.store import Store
 
 log = logging.getLogger(__name__)
+
+
+def publish_with_known_names(hub: Hub) -> Callable[[list[Record]], None]:
+    """The proxy names its upstream from the URL (and guesses the kind from the port); the
+    collectors may know better (an OpenAI-compatible server on vLLM's port, a name from the
+    config). Request records take the collectors' name so one server has one ``server`` label."""
+    def publish(records: list[Record]) -> None:
+        known = {"%s:%d" % host_port(h.url): h.source for h in list(hub.health.values()) if h.url}
+        for r in records:
+            if isinstance(r, RequestRecord):
+                r.server = known.get(r.server.partition("@")[2], r.server)
+        hub.publish(records)
+    return publish
 
 
 @dataclass
@@ -45,7 +61,7 @@ class Runtime:
         requests = RequestStats(hub.publish)
         hub.subscribe(requests)
         return cls(settings, store, hub, problems, alerts=AlertEngine.from_hub(hub), requests=requests,
-                   proxies=ProxyGroup(settings, hub.publish, requests.watch_active))
+                   proxies=ProxyGroup(settings, publish_with_known_names(hub), requests.watch_active))
 
     def start(self) -> None:
         self.hub.start()

@@ -243,6 +243,8 @@ class Store:
 
     def _write_or_keep(self, pending: list[Record]) -> list[Record]:
         """Write the batch; on failure keep it (bounded) for the next attempt."""
+        if self.session_id is None:  # the user stopped the session: live views only, no rows
+            return []
         try:
             self._write(pending)
         except sqlite3.Error as exc:

@@ -21,11 +21,11 @@ import time
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Callable
-from urllib.parse import urlsplit
 
 import httpx
 
 from app.records import Event, Health, HealthState, Record, Sample, labels_of
+from app.server_names import host_port, server_name
 from collectors.base import Collector
 
 log = logging.getLogger(__name__)
@@ -60,19 +60,6 @@ class Answer:
     @property
     def looks_like_html(self) -> bool:
         return "html" in self.content_type or self.body.lstrip()[:15].lower().startswith((b"<!doctype", b"<html"))
-
-
-def host_port(url: str) -> tuple[str, int]:
-    """``("127.0.0.1", 11434)`` from ``"http://127.0.0.1:11434"`` (default ports filled in)."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return parts.hostname or "", port
-
-
-def server_name(kind: str, url: str) -> str:
-    """The default display name of a server: ``<kind>@<host>:<port>``."""
-    host, port = host_port(url)
-    return f"{kind}@{host}:{port}"
 
 
 def is_loopback(host: str) -> bool:

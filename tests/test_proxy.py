@@ -228,3 +228,22 @@ def test_binds_loopback_by_default(proxied: Proxied) -> None:
                  if c.status == psutil.CONN_LISTEN and c.laddr.port == proxied.proxy.port]
     assert [addr.ip for addr in listening] == ["127.0.0.1"]
     assert ProxyServer("http://127.0.0.1:11434").listen_host == "127.0.0.1"
+
+
+def test_records_take_the_name_the_collectors_gave_the_server() -> None:
+    """A server on vLLM's port that discovery found to be plain OpenAI-compatible: the proxy's
+    port-based guess ("vllm@...") gives way to the collectors' name."""
+    from app.hub import Hub
+    from app.records import Health, HealthState, RequestRecord
+    from app.runtime import publish_with_known_names
+
+    hub = Hub(store=None)
+    seen: list = []
+    hub.subscribe(seen.extend)
+    hub.publish([Health("openai@127.0.0.1:8000", HealthState.UP, 1.0, kind="openai",
+                        url="http://127.0.0.1:8000")])
+    publish = publish_with_known_names(hub)
+    publish([RequestRecord(ts_start=1.0, server="vllm@127.0.0.1:8000", endpoint="/v1/chat/completions"),
+             RequestRecord(ts_start=1.0, server="ollama@127.0.0.1:11434", endpoint="/api/chat")])
+    assert [r.server for r in seen if isinstance(r, RequestRecord)] == [
+        "openai@127.0.0.1:8000", "ollama@127.0.0.1:11434"]

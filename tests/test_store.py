@@ -209,3 +209,14 @@ def test_kill_9_during_heavy_writes_leaves_a_sound_database(db_file: Path) -> No
     assert query(db_file, "PRAGMA integrity_check") == [("ok",)]
     n = count(db_file, "samples")
     assert n > 20_000 and n % 2000 == 0  # whole batches only: each batch is one transaction
+
+
+def test_nothing_is_written_while_no_session_records(store: Store, db_file: Path) -> None:
+    store.end_session()
+    store.put([Sample("x", 1.0, 1.0), RequestRecord(ts_start=1.0, server="s", endpoint="/e")])
+    store.flush()
+    assert count(db_file, "samples") == 0 and count(db_file, "requests") == 0
+    store.begin_session("again")
+    store.put([Sample("x", 2.0, 2.0)])
+    store.flush()
+    assert query(db_file, "SELECT session_id, value FROM samples") == [(store.session_id, 2.0)]

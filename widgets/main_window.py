@@ -178,9 +178,14 @@ class MainWindow(QMainWindow):
         if isinstance(current, Panel):
             current.refresh(now)
         store = self.runtime.store
-        self.db_label.setText(f"Database: {store.path}    Session: {store.session_id}")
+        session = store.session_id
+        self.db_label.setText(f"Database: {store.path}    Session: "
+                              f"{session if session is not None else 'stopped (not recording)'}")
         status = store.status
-        if status.ok:
+        if session is None:
+            self.store_label.setText("Not recording: start a new session in the Sessions tab")
+            self.store_label.setStyleSheet("color: #E69F00; font-weight: bold")
+        elif status.ok:
             self.store_label.setText(f"{status.written_rows:,} rows written")
             self.store_label.setStyleSheet("")
         else:

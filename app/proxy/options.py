@@ -3,7 +3,8 @@ the settings can use them without importing aiohttp at start-up."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+
+from app.server_names import host_port, server_name
 
 
 @dataclass(frozen=True)
@@ -21,15 +22,8 @@ class ForwardOptions:
 DEFAULT_PORT_KIND = {11434: "ollama", 8000: "vllm", 8080: "llamacpp"}
 
 
-def host_port(url: str) -> tuple[str, int]:
-    """``(host, port)`` of a URL, the scheme's default port when none is written."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
-
-
 def server_label(upstream: str, kind: str = "auto") -> str:
     """The ``server`` label of an upstream, as the collectors name it: ``kind@host:port``."""
-    host, port = host_port(upstream)
     if kind in ("", "auto"):
-        kind = DEFAULT_PORT_KIND.get(port, "openai")
-    return f"{kind}@{host}:{port}"
+        kind = DEFAULT_PORT_KIND.get(host_port(upstream)[1], "openai")
+    return server_name(kind, upstream)
