@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QApplication
 THEME_ENV = "LLMMON_THEME"  # "dark" or "light" overrides what the system says
 
 # Okabe-Ito palette: distinguishable with the common colour-vision deficiencies.
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999"]
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#999999", "#B8A400"]
 
 SERIES_COLOURS = {
     "system_cpu_percent": PALETTE[0],

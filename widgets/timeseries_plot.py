@@ -186,7 +186,10 @@ class TimeSeriesPlot(pg.PlotWidget):
                 ts, values = buffers.window(key, since=t0)
             if scale != 1.0:
                 values = values * scale
-            item.setData(*break_gaps(ts, values))
+            # A line needs two points: show a series that has only just started as dots.
+            sparse = len(ts) < 3
+            item.setData(*break_gaps(ts, values), symbol="o" if sparse else None, symbolSize=6,
+                         symbolPen=None, symbolBrush=item.opts["pen"].color())
             self._curves[key] = (item, scale, version)
             changed = True
             has_data = has_data or len(ts) > 0
