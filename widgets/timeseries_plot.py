@@ -107,12 +107,14 @@ class TimeSeriesPlot(pg.PlotWidget):
         self.setMenuEnabled(False)
         self.hideButtons()
         self.y_range = y_range
+        self._y_top: float | None = None
         if y_range is not None:
             self.setYRange(*y_range, padding=0.02)
         self.getPlotItem().vb.disableAutoRange(axis="y")
         item = self.getPlotItem()
-        item.setClipToView(True)
-        item.setDownsampling(auto=True, mode="peak")
+        # No pyqtgraph downsampling or clip-to-view: a curve never holds more than the ring
+        # buffer (4096 points) or ~2 points per pixel from the database, and at that size
+        # pyqtgraph's peak downsampling costs more per redraw than it saves (bench/render.py).
         self.legend = self.addLegend(offset=(8, 8))
         self.specs = list(curves or [])
         self.view: TimeWindow | None = None
@@ -142,8 +144,9 @@ class TimeSeriesPlot(pg.PlotWidget):
     # ------------------------------------------------------------------ curves
     def _add(self, key: SeriesKey, label: str, colour: str, scale: float) -> pg.PlotDataItem:
         # 1 px cosmetic pens take Qt's fast line path; 2 px lines cost +50 % per redraw.
-        item = self.plot([], [], name=label, pen=pg.mkPen(colour or colour_for_key(key), width=1),
-                         connect="finite")
+        colour = colour or colour_for_key(key)
+        item = self.plot([], [], name=label, pen=pg.mkPen(colour, width=1), connect="finite",
+                         symbolSize=6, symbolPen=None, symbolBrush=colour)
         self._curves[key] = (item, scale, -1)
         return item
 
@@ -188,8 +191,9 @@ class TimeSeriesPlot(pg.PlotWidget):
                 values = values * scale
             # A line needs two points: show a series that has only just started as dots.
             sparse = len(ts) < 3
-            item.setData(*break_gaps(ts, values), symbol="o" if sparse else None, symbolSize=6,
-                         symbolPen=None, symbolBrush=item.opts["pen"].color())
+            if sparse != (item.opts["symbol"] is not None):  # only on change: symbols are costly
+                item.setSymbol("o" if sparse else None)
+            item.setData(*break_gaps(ts, values))
             self._curves[key] = (item, scale, version)
             changed = True
             has_data = has_data or len(ts) > 0
@@ -210,7 +214,10 @@ class TimeSeriesPlot(pg.PlotWidget):
             if item.yData is not None and len(item.yData):
                 peak = np.nanmax(item.yData) if not np.all(np.isnan(item.yData)) else 0.0
                 top = max(top, float(peak))
-        self.setYRange(0.0, top * 1.1 if top > 0 else 1.0, padding=0)
+        wanted = top * 1.1 if top > 0 else 1.0
+        if wanted != self._y_top:  # an unchanged range must not re-layout the axes
+            self._y_top = wanted
+            self.setYRange(0.0, wanted, padding=0)
 
     def attach(self, view: TimeWindow, history: HistorySource) -> None:
         """Follow the window's time range and read long ranges from the database."""
