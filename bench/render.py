@@ -156,10 +156,16 @@ def main() -> None:
               f"then median {statistics.median(later):.2f} ms per redraw; {points} points per curve")
         env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
         db = str(Path(tmp) / "idle.db")
-        out = subprocess.run([sys.executable, "main.py", "--db", db + ".smoke", "--smoke"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=60).stdout
-        shown = re.search(r"window shown ([\d.]+) s", out)
-        print(f"start-up to window shown: {shown.group(1) if shown else '?'} s; target <= 1.5 s")
+        starts = []
+        for _ in range(5):
+            launched = time.time()
+            out = subprocess.run([sys.executable, "main.py", "--db", db + ".smoke", "--smoke"], cwd=ROOT,
+                                 env=env, capture_output=True, text=True, timeout=60).stdout
+            shown = re.search(r"\(at ([\d.]+)\)", out)
+            if shown:
+                starts.append(float(shown.group(1)) - launched)
+        print(f"start-up, launch to window shown (5 runs): median {statistics.median(starts):.2f} s, "
+              f"max {max(starts):.2f} s; target <= 1.5 s")
         cpu, rss = idle_cost([sys.executable, "main.py", "--db", db], args.idle_seconds, env)
         empty = ("from PySide6.QtWidgets import QApplication, QMainWindow; a = QApplication([]); "
                  "w = QMainWindow(); w.show(); a.exec()")
