@@ -13,9 +13,7 @@ STARTED_AT = time.time()  # first thing: the start-up figure counts from here
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
-import signal  # noqa: E402
 import sys  # noqa: E402
-import threading  # noqa: E402
 
 # Subcommands: name -> (module, one-line help). The module (Qt-free) provides
 # ``add_arguments(parser)`` and ``run(args) -> int``; it is imported only when its command is
@@ -50,16 +48,8 @@ def run_headless(args: argparse.Namespace) -> int:
     from app.runtime import Runtime
 
     runtime = Runtime.create(args.db, session_name=args.session_name)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     runtime.start()
-    print(f"llmmon: recording to {runtime.store.path} (session {runtime.store.session_id}); "
-          "Ctrl-C to stop", flush=True)
-    while not stop.wait(0.5):  # short waits keep the main thread responsive to signals
-        pass
-    runtime.stop()
-    print("llmmon: stopped, all data written", flush=True)
+    runtime.record_until_signalled()
     return 0
 
 

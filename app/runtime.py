@@ -3,6 +3,8 @@ way for the GUI and for the headless recorder."""
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -84,3 +86,16 @@ class Runtime:
         self.hub.stop()
         self.store.close()
         log.info("stopped; database flushed")
+
+    def record_until_signalled(self, label: str = "llmmon") -> None:
+        """Headless use: record until Ctrl-C or SIGTERM, then stop with everything written.
+        The runtime must already be started; call from the main thread."""
+        stop = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        print(f"{label}: recording to {self.store.path} (session {self.store.session_id}); "
+              "Ctrl-C to stop", flush=True)
+        while not stop.wait(0.5):  # short waits keep the main thread responsive to signals
+            pass
+        self.stop()
+        print(f"{label}: stopped, all data written", flush=True)

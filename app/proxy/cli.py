@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
-import threading
 
 from app.config import ProxyRoute, load_settings, parse_listen
 from app.proxy.options import host_port
@@ -54,9 +52,6 @@ def run(args: argparse.Namespace) -> int:
         store_content=proxy.store_content or args.store_content)
     runtime = Runtime.create(args.db, settings=settings, session_name=args.session_name or "proxy")
     runtime.problems.extend(problems)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     runtime.start()
     statuses = runtime.proxies.status()
     for status in statuses:
@@ -68,11 +63,6 @@ def run(args: argparse.Namespace) -> int:
     if not any(s.running for s in statuses):
         runtime.stop()
         return 1
-    print(f"llmmon proxy: recording to {runtime.store.path} (session {runtime.store.session_id}); "
-          "Ctrl-C to stop", flush=True)
-    while not stop.wait(0.5):  # short waits keep the main thread responsive to signals
-        pass
-    runtime.stop()
-    print("llmmon proxy: stopped, all data written", flush=True)
+    runtime.record_until_signalled("llmmon proxy")
     return 0
 
