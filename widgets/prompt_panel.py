@@ -140,6 +140,13 @@ class PromptPanel(Panel):
 
         self.results_host = QWidget()
         self.results = QHBoxLayout(self.results_host)
+        self.results_hint = QLabel("Tick one or more models, type a prompt and press Run: the answers "
+                                   "stream in here side by side, each with its time to first token, "
+                                   "tokens/s and token counts.")
+        self.results_hint.setWordWrap(True)
+        self.results_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.results_hint.setStyleSheet("color: palette(mid);")
+        self.results.addWidget(self.results_hint)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.results_host)
@@ -218,6 +225,7 @@ class PromptPanel(Panel):
             temperature=None if self.temperature.value() < 0 else self.temperature.value(),
             max_tokens=self.max_tokens.value() or None,
             seed=None if self.seed.value() < 0 else self.seed.value())
+        self.results_hint.hide()
         for card in self.cards:
             card.deleteLater()
         self.cards, self.runs = [], []
