@@ -2,8 +2,9 @@
 
 Collectors (through the scheduler), the proxy and the prompt test panel publish records here;
 the hub hands them to the store, to the live ring buffers, keeps the latest health per source,
-and calls subscribers (the alert engine, the Qt bridge). Subscribers run on the publishing
-thread: they must be quick and thread-safe (the Qt bridge just emits a queued signal).
+and calls subscribers (the request statistics; the alert engine reads the buffers on its own
+tick). Subscribers run on the publishing thread: they must be quick and thread-safe. The GUI
+subscribes to nothing: it reads the buffers and ``health`` on its own UI timer.
 
 To monitor a new kind of source, add its collector to :func:`default_collectors` — one line.
 """
