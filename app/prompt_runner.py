@@ -108,10 +108,6 @@ class PromptRun:
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
-    @property
-    def done(self) -> bool:
-        return self._thread.ident is not None and not self._thread.is_alive()
-
     def _run(self) -> None:
         asyncio.run(self._main())
 

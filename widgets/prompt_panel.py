@@ -89,6 +89,7 @@ class PromptPanel(Panel):
         self.relay.done.connect(self._finished)
         self.runs: list[PromptRun] = []
         self.cards: list[ResultCard] = []
+        self._running = 0
 
         self.targets = QListWidget()
         self.targets.setToolTip("Tick every model the prompt should go to; they run side by side")
@@ -164,7 +165,7 @@ class PromptPanel(Panel):
         split.addWidget(right)
         split.setSizes([380, 900])
         QVBoxLayout(self).addWidget(split)
-        self._history_dirty = True  # loaded from the database once, on first show
+        self._history_loaded = False  # from the database once, on first show; then kept live
         self._conn: sqlite3.Connection | None = None
 
     # ------------------------------------------------------------------ targets
@@ -238,6 +239,7 @@ class PromptPanel(Panel):
                             on_done=lambda rec, i=i: self.relay.done.emit(i, rec))
             self.runs.append(run)
             run.start()
+        self._running = len(self.runs)  # counted here: a run's thread outlives its done signal
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
 
@@ -250,14 +252,15 @@ class PromptPanel(Panel):
         self._add_history_row(0, (rec.ts_start, rec.model, rec.ttft_s,
                                   rec.server_tokens_per_s if rec.server_tokens_per_s is not None
                                   else rec.client_tokens_per_s, rec.completion_tokens, rec.prompt_text))
-        if all(run.done or run.record is rec for run in self.runs):
+        self._running -= 1
+        if self._running == 0:
             self.run_button.setEnabled(True)
             self.cancel_button.setEnabled(False)
 
     # ------------------------------------------------------------------ history
     def refresh(self, now: float) -> None:
         self._sync_targets()
-        if self._history_dirty:
+        if not self._history_loaded:
             self._load_history()
 
     def _load_history(self) -> None:
@@ -271,7 +274,7 @@ class PromptPanel(Panel):
         except sqlite3.Error as exc:
             log.warning("prompt history: %s", exc)
             return
-        self._history_dirty = False
+        self._history_loaded = True
         self.history.setRowCount(0)
         for row in rows:
             self._add_history_row(self.history.rowCount(), row)
