@@ -48,15 +48,33 @@ class HistorySource:
         self.clock = clock
         self._ids: dict[SeriesKey, int | None] = {}
         self._cache: dict[tuple[SeriesKey, int], _Cached] = {}
+        self._names: dict[str, tuple[float, list[SeriesKey]]] = {}  # name -> (fetched at, series)
         self.queries = 0  # database round trips, for tests and the render benchmark
 
     def keys(self, name: str, t0: float) -> list[SeriesKey]:
         """Series of ``name`` with data in the buffers or (for ranges they miss) the database."""
         keys = self.buffers.keys(name)
+        if keys and all(self._covers(k, t0) for k in keys):
+            return keys
+        return sorted(set(keys) | set(self._stored_keys(name)))
+
+    def _stored_keys(self, name: str) -> list[SeriesKey]:
+        """The series of ``name`` in the database, asked at most every ``refetch_s``: every
+        chart calls :meth:`keys` on every redraw."""
+        now = self.clock()
+        known = self._names.get(name)
+        if known is not None and now - known[0] <= self.refetch_s:
+            return known[1]
         conn = self._connection()
-        if conn is not None and not (keys and all(self._covers(k, t0) for k in keys)):
-            keys = sorted(set(keys) | {(name, labels_from_json(text)) for _, text in series_ids(conn, name)})
-        return keys
+        if conn is None:
+            return []
+        try:
+            stored = [(name, labels_from_json(text)) for _, text in series_ids(conn, name)]
+        except sqlite3.Error as exc:
+            log.warning("history: listing %s failed: %s", name, exc)
+            return []
+        self._names[name] = (now, stored)
+        return stored
 
     def points(self, key: SeriesKey, t0: float, t1: float, pixels: int) -> tuple[np.ndarray, np.ndarray]:
         """``(ts, values)`` of one series over ``[t0, t1]``, at most ~2 points per pixel when
@@ -66,9 +84,9 @@ class HistorySource:
             return _clip(ts, values, t1)
         cached = self._cache.get((key, pixels))
         now = self.clock()
-        if (cached is None or now - cached.fetched_at > self.refetch_s
-                or abs(cached.t0 - t0) > (t1 - t0) * 0.05 or cached.span != t1 - t0 and
-                abs(cached.span - (t1 - t0)) > (t1 - t0) * 0.05):
+        span = t1 - t0
+        if (cached is None or now - cached.fetched_at > self.refetch_s  # stale, or the range
+                or abs(cached.t0 - t0) > span * 0.05 or abs(cached.span - span) > span * 0.05):  # moved
             cached = self._fetch(key, t0, t1, pixels, now)
             if cached is None:
                 return _clip(ts, values, t1)
@@ -79,6 +97,7 @@ class HistorySource:
     def invalidate(self) -> None:
         """Forget cached database fetches (the range or the session changed)."""
         self._cache.clear()
+        self._names.clear()
 
     def _covers(self, key: SeriesKey, t0: float) -> bool:
         """The buffers hold this series back to ``t0`` (so the database has nothing more)."""
