@@ -36,7 +36,7 @@ import numpy as np
 
 from app.alert_rules import (Rule, RuleFile, ensure_user_rules, format_duration, load_rules,
                              percentile_of)
-from app.records import AlertEvent, Labels, Record, Sample, SeriesKey
+from app.records import AlertEvent, Labels, Record, SeriesKey
 
 if TYPE_CHECKING:
     from app.hub import Hub

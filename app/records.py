@@ -8,7 +8,7 @@ monotonic clock. Metric names follow Prometheus conventions (``gpu_memory_used_b
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Mapping, Union
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
-import os
 import statistics
 import subprocess
 import sys

@@ -25,3 +25,15 @@ def isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
 @pytest.fixture
 def db_file(tmp_path: Path) -> Path:
     return tmp_path / "llmmon.db"
+
+
+@pytest.fixture
+def runtime(db_file: Path):
+    """The app's core on a fresh database, not started, with no local-port discovery (so what a
+    test sees does not depend on what else runs on this machine); stopped afterwards."""
+    from app.config import Settings
+    from app.runtime import Runtime
+
+    rt = Runtime.create(db_file, Settings(discover_local=False))
+    yield rt
+    rt.stop()

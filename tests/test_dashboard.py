@@ -5,25 +5,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PySide6.QtCore import QSettings
 
 from app.buffers import LiveBuffers
-from app.config import Settings
 from app.records import Health, HealthState, RequestRecord, Sample, labels_of
 from app.runtime import Runtime
 from app.summary import summarize
 from widgets.main_window import MainWindow, panel_factories
 from widgets.model_panel import ModelPanel
 from widgets.overview_panel import NO_SERVER, OverviewPanel
-
-
-@pytest.fixture
-def runtime(db_file: Path):
-    rt = Runtime.create(db_file, Settings(system_interval_s=0.25))
-    yield rt
-    rt.stop()
 
 
 @pytest.fixture

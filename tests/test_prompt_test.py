@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Settings
-from app.hub import Hub
 from app.prompt_runner import PromptRequest, PromptRun, PromptTarget
 from app.records import Health, HealthState, RequestRecord, Sample, labels_of
 from app.runtime import Runtime
@@ -106,43 +104,36 @@ def test_server_down_is_a_clear_error() -> None:
     assert text == "" and not rec.ok
 
 
-def test_panel_runs_two_models_side_by_side(qtbot, upstream: SimUpstream, db_file: Path) -> None:
-    runtime = Runtime.create(db_file, Settings())
-    try:
-        now = time.time()
-        runtime.hub.publish([
-            Health("ollama@sim", HealthState.UP, now, kind="ollama", url=upstream.url),
-            Sample("llm_model_loaded", 1.0, now, labels_of(server="ollama@sim", model="llama3.2")),
-            Sample("llm_model_loaded", 1.0, now, labels_of(server="ollama@sim", model="mistral"))])
-        panel = PromptPanel(runtime)
-        qtbot.addWidget(panel)
-        panel.refresh(now)
-        assert panel.targets.count() == 2 and panel.no_models.isHidden()
-        for i in range(2):
-            panel.targets.item(i).setCheckState(panel.targets.item(i).checkState().Checked)
-        panel.prompt.setPlainText("Why is the sky blue?")
-        panel.run_button.click()
-        qtbot.waitUntil(lambda: panel.run_button.isEnabled(), timeout=20_000)
-        expected_text, final = ollama_recording()
-        assert [c.answer.toPlainText() for c in panel.cards] == [expected_text, expected_text]
-        assert all(f"→ {final['eval_count']} tokens" in c.figures.text() for c in panel.cards)
-        assert panel.history.rowCount() == 2
-        runtime.store.flush()
-        rows = query(db_file, "SELECT model, source, prompt_text FROM requests ORDER BY model")
-        assert rows == [("llama3.2", "prompt_test", "Why is the sky blue?"),
-                        ("mistral", "prompt_test", "Why is the sky blue?")]
-    finally:
-        runtime.stop()
+def test_panel_runs_two_models_side_by_side(qtbot, upstream: SimUpstream, runtime: Runtime,
+                                            db_file: Path) -> None:
+    now = time.time()
+    runtime.hub.publish([
+        Health("ollama@sim", HealthState.UP, now, kind="ollama", url=upstream.url),
+        Sample("llm_model_loaded", 1.0, now, labels_of(server="ollama@sim", model="llama3.2")),
+        Sample("llm_model_loaded", 1.0, now, labels_of(server="ollama@sim", model="mistral"))])
+    panel = PromptPanel(runtime)
+    qtbot.addWidget(panel)
+    panel.refresh(now)
+    assert panel.targets.count() == 2 and panel.no_models.isHidden()
+    for i in range(2):
+        panel.targets.item(i).setCheckState(panel.targets.item(i).checkState().Checked)
+    panel.prompt.setPlainText("Why is the sky blue?")
+    panel.run_button.click()
+    qtbot.waitUntil(lambda: panel.run_button.isEnabled(), timeout=20_000)
+    expected_text, final = ollama_recording()
+    assert [c.answer.toPlainText() for c in panel.cards] == [expected_text, expected_text]
+    assert all(f"→ {final['eval_count']} tokens" in c.figures.text() for c in panel.cards)
+    assert panel.history.rowCount() == 2
+    runtime.store.flush()
+    rows = query(db_file, "SELECT model, source, prompt_text FROM requests ORDER BY model")
+    assert rows == [("llama3.2", "prompt_test", "Why is the sky blue?"),
+                    ("mistral", "prompt_test", "Why is the sky blue?")]
 
 
-def test_panel_says_why_it_has_no_models(qtbot, db_file: Path) -> None:
-    runtime = Runtime.create(db_file, Settings())
-    try:
-        panel = PromptPanel(runtime)
-        qtbot.addWidget(panel)
-        panel.show()
-        panel.refresh(time.time())
-        assert panel.targets.count() == 0 and panel.no_models.isVisible()
-        assert "No model to test" in panel.no_models.text()
-    finally:
-        runtime.stop()
+def test_panel_says_why_it_has_no_models(qtbot, runtime: Runtime) -> None:
+    panel = PromptPanel(runtime)
+    qtbot.addWidget(panel)
+    panel.show()
+    panel.refresh(time.time())
+    assert panel.targets.count() == 0 and panel.no_models.isVisible()
+    assert "No model to test" in panel.no_models.text()

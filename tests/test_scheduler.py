@@ -9,7 +9,7 @@ from app.records import Event, Health, HealthState, Record, Sample
 from app.scheduler import backoff_delay, clean_records
 from app.store import Store
 from collectors.base import Collector
-from tests.support import count, query, wait_until
+from tests.support import query, wait_until
 
 
 class Counting(Collector):

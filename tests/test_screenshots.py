@@ -4,7 +4,6 @@ for people to look at; the test checks each tab drew something, not pixels."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
 
 import httpx
-import pytest
 
-from app.config import Settings
 from app.runtime import Runtime
 from collectors.llamacpp import LlamaCppCollector
 from tests.real_server.llama_server import ALIAS, LlamaServer
@@ -17,13 +14,6 @@ from widgets.llamacpp_panel import NO_LLAMACPP, LlamaCppPanel
 from widgets.servers_panel import ServersPanel
 
 SERVER = "llamacpp@panel"
-
-
-@pytest.fixture
-def runtime(db_file: Path) -> Iterator[Runtime]:
-    rt = Runtime.create(db_file, Settings(system_interval_s=1.0))
-    yield rt
-    rt.stop()
 
 
 def test_panel_says_there_is_no_server_before_one_is_seen(qtbot, runtime: Runtime) -> None:

@@ -3,14 +3,10 @@ the answer streams in, and the figures are the server's own ``usage``/``timings`
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Iterator
 
 import httpx
-import pytest
 from PySide6.QtCore import Qt
 
-from app.config import Settings
 from app.runtime import Runtime
 from collectors.llamacpp import LlamaCppCollector
 from tests.real_server.llama_server import ALIAS, LlamaServer
@@ -18,13 +14,6 @@ from tests.support import query
 from widgets.prompt_panel import PromptPanel
 
 SERVER = "llamacpp@prompt"
-
-
-@pytest.fixture
-def runtime(db_file: Path) -> Iterator[Runtime]:
-    rt = Runtime.create(db_file, Settings(system_interval_s=1.0))
-    yield rt
-    rt.stop()
 
 
 def test_prompt_panel_shows_the_real_answer_and_figures(qtbot, runtime: Runtime,
