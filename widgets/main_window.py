@@ -77,8 +77,7 @@ class MainWindow(QMainWindow):
             self.tabs.addTab(panel, panel.title)
             if hasattr(panel, "openSessionRequested"):
                 panel.openSessionRequested.connect(self.show_session)
-            if hasattr(panel, "view"):
-                panel.view = self.view
+            panel.view = self.view
         for plot in self.tabs.findChildren(TimeSeriesPlot):
             plot.attach(self.view, self.history)
         self.tabs.currentChanged.connect(lambda _: self.refresh())

@@ -14,7 +14,6 @@ from app.queries import model_requests, request_models
 from app.runtime import Runtime
 from widgets.panel import Panel
 from widgets.theme import PALETTE
-from widgets.time_window import TimeWindow
 
 log = logging.getLogger(__name__)
 REQUERY_S = 5.0
@@ -37,7 +36,6 @@ class ModelPanel(Panel):
 
     def __init__(self, runtime: Runtime, parent: QWidget | None = None) -> None:
         super().__init__(runtime, parent)
-        self.view: TimeWindow | None = None
         self.picker = QComboBox()
         self.picker.setMinimumContentsLength(30)
         self.picker.currentTextChanged.connect(lambda _: self._redraw_model())
