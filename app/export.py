@@ -47,7 +47,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from app.records import RequestRecord
-from app.sessions import session_window
+from app.storage.sessions import session_window
 
 log = logging.getLogger(__name__)
 

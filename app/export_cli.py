@@ -18,8 +18,8 @@ from pathlib import Path
 
 from app.config import db_path
 from app.export import CsvExport, ExportCancelled, ExportRequest
-from app.sessions import SessionError, resolve_session
-from app.store import connect
+from app.storage.sessions import SessionError, resolve_session
+from app.storage.store import connect
 
 log = logging.getLogger(__name__)
 

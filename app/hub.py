@@ -19,7 +19,7 @@ from app.buffers import LiveBuffers
 from app.config import Settings
 from app.records import Health, Record, Sample
 from app.scheduler import Scheduler
-from app.store import Store
+from app.storage.store import Store
 from collectors.base import Collector
 from collectors.discovery import DiscoveryCollector
 from collectors.gpu import GpuCollector

@@ -9,15 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from app.alerts import AlertEngine
+from app.alerts.engine import AlertEngine
 from app.config import Settings, db_path, load_settings
 from app.hub import Hub, default_collectors
 from app.proxy.group import ProxyGroup
 from app.records import Record, RequestRecord
 from app.request_stats import RequestStats
 from app.server_names import host_port
-from app.sessions import GB
-from app.store import Store
+from app.storage.sessions import GB
+from app.storage.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.export import CsvExport, ExportRequest  # noqa: E402
 from app.records import Sample, labels_of  # noqa: E402
-from app.store import Store, connect  # noqa: E402
+from app.storage.store import Store, connect  # noqa: E402
 
 
 class PeakRss:

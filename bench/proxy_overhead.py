@@ -100,7 +100,7 @@ def serve_llmmon(port: int, upstream: str, db: str) -> None:
     from app.hub import Hub
     from app.proxy import ProxyServer
     from app.request_stats import RequestStats
-    from app.store import Store
+    from app.storage.store import Store
 
     store = Store(Path(db))
     store.start()

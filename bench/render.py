@@ -30,8 +30,8 @@ from pyqtgraph.widgets.GraphicsView import GraphicsView  # noqa: E402
 
 from app.buffers import LiveBuffers  # noqa: E402
 from app.records import Sample, labels_of  # noqa: E402
-from app.store import Store  # noqa: E402
-from widgets.history import HistorySource  # noqa: E402
+from app.storage.store import Store  # noqa: E402
+from app.storage.history import HistorySource  # noqa: E402
 from widgets.time_window import TimeWindow  # noqa: E402
 from widgets.timeseries_plot import MetricSpec, TimeSeriesPlot  # noqa: E402
 

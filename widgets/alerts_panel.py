@@ -16,9 +16,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGroupBox, QHBoxLay
                                QMenu, QMessageBox, QPushButton, QSplitter, QTableWidget, QTableWidgetItem,
                                QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
-from app.alert_history import HistoryFilter, alert_history, last_event_id
-from app.alert_rules import DEFAULT_RULES_PATH, Rule, replace_rule, set_notify_option
-from app.alerts import AlertView, labels_text
+from app.alerts.history import HistoryFilter, alert_history, last_event_id
+from app.alerts.rules import DEFAULT_RULES_PATH, Rule, replace_rule, set_notify_option
+from app.alerts.engine import AlertView, labels_text
 from app.runtime import Runtime
 from widgets.panel import Panel
 from widgets.rule_editor import RuleEditor

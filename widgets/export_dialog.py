@@ -11,8 +11,8 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog
                                QVBoxLayout, QWidget)
 
 from app.export import CsvExport, ExportCancelled, ExportRequest, ExportResult
-from app.sessions import SessionInfo
-from app.store import Store
+from app.storage.sessions import SessionInfo
+from app.storage.store import Store
 from widgets.background import run_in_thread
 
 RESOLUTIONS = [("1 s", 1.0), ("10 s", 10.0), ("1 min", 60.0), ("5 min", 300.0), ("1 h", 3600.0)]

@@ -12,13 +12,13 @@ from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QLabel, QMainWindow, QPushButton, QTabWidget, QToolBar,
                                QVBoxLayout, QWidget)
 
-from app.queries import session_range
+from app.storage.queries import session_range
 from app.runtime import Runtime
 from app.summary import summarize
 from widgets.alerts_panel import AlertsPanel
 from widgets.gpu_panel import GpuPanel
 from widgets.header_strip import HeaderStrip
-from widgets.history import HistorySource
+from app.storage.history import HistorySource
 from widgets.llamacpp_panel import LlamaCppPanel
 from widgets.model_panel import ModelPanel
 from widgets.overview_panel import OverviewPanel

@@ -1,6 +1,6 @@
 """The rule editor dialog: create or edit one alert rule, and test it against the last hour.
 
-The dialog only collects text; :func:`app.alert_rules.rule_from_dict` validates it, so the
+The dialog only collects text; :func:`app.alerts.rules.rule_from_dict` validates it, so the
 editor and the rule file accept exactly the same rules and give the same error messages.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Callable
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout,
                                QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget)
 
-from app.alert_rules import AGGREGATIONS, OPS, SEVERITIES, Rule, RuleError, format_duration, rule_from_dict
-from app.alerts import SeriesSource, replay
+from app.alerts.rules import AGGREGATIONS, OPS, SEVERITIES, Rule, RuleError, format_duration, rule_from_dict
+from app.alerts.engine import SeriesSource, replay
 
 PERCENTILES = ("p50", "p90", "p95", "p99")
 TEST_SPAN_S = 3600.0

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
                                QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from app.runtime import Runtime
-from app.sessions import (GB, RetentionPlan, SessionInfo, db_usage, delete_session, list_sessions,
+from app.storage.sessions import (GB, RetentionPlan, SessionInfo, db_usage, delete_session, list_sessions,
                           rename_session, retention_plan, set_session_note)
 from widgets.background import run_in_thread
 from widgets.export_dialog import ExportDialog

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QLabel, QWidget
 
 from app.buffers import LiveBuffers
 from app.records import SeriesKey
-from widgets.history import HistorySource
+from app.storage.history import HistorySource
 from widgets.theme import colour_for_key
 from widgets.time_window import TimeWindow
 

@@ -15,9 +15,9 @@ from PySide6.QtCore import QEvent, QObject, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QColor, QFont, QIcon, QPainter
 from PySide6.QtWidgets import QApplication, QMainWindow, QMenu, QSystemTrayIcon
 
-from app.alert_rules import DEFAULT_RULES_PATH
-from app.alerts import AlertEngine
-from app.notify import Notification, Sink
+from app.alerts.rules import DEFAULT_RULES_PATH
+from app.alerts.engine import AlertEngine
+from app.alerts.notify import Notification, Sink
 from app.runtime import Runtime
 
 ICON_PATH = DEFAULT_RULES_PATH.parent / "llmmon.svg"

@@ -1,0 +1,3 @@
+"""Alerts: ``rules`` parses and writes the TOML rule file, ``engine`` evaluates the rules over
+the live series (pending → firing → resolved), ``notify`` delivers what changed to the sinks
+(desktop, tray, webhook), ``history`` reads past alert events. Nothing here imports Qt."""

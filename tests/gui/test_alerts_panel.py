@@ -1,0 +1,192 @@
+"""The Alerts tab, the rule editor, the webhook dialog and the tray icon, under offscreen Qt with
+a real runtime (real SQLite file, the user's rule file in the test's config dir)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import keyring
+import keyring.backends.fail
+import pytest
+import shiboken6
+from PySide6.QtWidgets import QApplication, QDialog, QSystemTrayIcon
+
+from app import secrets
+from app.alerts.rules import DEFAULT_RULES_PATH, NotifySettings, Rule, parse_rules, user_rules_path
+from app.config import Settings
+from app.alerts.notify import WEBHOOK_SECRET, DesktopSink, Notifier
+from app.records import Sample, labels_of
+from app.runtime import Runtime
+from tests.support.keyring_memory import memory_keyring  # noqa: F401 (fixture)
+from widgets.alerts_panel import AlertsPanel
+from widgets.rule_editor import RuleEditor
+from widgets.tray import SEVERITY_COLOURS, AlertTray, TraySink, badge_icon, install_tray
+from widgets.webhook_dialog import WebhookDialog
+
+
+@pytest.fixture
+def runtime(db_file: Path):
+    rules = user_rules_path()
+    rules.parent.mkdir(parents=True, exist_ok=True)
+    rules.write_text(DEFAULT_RULES_PATH.read_text() + '\n[[rule]]\nname = "mine"\nmetric = "x"\nthreshold = "high"\n')
+    rt = Runtime.create(db_file, Settings())
+    yield rt
+    rt.store.close()
+
+
+def heat_gpu(rt: Runtime, now: float, celsius: float = 91.0) -> None:
+    rt.hub.publish([Sample("gpu_temperature_celsius", celsius, now - 90 + i, labels_of(gpu="0")) for i in range(91)])
+    for t in range(-90, 1, 10):
+        rt.alerts.evaluate(now + t)
+
+
+def test_the_tab_shows_rule_file_problems_firing_alerts_and_history(qtbot, runtime) -> None:
+    now = time.time()
+    panel = AlertsPanel(runtime)
+    qtbot.addWidget(panel)
+    assert "alert_rules.toml line 209: rule 'mine': threshold must be a number" in panel.problems.text()
+    assert panel.rules.rowCount() == len(parse_rules(DEFAULT_RULES_PATH.read_text()).rules)
+    heat_gpu(runtime, now)
+    runtime.store.flush()
+    panel.refresh(now)
+    assert [panel.active.item(0, c).text() for c in (0, 1, 2, 3)] == ["critical", "GPU too hot", "gpu=0", "firing"]
+    assert panel.active.item(0, 6).text() == "GPU 0 is at 91 °C"
+    history = [panel.history.item(r, 3).text() for r in range(panel.history.rowCount())]
+    assert history == ["firing", "pending"]  # newest first
+    panel.state_filter.setCurrentText("pending")
+    assert panel.history.rowCount() == 1
+
+    panel.active.selectRow(0)
+    panel.ack_button.click()
+    assert runtime.alerts.alerts()[0].acknowledged
+    assert "acknowledged" in panel.active.item(0, 3).text()
+    panel.snooze(3600)
+    assert "snoozed" in panel.active.item(0, 3).text()
+    runtime.store.flush()
+    panel.state_filter.setCurrentIndex(0)
+    panel.refresh(time.time())
+    states = {panel.history.item(r, 3).text() for r in range(panel.history.rowCount())}
+    assert {"acknowledged", "snoozed"} <= states
+    panel.grab().save(str(Path(runtime.store.path).parent / "alerts_tab.png"))
+
+
+def fill(editor: RuleEditor, **fields: str) -> None:
+    for name, text in fields.items():
+        widget = getattr(editor, name)
+        widget.setCurrentText(text) if hasattr(widget, "setCurrentText") else widget.setText(text)
+
+
+def test_rule_editor_tests_against_the_last_hour_and_saves_to_the_file(qtbot, runtime, monkeypatch) -> None:
+    now = time.time()
+    # An hour of CPU with three 2-minute bursts above 90 %.
+    bursts = [(600, 720), (1800, 1920), (3000, 3120)]
+    runtime.hub.publish([Sample("system_cpu_percent", 95.0 if any(a <= i < b for a, b in bursts) else 20.0,
+                                now - 3600 + i) for i in range(3600)])
+    panel = AlertsPanel(runtime, clock=lambda: now)
+    qtbot.addWidget(panel)
+
+    def answer(editor: RuleEditor) -> int:
+        fill(editor, name_edit="cpu_bursts", title_edit="CPU bursts", metric_box="system_cpu_percent",
+             threshold_edit="80", for_edit="1m", cooldown_edit="0s", severity_box="info")
+        editor.test_button.click()
+        answer.tested = editor.test_result.text()
+        fill(editor, threshold_edit="eighty")
+        editor.accept()
+        answer.error = editor.error.text()
+        assert editor.result() != QDialog.DialogCode.Accepted  # stays open on a mistake
+        fill(editor, threshold_edit="80")
+        editor.accept()
+        return editor.result()
+
+    monkeypatch.setattr(RuleEditor, "exec", answer)
+    panel.new_button.click()
+    assert answer.tested == "Would have fired 3 times in the last 1h (1 series checked)."
+    assert answer.error == "threshold: 'eighty' is not a number"
+    saved = parse_rules(user_rules_path().read_text())
+    assert saved.rules[-1] == Rule("cpu_bursts", "system_cpu_percent", ">", 80.0, for_s=60, cooldown=0,
+                                   severity="info", title="CPU bursts")
+    assert "cpu_bursts" in {r.name for r in runtime.alerts.rules}
+    assert panel.rules.item(panel.rules.rowCount() - 1, 1).text() == "CPU bursts"
+
+    panel.rules.selectRow(panel.rules.rowCount() - 1)
+    panel.toggle_button.click()
+    assert not parse_rules(user_rules_path().read_text()).rules[-1].enabled
+    assert panel.rules.item(panel.rules.rowCount() - 1, 0).text() == "—"
+    assert len(saved.problems) == 1  # the user's broken rule is still in the file, untouched
+    assert 'threshold = "high"' in user_rules_path().read_text()
+
+
+def test_webhook_dialog_keeps_the_url_in_the_keyring_only(qtbot, runtime, memory_keyring, monkeypatch) -> None:
+    panel = AlertsPanel(runtime)
+    qtbot.addWidget(panel)
+    url = "https://hooks.example.test/services/T1/B2/very-secret-token"
+
+    def answer(dialog: WebhookDialog) -> int:
+        dialog.format_box.setCurrentIndex(dialog.format_box.findData("slack"))
+        dialog.url.setText(url)
+        dialog.accept()
+        return dialog.result()
+
+    monkeypatch.setattr(WebhookDialog, "exec", answer)
+    panel.webhook_button.click()
+    assert secrets.get_secret(WEBHOOK_SECRET) == url
+    assert runtime.alerts.rule_file.notifications.webhook == "slack"
+    assert "webhook: ✓ webhook (slack) set in the keyring" in panel.sinks.text()
+    assert "very-secret-token" not in user_rules_path().read_text()
+
+
+def test_webhook_dialog_without_a_keyring_says_so(qtbot) -> None:
+    previous = keyring.get_keyring()
+    keyring.set_keyring(keyring.backends.fail.Keyring())
+    try:
+        dialog = WebhookDialog("off")
+        qtbot.addWidget(dialog)
+        assert not dialog.url.isEnabled()
+        assert dialog.state.text().startswith("No secure keyring available")
+    finally:
+        keyring.set_keyring(previous)
+
+
+def badge_colour(tray: AlertTray) -> str:
+    image = tray.icon().pixmap(64, 64).toImage()
+    return image.pixelColor(int(64 * 0.71), int(64 * 0.85)).name().upper()
+
+
+def test_tray_badge_follows_the_worst_firing_alert_and_shows_balloons(qtbot, runtime) -> None:
+    app = QApplication.instance()
+    assert install_tray(app, None, runtime) is None  # offscreen: no system tray
+    assert app.quitOnLastWindowClosed()  # so closing the window quits, as without llmmon's tray
+    tray = AlertTray(runtime.alerts, lambda: None, lambda: None)
+    assert badge_colour(tray) != SEVERITY_COLOURS["critical"].upper()
+    assert tray.toolTip() == "llmmon: no alerts firing"
+    now = time.time()
+    runtime.hub.publish([Sample("system_disk_percent", 90.0, now - 100, labels_of(mount="/"))])
+    runtime.alerts.evaluate(now - 100)
+    tray.refresh()
+    assert badge_colour(tray) == SEVERITY_COLOURS["warning"].upper()
+    heat_gpu(runtime, now)
+    tray.refresh()
+    assert badge_colour(tray) == SEVERITY_COLOURS["critical"].upper()
+    assert tray.toolTip() == "llmmon: 2 alerts firing (worst: critical)"
+    runtime.alerts.acknowledge("gpu_hot", labels_of(gpu="0"))
+    tray.refresh()
+    assert badge_colour(tray) == SEVERITY_COLOURS["warning"].upper()
+
+    # No notification daemon: the notifier falls back to the tray balloon, from its own thread.
+    notifier = Notifier([DesktopSink("unix:path=/nonexistent/bus"), TraySink(tray, available=lambda: True)],
+                        NotifySettings())
+    notifier.start()
+    runtime.alerts.add_listener(notifier.submit)
+    runtime.hub.publish([Sample("system_memory_percent", 97.0, now + 200 - i, ()) for i in range(200, -1, -1)])
+    for t in range(0, 200, 10):
+        runtime.alerts.evaluate(now + t)
+    qtbot.waitUntil(lambda: tray.messages_shown == 2, timeout=5000)
+    notifier.stop()
+    # The tray sits in a reference cycle (engine → notifier → sink → tray): delete it now rather
+    # than let the garbage collector do it in the middle of a later test's event loop.
+    shiboken6.delete(tray)
+    assert [d.delivered for d in notifier.deliveries] == [("tray",), ("tray",)]
+    # The GPU's samples stopped (its alert resolves), memory stayed above 90 % for 3 minutes.
+    assert [d.notification.title for d in notifier.deliveries] == ["Resolved: GPU too hot",
+                                                                   "CRITICAL: Memory above 90 %"]
+    assert badge_icon("info", 12) is not None and not QSystemTrayIcon.isSystemTrayAvailable()

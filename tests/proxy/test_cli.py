@@ -1,0 +1,106 @@
+"""The proxy as the user runs it: ``main.py proxy`` headless, the ``[proxy]`` settings, and the
+runtime starting it — records end up in the SQLite file."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+
+from app.config import ProxyRoute, ServerEntry, Settings, load_settings
+from app.proxy.group import default_routes
+from app.runtime import Runtime
+from tests.support.proxy import json_chunks
+from tests.sim.upstream import SimUpstream
+from tests.support import count, query, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_main_py_proxy_records_requests_into_the_database(db_file: Path) -> None:
+    usage = json_chunks("vllm_stream.sse")[-1]["usage"]
+    port = free_port()
+    with SimUpstream() as up:
+        env = {**os.environ, "QT_QPA_PLATFORM": ""}
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "main.py"), "--db", str(db_file), "proxy", "--upstream", up.url,
+             "--listen", str(port), "--kind", "vllm"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = proc.stdout.readline()
+            assert f"point your clients at http://127.0.0.1:{port}" in line, line + proc.stderr.read()
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+            list(client.chat.completions.create(model="tiny-llama", messages=[], stream=True,
+                                                stream_options={"include_usage": True}))
+            wait_until(lambda: count(db_file, "requests") == 1, timeout=20, what="the request row")
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "all data written" in out
+    row = query(db_file, "SELECT server, endpoint, model, status, stream, prompt_tokens, completion_tokens, "
+                         "tokens_estimated, error_type FROM requests")
+    assert row == [(f"vllm@127.0.0.1:{up.port}", "/v1/chat/completions", "tiny-llama", 200, 1,
+                    usage["prompt_tokens"], usage["completion_tokens"], 0, "")]
+
+
+def test_proxy_settings_from_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[proxy]\nenabled = true\ninclude_usage = true\nstore_content = true\ncontent_max_chars = 100\n'
+        '[[proxy.routes]]\nupstream = "http://127.0.0.1:8000/"\nlisten = 8001\nkind = "vllm"\n'
+        '[[proxy.routes]]\nupstream = "http://10.0.0.5:11434"\nlisten = "0.0.0.0:11435"\n'
+        '[[proxy.routes]]\nupstream = "http://x"\n', encoding="utf-8")
+    settings, problems = load_settings(path)
+    proxy = settings.proxy
+    assert (proxy.enabled, proxy.include_usage, proxy.store_content, proxy.content_max_chars) == (True, True, True, 100)
+    assert proxy.routes == [ProxyRoute("http://127.0.0.1:8000", 8001, "127.0.0.1", "vllm"),
+                            ProxyRoute("http://10.0.0.5:11434", 11435, "0.0.0.0")]
+    assert len(problems) == 1 and "proxy.routes[2]" in problems[0]
+
+
+def test_default_routes_are_loopback_on_the_next_port() -> None:
+    settings = Settings(servers=[ServerEntry("http://127.0.0.1:8000", kind="vllm"),
+                                 ServerEntry("http://127.0.0.1:8080", kind="llamacpp")])
+    routes = default_routes(settings)
+    assert [(r.upstream, r.listen_host, r.listen_port) for r in routes] == [
+        ("http://127.0.0.1:11434", "127.0.0.1", 11435),
+        ("http://127.0.0.1:8000", "127.0.0.1", 8001),
+        ("http://127.0.0.1:8080", "127.0.0.1", 8081)]
+    assert load_settings(Path("/nonexistent/config.toml"))[0].proxy.enabled is False
+
+
+def test_runtime_runs_the_enabled_proxy_and_reports_a_busy_port(db_file: Path) -> None:
+    with socket.socket() as busy, SimUpstream() as up:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = free_port()
+        settings = Settings(system_interval_s=60)
+        settings.proxy.enabled = True
+        settings.proxy.routes = [ProxyRoute(up.url, port, kind="vllm"),
+                                 ProxyRoute("http://127.0.0.1:9", busy.getsockname()[1])]
+        runtime = Runtime.create(db_file, settings=settings)
+        runtime.start()
+        try:
+            ok, taken = runtime.proxies.status()
+            assert ok.running and ok.listen == f"http://127.0.0.1:{port}"
+            assert not taken.running and "is another program using that port" in taken.error
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+            client.chat.completions.create(model="tiny-llama", messages=[])
+            wait_until(lambda: runtime.hub.buffers.find("llm_requests_per_second"), what="request rate samples")
+        finally:
+            runtime.stop()
+    assert query(db_file, "SELECT completion_tokens, error_type FROM requests") == [(32, "")]
+    names = {r[0] for r in query(db_file, "SELECT name FROM series")}
+    assert {"llm_requests_per_second", "llm_requests_active", "llm_tokens_per_second"} <= names
