@@ -12,7 +12,7 @@ lets a chart skip a redraw when nothing changed.
 from __future__ import annotations
 
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

@@ -8,9 +8,10 @@ monotonic clock. Metric names follow Prometheus conventions (``gpu_memory_used_b
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Mapping, Union
+from typing import Union
 
 Labels = tuple[tuple[str, str], ...]
 """Labels as a sorted tuple of ``(key, value)`` pairs: hashable, canonical, cheap to compare."""

@@ -25,7 +25,8 @@ import collections
 import logging
 import threading
 import time
-from typing import Callable, Iterable, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -53,7 +54,7 @@ class _Done(NamedTuple):
     latency_s: float | None
 
     @classmethod
-    def of(cls, r: RequestRecord) -> "_Done":
+    def of(cls, r: RequestRecord) -> _Done:
         return cls(end_time(r), r.server, r.model, r.ok, r.completion_tokens or 0, r.ttft_s, r.latency_s)
 
 

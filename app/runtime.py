@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from app.alerts.engine import AlertEngine
 from app.config import Settings, db_path, load_settings
@@ -49,7 +49,7 @@ class Runtime:
 
     @classmethod
     def create(cls, db: str | Path | None = None, settings: Settings | None = None,
-               session_name: str = "") -> "Runtime":
+               session_name: str = "") -> Runtime:
         problems: list[str] = []
         if settings is None:
             settings, problems = load_settings()

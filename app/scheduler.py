@@ -13,8 +13,8 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from app.records import RECORD_TYPES, Event, Health, HealthState, Record, Sample, labels_of
 from collectors.base import Collector

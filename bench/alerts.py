@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.alerts.rules import DEFAULT_RULES_PATH, load_rules  # noqa: E402
 from app.alerts.engine import AlertEngine, replay  # noqa: E402
+from app.alerts.rules import DEFAULT_RULES_PATH, load_rules  # noqa: E402
 from app.buffers import LiveBuffers  # noqa: E402
 from app.records import Sample, labels_of  # noqa: E402
 

@@ -39,7 +39,7 @@ class PeakRss:
         while not self._stop.wait(0.005):
             self.peak = max(self.peak, self.process.memory_info().rss)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self._thread.start()
         return self
 

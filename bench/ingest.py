@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.storage.queries import series_id, series_points  # noqa: E402
 from app.records import Sample, labels_of  # noqa: E402
+from app.storage.queries import series_id, series_points  # noqa: E402
 from app.storage.store import Store  # noqa: E402
 
 N_SERIES = 100

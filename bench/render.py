@@ -25,13 +25,13 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 import pyqtgraph as pg  # noqa: E402
-from PySide6.QtWidgets import QApplication, QGridLayout, QWidget  # noqa: E402
 from pyqtgraph.widgets.GraphicsView import GraphicsView  # noqa: E402
+from PySide6.QtWidgets import QApplication, QGridLayout, QWidget  # noqa: E402
 
 from app.buffers import LiveBuffers  # noqa: E402
 from app.records import Sample, labels_of  # noqa: E402
-from app.storage.store import Store  # noqa: E402
 from app.storage.history import HistorySource  # noqa: E402
+from app.storage.store import Store  # noqa: E402
 from widgets.time_window import TimeWindow  # noqa: E402
 from widgets.timeseries_plot import MetricSpec, TimeSeriesPlot  # noqa: E402
 

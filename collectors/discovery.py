@@ -21,9 +21,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import urlsplit
 
 from app.config import ServerEntry, Settings

@@ -26,7 +26,7 @@ common ``llm_models_loaded``, ``llm_model_loaded``, ``llm_poll_latency_seconds``
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from app.records import Health, HealthState, Record, Sample, labels_of
 from collectors.http import DEFAULT_TIMEOUT_S, ServerCollector, SourceError

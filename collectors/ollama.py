@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from app.records import HealthState, Record, Sample, labels_of
 from collectors.http import DEFAULT_TIMEOUT_S, ServerCollector, SourceError, list_field

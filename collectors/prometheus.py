@@ -19,7 +19,7 @@ A scrape is flattened into a :data:`Scrape` (sample name and labels → value). 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -11,7 +11,7 @@ Metric names (all without labels unless noted):
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import psutil
 

@@ -30,13 +30,20 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from app.records import HealthState, Labels, Record, Sample, labels_of
 from collectors.http import DEFAULT_TIMEOUT_S, ServerCollector, SourceError, list_field
-from collectors.prometheus import (Buckets, Scrape, bucket_increase, counter_increase, histogram_buckets,
-                                   histogram_quantile, parse_scrape)
+from collectors.prometheus import (
+    Buckets,
+    Scrape,
+    bucket_increase,
+    counter_increase,
+    histogram_buckets,
+    histogram_quantile,
+    parse_scrape,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +127,7 @@ class _Snapshot:
     counters: dict[tuple[str, Labels], float] = field(default_factory=dict)
     histograms: dict[tuple[str, Labels], Buckets] = field(default_factory=dict)
 
-    def went_down_since(self, before: "_Snapshot") -> bool:
+    def went_down_since(self, before: _Snapshot) -> bool:
         """True when any counter or histogram count is lower than in ``before``: a restart."""
         if any(v < before.counters.get(k, 0.0) for k, v in self.counters.items()):
             return True

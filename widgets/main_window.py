@@ -5,28 +5,27 @@ range are restored from QSettings."""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import (QComboBox, QLabel, QMainWindow, QPushButton, QTabWidget, QToolBar,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QComboBox, QLabel, QMainWindow, QPushButton, QTabWidget, QToolBar, QVBoxLayout, QWidget
 
-from app.storage.queries import session_range
 from app.runtime import Runtime
+from app.storage.history import HistorySource
+from app.storage.queries import session_range
 from app.summary import summarize
 from widgets.alerts_panel import AlertsPanel
 from widgets.gpu_panel import GpuPanel
 from widgets.header_strip import HeaderStrip
-from app.storage.history import HistorySource
 from widgets.llamacpp_panel import LlamaCppPanel
 from widgets.model_panel import ModelPanel
 from widgets.overview_panel import OverviewPanel
 from widgets.panel import Panel
 from widgets.prompt_panel import PromptPanel
 from widgets.requests_panel import RequestsPanel
-from widgets.sessions_panel import SessionsPanel
 from widgets.servers_panel import ServersPanel
+from widgets.sessions_panel import SessionsPanel
 from widgets.time_window import SPANS, TimeWindow
 from widgets.timeseries_plot import TimeSeriesPlot
 from widgets.vllm_panel import VllmPanel

@@ -10,8 +10,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from app.storage.queries import model_requests, request_models
 from app.runtime import Runtime
+from app.storage.queries import model_requests, request_models
 from widgets.panel import Panel
 from widgets.theme import PALETTE
 

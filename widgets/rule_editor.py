@@ -6,13 +6,24 @@ editor and the rule file accept exactly the same rules and give the same error m
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout,
-                               QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
-from app.alerts.rules import AGGREGATIONS, OPS, SEVERITIES, Rule, RuleError, format_duration, rule_from_dict
 from app.alerts.engine import SeriesSource, replay
+from app.alerts.rules import AGGREGATIONS, OPS, SEVERITIES, Rule, RuleError, format_duration, rule_from_dict
 
 PERCENTILES = ("p50", "p90", "p95", "p99")
 TEST_SPAN_S = 3600.0

@@ -9,16 +9,35 @@ writer thread. Neither blocks the window.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QShowEvent
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QMessageBox,
-                               QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.runtime import Runtime
-from app.storage.sessions import (GB, RetentionPlan, SessionInfo, db_usage, delete_session, list_sessions,
-                          rename_session, retention_plan, set_session_note)
+from app.storage.sessions import (
+    GB,
+    RetentionPlan,
+    SessionInfo,
+    db_usage,
+    delete_session,
+    list_sessions,
+    rename_session,
+    retention_plan,
+    set_session_note,
+)
 from widgets.background import run_in_thread
 from widgets.export_dialog import ExportDialog
 from widgets.panel import Panel

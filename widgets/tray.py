@@ -9,15 +9,15 @@ notifier's thread and hands the notification to the GUI thread with a queued sig
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtCore import QEvent, QObject, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QColor, QFont, QIcon, QPainter
 from PySide6.QtWidgets import QApplication, QMainWindow, QMenu, QSystemTrayIcon
 
-from app.alerts.rules import DEFAULT_RULES_PATH
 from app.alerts.engine import AlertEngine
 from app.alerts.notify import Notification, Sink
+from app.alerts.rules import DEFAULT_RULES_PATH
 from app.runtime import Runtime
 
 ICON_PATH = DEFAULT_RULES_PATH.parent / "llmmon.svg"

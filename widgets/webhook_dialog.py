@@ -6,11 +6,20 @@ import threading
 import time
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit,
-                               QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
-from app.alerts.rules import WEBHOOK_FORMATS
 from app.alerts.notify import WEBHOOK_SECRET, Notification, WebhookSink
+from app.alerts.rules import WEBHOOK_FORMATS
 from app.secrets import KeyringUnavailable, delete_secret, get_secret, keyring_status, set_secret
 
 FORMAT_LABELS = {"off": "Off", "json": "Generic JSON", "slack": "Slack-compatible"}

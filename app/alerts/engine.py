@@ -28,14 +28,14 @@ import math
 import operator
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from app.alerts.rules import (Rule, RuleFile, ensure_user_rules, format_duration, load_rules,
-                             percentile_of)
+from app.alerts.rules import Rule, RuleFile, ensure_user_rules, format_duration, load_rules, percentile_of
 from app.records import AlertEvent, Labels, Record, SeriesKey
 
 if TYPE_CHECKING:
@@ -252,7 +252,7 @@ class AlertEngine:
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def from_hub(cls, hub: Hub, path: Path | None = None) -> "AlertEngine":
+    def from_hub(cls, hub: Hub, path: Path | None = None) -> AlertEngine:
         """The app's engine: the user's rule file (created from the defaults on first run),
         reading the hub's buffers, publishing through it, notifying through the sinks."""
         from app.alerts.notify import build_notifier  # notify imports this module's types

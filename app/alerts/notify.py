@@ -26,8 +26,9 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -78,7 +79,7 @@ class Delivery:
     failed: tuple[str, ...]
 
 
-def compose(transitions: list["Transition"], now: float) -> Notification:
+def compose(transitions: list[Transition], now: float) -> Notification:
     """The notification for a group of transitions (firing and resolved)."""
     firing = [t for t in transitions if t.event.state == "firing"]
     resolved = [t for t in transitions if t.event.state != "firing"]
@@ -295,7 +296,7 @@ class Notifier:
                 "webhook": self.settings.webhook != "off"}.get(sink.kind, True)
 
     # ------------------------------------------------------------------ deciding
-    def submit(self, transitions: list["Transition"], now: float | None = None) -> None:
+    def submit(self, transitions: list[Transition], now: float | None = None) -> None:
         """Take the engine's transitions (an engine listener); send when the group is due."""
         now = self.clock() if now is None else now
         with self._lock:

@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
@@ -47,7 +47,7 @@ BODY_CHUNK = 256 * 1024
 STALE_RETRIES = 2  # re-sends of a request whose pooled connection the server had closed
 
 
-def forward_headers(headers: "CIMultiDict[str] | object", drop_length: bool = False) -> CIMultiDict:
+def forward_headers(headers: CIMultiDict[str] | object, drop_length: bool = False) -> CIMultiDict:
     """The headers to pass on: all but hop-by-hop ones (and those ``Connection`` names)."""
     named = {h.strip().lower() for h in headers.get("Connection", "").split(",") if h.strip()}
     out: CIMultiDict = CIMultiDict()
@@ -126,7 +126,7 @@ class Forwarder:
         keep = opts.content_max_chars if opts.store_content else 0
         try:
             info, data = await self._read_body(request, record, keep)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             response = await self._fail(request, record, 408, "timeout",
                                         f"llmmon proxy: the request body took over {opts.body_timeout:g} s")
             # Send it now and hang up: aiohttp would otherwise linger, reading the rest.
@@ -156,7 +156,7 @@ class Forwarder:
             except aiohttp.ClientConnectorError as exc:
                 return await self._fail(request, record, 502, "upstream_down",
                                         f"llmmon proxy: {self.upstream} is not reachable ({exc.os_error.strerror or exc})")
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return await self._fail(request, record, 504, "timeout",
                                         f"llmmon proxy: no answer from {self.upstream} within {opts.read_timeout:g} s")
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
@@ -202,7 +202,7 @@ class Forwarder:
             await response.write_eof()
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
             self._cut(request, record, "upstream_disconnect", f"upstream closed mid-answer ({exc})")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._cut(request, record, "timeout",
                       f"upstream silent for {self.options.read_timeout:g} s mid-answer")
         except ConnectionError:  # writing to a client that has gone away

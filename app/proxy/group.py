@@ -9,8 +9,8 @@ clear error and the others run.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from app.config import ProxyRoute, Settings
 from app.proxy.options import ForwardOptions, host_port, server_label

@@ -36,7 +36,8 @@ import json
 import logging
 import statistics
 import zlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from app.records import RequestRecord
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from app.buffers import LiveBuffers
-from app.storage.queries import series_buckets, series_id, series_ids
 from app.records import SeriesKey, labels_from_json
+from app.storage.queries import series_buckets, series_id, series_ids
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ Add a migration by appending a function to ``MIGRATIONS``; never edit a released
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import sqlite_utils
 

@@ -22,9 +22,10 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import sqlite_utils
 
@@ -282,11 +283,11 @@ def trim_to_size(conn: sqlite3.Connection, max_bytes: int, now: float,
 
 
 # ---------------------------------------------------------------------------------- writes
-def rename_session(store: "Store", session_id: int, name: str) -> "Future[None]":
+def rename_session(store: Store, session_id: int, name: str) -> Future[None]:
     return store.call(lambda db: _update(db, session_id, "name", name.strip()))
 
 
-def set_session_note(store: "Store", session_id: int, note: str) -> "Future[None]":
+def set_session_note(store: Store, session_id: int, note: str) -> Future[None]:
     return store.call(lambda db: _update(db, session_id, "note", note))
 
 
@@ -296,7 +297,7 @@ def _update(db: sqlite_utils.Database, session_id: int, column: str, value: str)
             raise SessionError(f"no session {session_id}")
 
 
-def delete_session(store: "Store", session_id: int) -> "Future[int]":
+def delete_session(store: Store, session_id: int) -> Future[int]:
     """Delete one session and its rows in every table (nothing else); returns rows deleted.
 
     Refuses the session being recorded. Series definitions stay: other sessions share them.

@@ -19,10 +19,11 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import sqlite_utils
 
@@ -149,7 +150,7 @@ class Store:
         if batch:
             self._queue.put(batch)
 
-    def call(self, fn: Callable[[sqlite_utils.Database], T]) -> "Future[T]":
+    def call(self, fn: Callable[[sqlite_utils.Database], T]) -> Future[T]:
         """Run ``fn(db)`` on the writer thread after everything queued so far is written."""
         future: Future = Future()
         if self._thread is None:
@@ -310,7 +311,7 @@ class Store:
         return sid
 
     # ----------------------------------------------------------------- retention
-    def apply_retention(self, keep_days: float) -> "Future[int]":
+    def apply_retention(self, keep_days: float) -> Future[int]:
         """Delete samples, requests, events and ended sessions older than ``keep_days``."""
         return self.call(lambda db: self.apply_retention_now(keep_days))
 

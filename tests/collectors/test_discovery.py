@@ -14,11 +14,11 @@ from collectors.base import Collector
 from collectors.discovery import DiscoveryCollector, Probe, identify, normalise_url
 from collectors.ollama import OllamaCollector
 from collectors.vllm import OpenAICompatCollector, VllmCollector
-from tests.support.keyring_memory import MemoryKeyring, memory_keyring  # noqa: F401 (fixture)
 from tests.sim.ollama import SimOllama
 from tests.sim.server import HANG, HTML_PAGE, Reply, SimServer
 from tests.sim.vllm import SimVllm
 from tests.support import wait_until
+from tests.support.keyring_memory import MemoryKeyring, memory_keyring  # noqa: F401 (fixture)
 
 LLAMASERVER = Path(__file__).parents[1] / "sim" / "recordings" / "llamaserver"
 

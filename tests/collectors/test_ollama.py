@@ -2,7 +2,7 @@
 payloads of Ollama's API docs, and against the broken answers a user can meet."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

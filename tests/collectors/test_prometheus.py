@@ -6,8 +6,14 @@ import math
 
 import pytest
 
-from collectors.prometheus import (bucket_increase, counter_increase, counter_rate, histogram_buckets,
-                                   histogram_quantile, parse_scrape)
+from collectors.prometheus import (
+    bucket_increase,
+    counter_increase,
+    counter_rate,
+    histogram_buckets,
+    histogram_quantile,
+    parse_scrape,
+)
 from tests.sim.vllm import page
 
 TTFT = "vllm:time_to_first_token_seconds"

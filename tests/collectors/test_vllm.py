@@ -3,7 +3,7 @@ replaying recorded ``/metrics`` pages of the new (V1) and old (V0) metric names.
 from __future__ import annotations
 
 import itertools
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

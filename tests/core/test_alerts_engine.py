@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.alerts.rules import Baseline, Rule
 from app.alerts.engine import AlertEngine, aggregate, replay
+from app.alerts.rules import Baseline, Rule
 from app.buffers import LiveBuffers
 from app.hub import Hub
 from app.records import Sample, labels_of

@@ -12,13 +12,13 @@ import keyring.backends.fail
 import pytest
 
 from app import secrets
-from app.alerts.rules import NotifySettings, Rule
 from app.alerts.engine import AlertEngine
-from app.buffers import LiveBuffers
 from app.alerts.notify import WEBHOOK_SECRET, DesktopSink, Notification, Notifier, Sink, WebhookSink
+from app.alerts.rules import NotifySettings, Rule
+from app.buffers import LiveBuffers
 from app.records import Sample, labels_of
-from tests.support.keyring_memory import memory_keyring  # noqa: F401 (fixture)
 from tests.support import wait_until
+from tests.support.keyring_memory import memory_keyring  # noqa: F401 (fixture)
 from tests.support.webhook_receiver import webhook_receiver  # noqa: F401 (fixture)
 
 

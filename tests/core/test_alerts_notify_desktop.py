@@ -6,14 +6,14 @@ import os
 import signal
 import subprocess
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from app.alerts.rules import NotifySettings, Rule
 from app.alerts.engine import AlertEngine
-from app.buffers import LiveBuffers
 from app.alerts.notify import DesktopSink, Notifier
+from app.alerts.rules import NotifySettings, Rule
+from app.buffers import LiveBuffers
 from app.records import Sample, labels_of
 from tests.support import wait_until
 

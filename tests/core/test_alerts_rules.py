@@ -5,9 +5,19 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from app.alerts.rules import (DEFAULT_RULES_PATH, Baseline, Rule, ensure_user_rules, format_duration,
-                             load_rules, parse_duration, parse_rules, replace_rule, rule_to_toml,
-                             user_rules_path)
+from app.alerts.rules import (
+    DEFAULT_RULES_PATH,
+    Baseline,
+    Rule,
+    ensure_user_rules,
+    format_duration,
+    load_rules,
+    parse_duration,
+    parse_rules,
+    replace_rule,
+    rule_to_toml,
+    user_rules_path,
+)
 
 METRICS_DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 

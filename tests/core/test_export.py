@@ -17,8 +17,8 @@ from app.export import CsvExport, ExportCancelled, ExportRequest, iso_times
 from app.records import Sample
 from app.storage.store import Store, connect
 from collectors.system import SystemCollector
-from tests.support.session_data import DANGEROUS_FIRST, HOSTILE, MODELS, record_session, unescape
 from tests.support import query
+from tests.support.session_data import DANGEROUS_FIRST, HOSTILE, MODELS, record_session, unescape
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from app.hub import Hub
 from app.proxy import ProxyServer
 from app.records import RequestRecord, labels_of
 from app.request_stats import RequestStats
-from tests.support.proxy import json_chunks
 from tests.sim.upstream import SimUpstream
 from tests.support import wait_until
+from tests.support.proxy import json_chunks
 
 SERVER = "ollama@127.0.0.1:11434"
 

@@ -9,13 +9,21 @@ import pytest
 
 from app.config import config_path, load_settings
 from app.records import Sample
-from app.storage.sessions import (SessionError, db_usage, delete_session, list_sessions, rename_session,
-                          retention_plan, set_session_note, trim_to_size)
 from app.runtime import Runtime
+from app.storage.sessions import (
+    SessionError,
+    db_usage,
+    delete_session,
+    list_sessions,
+    rename_session,
+    retention_plan,
+    set_session_note,
+    trim_to_size,
+)
 from app.storage.store import DAY, Store, connect
 from collectors.system import SystemCollector
-from tests.support.session_data import HOSTILE, MODELS, SERVER, record_session
 from tests.support import count, query, wait_until
+from tests.support.session_data import HOSTILE, MODELS, SERVER, record_session
 
 TABLES = ("samples", "requests", "events", "alert_events")
 

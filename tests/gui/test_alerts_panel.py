@@ -12,9 +12,9 @@ import shiboken6
 from PySide6.QtWidgets import QApplication, QDialog, QSystemTrayIcon
 
 from app import secrets
+from app.alerts.notify import WEBHOOK_SECRET, DesktopSink, Notifier
 from app.alerts.rules import DEFAULT_RULES_PATH, NotifySettings, Rule, parse_rules, user_rules_path
 from app.config import Settings
-from app.alerts.notify import WEBHOOK_SECRET, DesktopSink, Notifier
 from app.records import Sample, labels_of
 from app.runtime import Runtime
 from tests.support.keyring_memory import memory_keyring  # noqa: F401 (fixture)

@@ -10,16 +10,16 @@ from pathlib import Path
 import shiboken6
 
 from app import secrets
-from app.alerts.rules import ensure_user_rules, set_notify_option
 from app.alerts.engine import AlertEngine
-from app.hub import Hub
 from app.alerts.notify import WEBHOOK_SECRET
+from app.alerts.rules import ensure_user_rules, set_notify_option
+from app.hub import Hub
 from app.records import labels_of
 from app.storage.store import Store
 from collectors.ollama import OllamaCollector
-from tests.support.keyring_memory import memory_keyring  # noqa: F401 (fixture)
 from tests.sim.ollama import SimOllama
 from tests.support import query, wait_until
+from tests.support.keyring_memory import memory_keyring  # noqa: F401 (fixture)
 from tests.support.webhook_receiver import webhook_receiver  # noqa: F401 (fixture)
 from widgets.tray import AlertTray, TraySink
 

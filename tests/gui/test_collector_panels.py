@@ -2,8 +2,8 @@
 collectors poll simulated servers over HTTP on 127.0.0.1."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

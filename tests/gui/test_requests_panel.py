@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import openai
 import pytest
@@ -13,8 +13,8 @@ from PySide6.QtCore import Qt
 
 from app.config import ProxyRoute, Settings
 from app.runtime import Runtime
-from tests.support.proxy import json_chunks
 from tests.sim.upstream import SimUpstream
+from tests.support.proxy import json_chunks
 from widgets.requests_panel import COLUMNS, HOW_TO, RequestsPanel
 
 

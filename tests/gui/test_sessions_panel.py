@@ -13,8 +13,8 @@ from app.config import Settings
 from app.records import Sample
 from app.runtime import Runtime
 from collectors.system import SystemCollector
-from tests.support.session_data import MODELS, SERVER, record_session
 from tests.support import query
+from tests.support.session_data import MODELS, SERVER, record_session
 from widgets.sessions_panel import COLUMNS, NAME, NOTE, SessionsPanel
 
 

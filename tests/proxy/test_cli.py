@@ -14,9 +14,9 @@ import openai
 from app.config import ProxyRoute, ServerEntry, Settings, load_settings
 from app.proxy.group import default_routes
 from app.runtime import Runtime
-from tests.support.proxy import json_chunks
 from tests.sim.upstream import SimUpstream
 from tests.support import count, query, wait_until
+from tests.support.proxy import json_chunks
 
 ROOT = Path(__file__).resolve().parents[2]
 

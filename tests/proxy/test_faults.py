@@ -15,8 +15,8 @@ import openai
 import pytest
 
 from app.proxy import ForwardOptions, ProxyServer
-from tests.support.proxy import Proxied, Records, json_chunks, proxied, recorded_json, start_proxied  # noqa: F401
 from tests.support import wait_until
+from tests.support.proxy import Proxied, Records, json_chunks, proxied, recorded_json, start_proxied  # noqa: F401
 
 OLLAMA_DOCS_STREAM = ("ollama_generate_stream.ndjson", "ollama_generate.json", True)
 

@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from app.proxy import ForwardOptions, ProxyServer
-from tests.support.proxy import Proxied, json_chunks, proxied, recorded_json, start_proxied  # noqa: F401
 from tests.sim.upstream import chunks_of, is_usage_only
+from tests.support.proxy import Proxied, json_chunks, proxied, recorded_json, start_proxied  # noqa: F401
 
 NS = 1e-9
 

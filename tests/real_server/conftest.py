@@ -1,8 +1,8 @@
 """Session fixtures of the real-server tier: the tiny model and one running ``llama-server``."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

@@ -74,7 +74,7 @@ class LlamaServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> "LlamaServer":
+    def start(self, timeout: float = 60.0) -> LlamaServer:
         """Start the server and return once ``/health`` answers 200 (the model is loaded)."""
         cmd = [str(llama_server_binary()), "-m", str(self.model), "--alias", self.alias,
                "--host", "127.0.0.1", "--port", str(self.port), "-c", str(self.context),

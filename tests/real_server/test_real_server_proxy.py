@@ -4,9 +4,9 @@ the counts the server itself reported (``usage`` and llama.cpp's ``timings``).""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import openai
 import pytest

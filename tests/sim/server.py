@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 HANG_S = 30.0  # how long a hanging reply stalls (or until the server stops)
 
@@ -46,11 +46,11 @@ class Reply:
     hang: bool = False
 
     @classmethod
-    def json(cls, payload: object, status: int = 200) -> "Reply":
+    def json(cls, payload: object, status: int = 200) -> Reply:
         return cls(status, json.dumps(payload).encode())
 
     @classmethod
-    def text(cls, text: str | bytes, status: int = 200, content_type: str = "text/plain; charset=utf-8") -> "Reply":
+    def text(cls, text: str | bytes, status: int = 200, content_type: str = "text/plain; charset=utf-8") -> Reply:
         return cls(status, text.encode() if isinstance(text, str) else text, content_type)
 
 
@@ -81,7 +81,7 @@ class _State:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_HTTPServer"
+    server: _HTTPServer
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         pass  # keep test output clean
@@ -172,7 +172,7 @@ class SimServer:
         with self._state.lock:
             return list(self._state.requests)
 
-    def start(self) -> "SimServer":
+    def start(self) -> SimServer:
         self._state.stopping.clear()
         self._httpd = _HTTPServer(self.port, self._state)
         self.port = self._httpd.server_address[1]
@@ -200,7 +200,7 @@ class SimServer:
         """Listen again on the same port."""
         self.start()
 
-    def __enter__(self) -> "SimServer":
+    def __enter__(self) -> SimServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

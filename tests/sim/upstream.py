@@ -107,7 +107,7 @@ class SimUpstream:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "SimUpstream":
+    def start(self) -> SimUpstream:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()),
                                         name="sim-upstream", daemon=True)
         self._thread.start()
@@ -130,7 +130,7 @@ class SimUpstream:
         """Client connections the server has open right now (idle keep-alive ones included)."""
         return len(self._server.connections) if self._server is not None else 0
 
-    def __enter__(self) -> "SimUpstream":
+    def __enter__(self) -> SimUpstream:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

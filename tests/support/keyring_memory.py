@@ -5,7 +5,7 @@ Select it with the ``memory_keyring`` fixture below (``keyring.set_keyring``), o
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import keyring
 import pytest
