@@ -37,7 +37,7 @@ def config_path() -> Path:
     return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
 
 
-def db_path(override: str | os.PathLike | None = None) -> Path:
+def db_path(override: str | os.PathLike[str] | None = None) -> Path:
     """The database file: ``--db`` first, then ``$LLMMON_DB``, then the user's data dir."""
     if override:
         return Path(override).expanduser()

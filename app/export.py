@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -147,7 +148,7 @@ def iso_times(ts: Sequence[float] | np.ndarray) -> tuple[list[str], list[str]]:
         offsets = np.fromiter((time.localtime(t).tm_gmtoff for t in arr.tolist()), np.int64, arr.size)
         suffixes = [_offset_text(int(o)) for o in offsets.tolist()]
     local_wall = np.datetime_as_string((micros + offsets * _US).astype("datetime64[us]"), unit="us")
-    return utc, [w + s for w, s in zip(local_wall.tolist(), suffixes)]
+    return utc, [w + s for w, s in zip(local_wall.tolist(), suffixes, strict=True)]
 
 
 def _time_prefixes(ts: np.ndarray) -> list[str]:
@@ -159,8 +160,9 @@ def _time_prefixes(ts: np.ndarray) -> list[str]:
     new[0] = True
     np.not_equal(ts[1:], ts[:-1], out=new[1:])
     utc, local = iso_times(ts[new])
-    texts = np.array([f"{u},{l}," for u, l in zip(utc, local)], dtype=object)
-    return texts[np.cumsum(new) - 1].tolist()
+    texts = np.array([f"{u},{loc}," for u, loc in zip(utc, local, strict=True)], dtype=object)
+    prefixes: list[str] = texts[np.cumsum(new) - 1].tolist()
+    return prefixes
 
 
 def _label_columns(keys: Iterable[str], fixed: Sequence[str]) -> list[tuple[str, str]]:
@@ -239,7 +241,7 @@ class CsvExport:
                 self._check()
                 self.progress(begin, name)
                 with open(parts[name], "w", encoding="utf-8-sig", newline="") as f:
-                    rows[name] = write(f, lambda x, b=begin, e=end, n=name: self.progress(b + x * (e - b), n))
+                    rows[name] = write(f, self._file_progress(name, begin, end))
             for name, part in parts.items():
                 os.replace(part, out / name)
         except sqlite3.OperationalError:
@@ -307,9 +309,14 @@ class CsvExport:
             params.append(req.t_to)
         return where, params
 
+    def _file_progress(self, name: str, begin: float, end: float) -> Callable[[float], None]:
+        """Progress through one file (0…1) as the export's, that file being its [begin, end] share."""
+        return lambda x: self.progress(begin + x * (end - begin), name)
+
     def _write_samples(self, f: io.TextIOBase, progress: Callable[[float], None]) -> int:
         labels = _label_columns((k for _, lab in self.series.values() for k in lab), SAMPLE_FIXED)
-        f.write(_csv_cells(safe_text(c) for c in ["ts_utc", "ts_local", "metric", *(c for _, c in labels), "value"]) + _EOL)
+        header = ["ts_utc", "ts_local", "metric", *(c for _, c in labels), "value"]
+        f.write(_csv_cells(safe_text(c) for c in header) + _EOL)
         # Everything between the timestamps and the value is constant per series: encode once.
         middle = {sid: _csv_cells([safe_text(name), *(safe_text(lab.get(k, "")) for k, _ in labels), ""])
                   for sid, (name, lab) in self.series.items()}
@@ -323,7 +330,7 @@ class CsvExport:
         while rows := cursor.fetchmany(CHUNK_ROWS):
             self._check()
             prefixes = _time_prefixes(np.fromiter((r[1] for r in rows), np.float64, len(rows)))
-            f.write("".join([f"{p}{middle[r[0]]}{r[2]}{_EOL}" for p, r in zip(prefixes, rows)]))
+            f.write("".join([f"{p}{middle[r[0]]}{r[2]}{_EOL}" for p, r in zip(prefixes, rows, strict=True)]))
             written += len(rows)
             progress(min(1.0, max(0.0, (rows[-1][1] - self.low) / span)))  # rows come in recording order
         return written
@@ -340,12 +347,13 @@ class CsvExport:
             f"WHERE {self.sample_where} GROUP BY b, series_id ORDER BY b", [res, *self.sample_params])
         span = max(res, self.high - self.low)
         written = 0
-        bucket, values = None, [""] * len(columns)
+        bucket: int | None = None
+        values: list[object] = [""] * len(columns)
         pending: list[tuple[int, list[object]]] = []
 
         def flush() -> None:
             utc, local = iso_times([b * res for b, _ in pending])
-            writer.writerows([u, l, *vals] for u, l, (_, vals) in zip(utc, local, pending))
+            writer.writerows([u, loc, *vals] for u, loc, (_, vals) in zip(utc, local, pending, strict=True))
             pending.clear()
 
         while rows := cursor.fetchmany(CHUNK_ROWS):
@@ -358,7 +366,7 @@ class CsvExport:
                 values[index[sid]] = "" if mean is None else mean
             written += len(pending)
             flush()
-            progress(min(1.0, max(0.0, (bucket * res - self.low) / span)))
+            progress(min(1.0, max(0.0, (rows[-1][0] * res - self.low) / span)))  # rows come in bucket order
         if bucket is not None:
             pending.append((bucket, values))
             written += 1
@@ -390,14 +398,14 @@ class CsvExport:
             params)
         n = 1 + len(before)
 
-        def shape(row: tuple) -> tuple:
+        def shape(row: tuple[Any, ...]) -> tuple[Any, ...]:
             lab = json.loads(row[n] or "{}")
             return (*row[:n], *(lab.get(k) for k, _ in labels), *row[n + 1:])
         header = ["ts_utc", "ts_local", *before, *(c for _, c in labels), *after]
         return self._write_rows(f, header, cursor, shape)
 
     def _write_rows(self, f: io.TextIOBase, header: list[str], cursor: sqlite3.Cursor,
-                    shape: Callable[[tuple], tuple]) -> int:
+                    shape: Callable[[tuple[Any, ...]], tuple[Any, ...]]) -> int:
         """Rows whose first column is a timestamp, every other cell made safe."""
         writer = csv.writer(f)
         writer.writerow([safe_text(c) for c in header])
@@ -405,6 +413,6 @@ class CsvExport:
         while rows := cursor.fetchmany(CHUNK_ROWS):
             self._check()
             utc, local = iso_times([r[0] for r in rows])
-            writer.writerows([u, l, *map(_cell, shape(r)[1:])] for u, l, r in zip(utc, local, rows))
+            writer.writerows([u, loc, *map(_cell, shape(r)[1:])] for u, loc, r in zip(utc, local, rows, strict=True))
             written += len(rows)
         return written

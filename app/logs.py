@@ -21,16 +21,17 @@ def setup_logging(directory: Path | None = None, level: int = logging.INFO) -> P
     console.setLevel(logging.WARNING)
     console.setFormatter(logging.Formatter("llmmon: %(levelname)s %(message)s"))
     root.addHandler(console)
-    path: Path | None = (directory or log_dir()) / "llmmon.log"
+    file = (directory or log_dir()) / "llmmon.log"
+    path: Path | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=5_000_000, backupCount=3,
+        file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(file, maxBytes=5_000_000, backupCount=3,
                                                        encoding="utf-8")
         handler.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(handler)
+        path = file
     except OSError as exc:
-        root.warning("cannot write the log file %s: %s", path, exc)
-        path = None
+        root.warning("cannot write the log file %s: %s", file, exc)
     root._llmmon_configured = True  # type: ignore[attr-defined]
     root._llmmon_log_file = path  # type: ignore[attr-defined]
     return path

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -53,14 +54,14 @@ class PromptRequest:
     seed: int | None = None
 
 
-def request_for(target: PromptTarget, req: PromptRequest) -> tuple[str, dict]:
+def request_for(target: PromptTarget, req: PromptRequest) -> tuple[str, dict[str, Any]]:
     """The endpoint path and JSON body for a target's API (Ollama's native chat, or OpenAI's)."""
     messages = ([{"role": "system", "content": req.system}] if req.system else []) + [
         {"role": "user", "content": req.prompt}]
     if target.kind in OLLAMA_KINDS:
         options = {k: v for k, v in (("temperature", req.temperature), ("num_predict", req.max_tokens),
                                      ("seed", req.seed)) if v is not None}
-        body: dict = {"model": target.model, "messages": messages, "stream": True}
+        body: dict[str, Any] = {"model": target.model, "messages": messages, "stream": True}
         if options:
             body["options"] = options
         return "/api/chat", body
@@ -91,7 +92,7 @@ class PromptRun:
         self._cancel = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._meter: Meter | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[Any] | None = None
         self._thread = threading.Thread(target=self._run, name=f"prompt-{target.model}", daemon=True)
 
     def start(self) -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
-from typing import Union
+from enum import StrEnum
 
 Labels = tuple[tuple[str, str], ...]
 """Labels as a sorted tuple of ``(key, value)`` pairs: hashable, canonical, cheap to compare."""
@@ -53,7 +52,7 @@ class Sample:
         return (self.name, self.labels)
 
 
-class HealthState(str, Enum):
+class HealthState(StrEnum):
     UNKNOWN = "unknown"
     UP = "up"
     DOWN = "down"      # the source is unreachable (refused, timed out, DNS...)
@@ -116,7 +115,8 @@ class RequestRecord:
     prompt_tokens_per_s: float | None = None
     load_s: float | None = None               # model load time reported by the server
     finish_reason: str = ""
-    error_type: str = ""      # "", "http", "stream_error", "upstream_disconnect", "cancelled", "timeout", "upstream_down"
+    # "", "http", "stream_error", "upstream_disconnect", "cancelled", "timeout", "upstream_down"
+    error_type: str = ""
     error: str = ""
     bytes_in: int = 0
     bytes_out: int = 0
@@ -142,5 +142,5 @@ class AlertEvent:
     message: str = ""
 
 
-Record = Union[Sample, Health, Event, RequestRecord, AlertEvent]
+Record = Sample | Health | Event | RequestRecord | AlertEvent
 RECORD_TYPES = (Sample, Health, Event, RequestRecord, AlertEvent)

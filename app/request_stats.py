@@ -188,7 +188,7 @@ class RequestStats:
         while not self._stop.wait(max(0.0, deadline - time.monotonic())):
             deadline += self.interval  # drift-free: scheduled from the previous deadline
             try:
-                samples = self.compute()
+                samples: list[Record] = [*self.compute()]
                 if samples:
                     self.publish(samples)
             except Exception:
@@ -201,4 +201,4 @@ def _quantiles(name: str, values: Iterable[float], server: str, now: float) -> l
         return []
     points = np.quantile(data, QUANTILES)
     return [Sample(name, float(v), now, labels_of(server=server, quantile=str(q)))
-            for q, v in zip(QUANTILES, points)]
+            for q, v in zip(QUANTILES, points, strict=True)]

@@ -27,7 +27,7 @@ def publish_with_known_names(hub: Hub) -> Callable[[list[Record]], None]:
     collectors may know better (an OpenAI-compatible server on vLLM's port, a name from the
     config). Request records take the collectors' name so one server has one ``server`` label."""
     def publish(records: list[Record]) -> None:
-        known = {"%s:%d" % host_port(h.url): h.source for h in list(hub.health.values()) if h.url}
+        known = {"{}:{}".format(*host_port(h.url)): h.source for h in list(hub.health.values()) if h.url}
         for r in records:
             if isinstance(r, RequestRecord):
                 r.server = known.get(r.server.partition("@")[2], r.server)

@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from app.records import RECORD_TYPES, Event, Health, HealthState, Record, Sample, labels_of
@@ -29,18 +29,18 @@ def backoff_delay(collector: Collector, failures: int) -> float:
     """Seconds until the next poll after ``failures`` consecutive failed polls."""
     if failures <= 0:
         return collector.interval
-    return min(collector.interval * 2 ** (failures - 1), max(collector.max_backoff, collector.interval))
+    return min(collector.interval * 2.0 ** (failures - 1), max(collector.max_backoff, collector.interval))
 
 
 def clean_records(output: object) -> tuple[list[Record], int]:
     """The valid records in a poll's output, and how many items were rejected."""
     if output is None:
         return [], 0
-    if isinstance(output, (str, bytes)) or not hasattr(output, "__iter__"):
+    if isinstance(output, (str, bytes)) or not isinstance(output, Iterable):
         return [], 1
     records: list[Record] = []
     rejected = 0
-    for item in output:  # type: ignore[union-attr]
+    for item in output:
         if not isinstance(item, RECORD_TYPES):
             rejected += 1
             continue

@@ -33,5 +33,5 @@ class Collector(ABC):
     def poll(self) -> list[Record]:
         """Read the source once and return what was seen."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: a collector holding nothing needs none
         """Release resources (HTTP clients, NVML handles). Called once, after the last poll."""

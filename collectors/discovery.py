@@ -83,9 +83,10 @@ def _json(answer: Answer) -> object | None:
     if answer.status != 200 or answer.looks_like_html:
         return None
     try:
-        return json.loads(answer.body)
+        payload: object = json.loads(answer.body)
     except ValueError:
         return None
+    return payload
 
 
 def identify(url: str, timeout: float = 1.0, api_key: str | None = None) -> Probe:
@@ -202,7 +203,7 @@ class DiscoveryCollector(Collector):
                 probes = list(pool.map(lambda c: self._probe(c, keys[c.url]), candidates))
         out: list[Record] = []
         missing: list[str] = []
-        for candidate, probe in zip(candidates, probes):
+        for candidate, probe in zip(candidates, probes, strict=True):
             entry = candidate.entry
             if probe.kind:
                 out += self._start(candidate, probe.kind, keys[candidate.url], now)

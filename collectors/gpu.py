@@ -25,6 +25,7 @@ Emits ``gpu_info{gpu,name}`` (1), ``gpu_utilization_percent{gpu}``, ``gpu_memory
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -117,7 +118,9 @@ class GpuCollector(Collector):
         self.clock = clock
         self.monotonic = monotonic
         if nvml is None:
-            import pynvml as nvml  # imported here: the module is optional at run time
+            import pynvml  # imported here: the module is optional at run time
+
+            nvml = pynvml
         self.nvml = nvml
         self._started = False
         self._absent = ""                       # the reason when there is no usable GPU
@@ -178,34 +181,38 @@ class GpuCollector(Collector):
             self._start()
         if self._absent:
             return Health(self.name, HealthState.ABSENT, now, reason=self._absent, kind=self.kind)
-        n = self.nvml
         notes = []
         for i, handle in enumerate(self._handles):
-            gpu = labels_of(gpu=i)
-
-            def add(metric: str, value: float | None) -> None:
-                if value is not None:
-                    out.append(Sample(metric, float(value), now, gpu))
-
             try:
-                out.append(Sample("gpu_info", 1.0, now, labels_of(gpu=i, name=self._names[i])))
-                for metric, read in _READINGS:
-                    add(metric, self._nvml(i, metric, lambda: read(n, handle)))
-                memory = self._nvml(i, "memory", lambda: n.nvmlDeviceGetMemoryInfo(handle))
-                if memory is not None and memory.total:
-                    add("gpu_memory_used_bytes", memory.used)
-                    add("gpu_memory_total_bytes", memory.total)
-                    add("gpu_memory_percent", 100.0 * memory.used / memory.total)
-                if slow:
-                    add("gpu_fan_percent", self._nvml(i, "fan", lambda: n.nvmlDeviceGetFanSpeed(handle)))
-                    out.extend(self._gpu_processes(i, handle, now))
-                note = self._throttle(i, handle, now, out)
+                note = self._one_gpu(i, handle, now, slow, out)
                 if note:
                     notes.append(note)
-            except n.NVMLError_GpuIsLost:
+            except self.nvml.NVMLError_GpuIsLost:
                 return Health(self.name, HealthState.ERROR, now, kind=self.kind, version=self._driver,
                               reason=f"GPU {i} ({self._names[i]}) is lost: it fell off the bus, a reboot may be needed")
         return Health(self.name, HealthState.UP, now, reason="; ".join(notes), kind=self.kind, version=self._driver)
+
+    def _one_gpu(self, i: int, handle: Any, now: float, slow: bool, out: list[Record]) -> str:
+        """Read GPU ``i`` into ``out``; returns its throttle note."""
+        n = self.nvml
+        gpu = labels_of(gpu=i)
+
+        def add(metric: str, value: float | None) -> None:
+            if value is not None:
+                out.append(Sample(metric, float(value), now, gpu))
+
+        out.append(Sample("gpu_info", 1.0, now, labels_of(gpu=i, name=self._names[i])))
+        for metric, read in _READINGS:
+            add(metric, self._nvml(i, metric, functools.partial(read, n, handle)))
+        memory = self._nvml(i, "memory", lambda: n.nvmlDeviceGetMemoryInfo(handle))
+        if memory is not None and memory.total:
+            add("gpu_memory_used_bytes", memory.used)
+            add("gpu_memory_total_bytes", memory.total)
+            add("gpu_memory_percent", 100.0 * memory.used / memory.total)
+        if slow:
+            add("gpu_fan_percent", self._nvml(i, "fan", lambda: n.nvmlDeviceGetFanSpeed(handle)))
+            out.extend(self._gpu_processes(i, handle, now))
+        return self._throttle(i, handle, now, out)
 
     def _throttle(self, index: int, handle: Any, now: float, out: list[Record]) -> str:
         """``gpu_throttled`` and an event when throttling starts or ends; returns the note."""
@@ -233,7 +240,7 @@ class GpuCollector(Collector):
         n = self.nvml
         found: dict[int, float] = {}
         for query in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-            for proc in self._nvml(index, query, lambda: getattr(n, query)(handle)) or []:
+            for proc in self._nvml(index, query, functools.partial(getattr(n, query), handle)) or []:
                 used = getattr(proc, "usedGpuMemory", None)
                 if used is not None:  # None: the driver cannot tell (e.g. Windows WDDM)
                     found[proc.pid] = max(found.get(proc.pid, 0.0), float(used))
@@ -296,7 +303,7 @@ class GpuCollector(Collector):
             return {}
         found = {}
         for conn in connections:
-            if conn.status == psutil.CONN_LISTEN and conn.pid is not None and conn.laddr.port in wanted:
+            if conn.status == psutil.CONN_LISTEN and conn.pid is not None and conn.laddr and conn.laddr.port in wanted:
                 try:
                     found[wanted[conn.laddr.port]] = psutil.Process(conn.pid)
                 except psutil.Error:

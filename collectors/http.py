@@ -21,6 +21,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -165,10 +166,11 @@ class HttpSource:
         self.client.close()
 
 
-def list_field(payload: object, key: str, what: str, path: str) -> list:
+def list_field(payload: object, key: str, what: str, path: str) -> list[Any]:
     """``payload[key]`` when payload is an object holding a list there, else ERROR."""
-    if isinstance(payload, dict) and isinstance(payload.get(key), list):
-        return payload[key]
+    value = payload.get(key) if isinstance(payload, dict) else None
+    if isinstance(value, list):
+        return value
     raise SourceError(HealthState.ERROR, f"not {what} ({path} has no '{key}' list)")
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from app.records import Health, HealthState, Record, Sample, labels_of
 from collectors.http import DEFAULT_TIMEOUT_S, ServerCollector, SourceError
@@ -141,9 +142,9 @@ class LlamaCppCollector(ServerCollector):
                 increase = max(0.0, increase + in_flight - (0 if restarted else previous[2]))
             add(rate_name, increase / (mono - previous[0]))
         for source, name in _GAUGES.items():
-            value = scrape.get((source, ()))
-            if value is not None:
-                add(name, value)
+            gauge = scrape.get((source, ()))
+            if gauge is not None:
+                add(name, gauge)
         return out
 
     def _adder(self, out: list[Record], now: float) -> Callable[..., None]:
@@ -157,7 +158,7 @@ class LlamaCppCollector(ServerCollector):
         return super().health(now, state, reason, latency)
 
 
-def _decoded(slot: dict) -> int:
+def _decoded(slot: dict[str, Any]) -> int:
     """Tokens the slot's current request has generated so far (``next_token`` is a list in
     current builds, an object in older ones)."""
     following = slot.get("next_token")

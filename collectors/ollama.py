@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from app.records import HealthState, Record, Sample, labels_of
 from collectors.http import DEFAULT_TIMEOUT_S, ServerCollector, SourceError, list_field
@@ -82,26 +83,30 @@ class OllamaCollector(ServerCollector):
             model = entry.get("name") or entry.get("model")
             if not isinstance(model, str) or not model:
                 continue
-            labels = labels_of(server=self.name, model=model)
-
-            def add(metric: str, value: float | None) -> None:
-                if value is not None:
-                    out.append(Sample(metric, value, now, labels))
-
-            size, vram = _number(entry.get("size")), _number(entry.get("size_vram"))
-            share = vram / size if size and vram is not None else None
-            add("ollama_model_size_bytes", size)
-            add("ollama_model_vram_bytes", vram)
-            add("ollama_model_gpu_share_ratio", share)
-            add("ollama_model_context_length", _number(entry.get("context_length")))
-            add("ollama_model_expires_in_seconds", expires_in(entry.get("expires_at"), now))
-            parts = [f"{share:.0%} on GPU" if share is not None else "",
-                     f"{size / 2**30:.1f} GiB" if size else ""]
-            loaded[model] = ", ".join(p for p in parts if p)
+            loaded[model] = self._read_model(model, entry, now, out)
         out += self.models_loaded(now, loaded)
         if self._installed is not None:
             out.append(Sample("llm_models_installed", float(self._installed), now, labels_of(server=self.name)))
         return out
+
+    def _read_model(self, model: str, entry: dict[str, Any], now: float, out: list[Record]) -> str:
+        """One loaded model's samples into ``out``; returns what the model list says about it."""
+        labels = labels_of(server=self.name, model=model)
+
+        def add(metric: str, value: float | None) -> None:
+            if value is not None:
+                out.append(Sample(metric, value, now, labels))
+
+        size, vram = _number(entry.get("size")), _number(entry.get("size_vram"))
+        share = vram / size if size and vram is not None else None
+        add("ollama_model_size_bytes", size)
+        add("ollama_model_vram_bytes", vram)
+        add("ollama_model_gpu_share_ratio", share)
+        add("ollama_model_context_length", _number(entry.get("context_length")))
+        add("ollama_model_expires_in_seconds", expires_in(entry.get("expires_at"), now))
+        parts = [f"{share:.0%} on GPU" if share is not None else "",
+                 f"{size / 2**30:.1f} GiB" if size else ""]
+        return ", ".join(p for p in parts if p)
 
     def _read_slow(self) -> None:
         """Version and installed models. A server that answers ``/api/ps`` but not these (an

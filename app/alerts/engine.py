@@ -39,6 +39,7 @@ from app.alerts.rules import Rule, RuleFile, ensure_user_rules, format_duration,
 from app.records import AlertEvent, Labels, Record, SeriesKey
 
 if TYPE_CHECKING:
+    from app.alerts.notify import Notifier
     from app.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,9 @@ def _between(value: float, bounds: tuple[float, float]) -> bool:
 def _observe(rule: Rule, source: SeriesSource, now: float, running_since: float) -> list[_Observation]:
     """Aggregate every series the rule selects, as of ``now``."""
     lookback = max(rule.window, rule.absent_for or 0.0, rule.baseline.window if rule.baseline else 0.0)
-    absent_possible = rule.absent_for is not None and now - running_since >= rule.absent_for
+    # Series with no sample since this time are absent (None: the rule cannot tell absence yet).
+    absent_since = (now - rule.absent_for
+                    if rule.absent_for is not None and now - running_since >= rule.absent_for else None)
     keys = [k for k in source.keys(rule.metric) if rule.matches(k[1])]
     out = []
     for key in keys:
@@ -174,9 +177,9 @@ def _observe(rule: Rule, source: SeriesSource, now: float, running_since: float)
             start = int(np.searchsorted(ts, now - b.window, side="left"))
             base = aggregate(b.aggregation, ts[start:], values[start:]) if end - start >= b.min_samples else None
             value = value / base if base else None
-        absent = absent_possible and (len(ts) == 0 or ts[-1] < now - rule.absent_for)
+        absent = absent_since is not None and (len(ts) == 0 or ts[-1] < absent_since)
         out.append(_Observation(key[1], value, absent or _condition(rule, value), absent))
-    if not keys and absent_possible and (rule.exact_labels() or not rule.match):
+    if not keys and absent_since is not None and (rule.exact_labels() or not rule.match):
         # Never seen at all: one alert named by the labels the rule pins (Prometheus' absent()).
         out.append(_Observation(rule.exact_labels(), None, True, True))
     return out
@@ -190,7 +193,7 @@ def _condition(rule: Rule, value: float | None) -> bool:
     return _COMPARE[rule.op](value, rule.threshold)
 
 
-class _Fields(dict):
+class _Fields(dict[str, object]):
     def __missing__(self, key: str) -> str:
         return "?"
 
@@ -241,7 +244,7 @@ class AlertEngine:
         self.clock = clock
         self.interval = interval
         self.rule_file = RuleFile(rules=list(rules or []))
-        self.notifier = None  # an app.alerts.notify.Notifier once from_hub() wired one
+        self.notifier: Notifier | None = None  # from_hub() wires one
         self._rules: dict[str, Rule] = {r.name: r for r in self.rule_file.rules}
         self._alerts: dict[tuple[str, Labels], _Alert] = {}
         self._listeners: list[Listener] = []

@@ -21,7 +21,8 @@ class HistoryFilter:
 
 def alert_history(conn: sqlite3.Connection, where: HistoryFilter) -> list[AlertEvent]:
     """Matching transitions, newest first (at most ``where.limit``)."""
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[object] = []
     for column, value in (("rule", where.rule), ("severity", where.severity), ("state", where.state)):
         if value:
             clauses.append(f"{column} = ?")

@@ -38,7 +38,7 @@ try:  # D-Bus exists on Linux and the BSDs only
     from jeepney.io.blocking import open_dbus_connection
     from jeepney.wrappers import unwrap_msg
 except ImportError:  # pragma: no cover - not on Linux
-    DBusAddress = None  # type: ignore[assignment,misc]
+    DBusAddress = None
 
 from app.alerts.rules import NotifySettings
 from app.records import AlertEvent
@@ -228,7 +228,7 @@ class WebhookSink(Sink):
             return False, "no webhook URL set"
         return True, f"webhook ({self.format}) set in the keyring"
 
-    def payload(self, notification: Notification) -> dict:
+    def payload(self, notification: Notification) -> dict[str, object]:
         if self.format == "slack":
             return {"text": f"*{notification.title}*\n{notification.body}"}
         return {
@@ -257,7 +257,6 @@ class WebhookSink(Sink):
 
 
 # ---------------------------------------------------------------------------- notifier
-_STOP = object()
 
 
 class Notifier:
@@ -279,7 +278,7 @@ class Notifier:
         self._waiting: list[Transition] = []
         self._next_at = float("-inf")
         self._lock = threading.Lock()
-        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[Notification | None] = queue.SimpleQueue()  # None: stop
         self._thread: threading.Thread | None = None
 
     def configure(self, settings: NotifySettings) -> None:
@@ -343,13 +342,13 @@ class Notifier:
             self._thread.start()
 
     def _run(self) -> None:
-        while (item := self._outbox.get()) is not _STOP:
+        while (item := self._outbox.get()) is not None:
             self.deliver(item)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Deliver what is queued, then stop the thread."""
         if self._thread is not None:
-            self._outbox.put(_STOP)
+            self._outbox.put(None)
             self._thread.join(timeout)
             self._thread = None
 

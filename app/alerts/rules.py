@@ -17,6 +17,7 @@ error or a bad value skips only that rule, with a message naming the file and li
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -193,12 +194,12 @@ def percentile_of(aggregation: str) -> float | None:
 
 def _aggregation(value: object, key: str) -> str:
     text = str(value).strip().lower()
-    if text in AGGREGATIONS or (percentile_of(text) is not None and 0 < percentile_of(text) < 100):
+    if text in AGGREGATIONS or ((p := percentile_of(text)) is not None and 0 < p < 100):
         return text
     raise RuleError(f"unknown aggregation {value!r} (use {', '.join(AGGREGATIONS)} or pNN such as p95)", key)
 
 
-def _duration(raw: dict, key: str, default: float | None) -> float | None:
+def _duration(raw: dict[str, Any], key: str, default: float) -> float:
     if key not in raw:
         return default
     try:
@@ -213,7 +214,7 @@ def _number(value: object, key: str) -> float:
     return float(value)
 
 
-def _text(raw: dict, key: str, default: str = "") -> str:
+def _text(raw: dict[str, Any], key: str, default: str = "") -> str:
     value = raw.get(key, default)
     if not isinstance(value, str):
         raise RuleError(f"{key} must be a text in quotes", key)
@@ -276,7 +277,7 @@ def rule_from_dict(raw: dict[str, Any], line: int = 0) -> Rule:
             threshold = (low, high)
         else:
             threshold = _number(value, "threshold")
-    absent_for = _duration(raw, "absent_for", None)
+    absent_for = _duration(raw, "absent_for", 0.0) if "absent_for" in raw else None
     if threshold is None and absent_for is None:
         raise RuleError("threshold is missing (or give absent_for to alert on missing data)", "threshold")
     severity = _text(raw, "severity", "warning").strip().lower()
@@ -303,7 +304,7 @@ def rule_from_dict(raw: dict[str, Any], line: int = 0) -> Rule:
         enabled=enabled, line=line)
 
 
-class _Blank(dict):
+class _Blank(dict[str, object]):
     """Formats any ``{field}`` (with any format spec) as empty: checks a template's syntax."""
 
     class _Anything:
@@ -379,11 +380,11 @@ def _chunks(text: str) -> tuple[_Chunk, list[_Chunk]]:
     lines = text.splitlines(keepends=True)
     starts = [i for i, line in enumerate(lines) if _HEADER.match(line)]
     preamble = _Chunk(1, lines[:starts[0]] if starts else lines)
-    bounds = zip(starts, starts[1:] + [len(lines)])
+    bounds = itertools.pairwise([*starts, len(lines)])
     return preamble, [_Chunk(a + 1, lines[a:b]) for a, b in bounds]
 
 
-def _parse_chunk(chunk: _Chunk, source: str) -> tuple[dict | None, str]:
+def _parse_chunk(chunk: _Chunk, source: str) -> tuple[dict[str, Any], str] | tuple[None, str]:
     try:
         return tomllib.loads("".join(chunk.lines)), ""
     except tomllib.TOMLDecodeError as exc:
@@ -401,7 +402,7 @@ def parse_rules(text: str, source: str = "alert_rules.toml") -> RuleFile:
     top: dict[str, tuple[object, _Chunk]] = {}
     names: dict[str, int] = {}
 
-    def take_top_level(data: dict, chunk: _Chunk) -> None:
+    def take_top_level(data: dict[str, Any], chunk: _Chunk) -> None:
         for key, value in data.items():
             if key == "rule":
                 continue
@@ -411,13 +412,13 @@ def parse_rules(text: str, source: str = "alert_rules.toml") -> RuleFile:
                 top[key] = (value, chunk)
 
     data, error = _parse_chunk(preamble, source)
-    if error:
+    if data is None:
         result.problems.append(f"{error} (the settings before the first [[rule]] are ignored)")
     elif data:
         take_top_level(data, preamble)
     for chunk in chunks:
         data, error = _parse_chunk(chunk, source)
-        if error:
+        if data is None:
             result.problems.append(f"{error} (rule skipped)")
             continue
         take_top_level(data, chunk)

@@ -14,7 +14,7 @@ import argparse
 import dataclasses
 
 from app.config import ProxyRoute, load_settings, parse_listen
-from app.proxy.options import host_port
+from app.server_names import host_port
 
 
 def listen_arg(text: str) -> tuple[str, int]:
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     runtime = Runtime.create(args.db, settings=settings, session_name=args.session_name or "proxy")
     runtime.problems.extend(problems)
     runtime.start()
-    statuses = runtime.proxies.status()
+    statuses = runtime.proxies.status() if runtime.proxies is not None else []
     for status in statuses:
         if status.running:
             print(f"llmmon proxy: {status.listen} → {status.upstream} ({status.name}); "

@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -47,10 +47,10 @@ BODY_CHUNK = 256 * 1024
 STALE_RETRIES = 2  # re-sends of a request whose pooled connection the server had closed
 
 
-def forward_headers(headers: CIMultiDict[str] | object, drop_length: bool = False) -> CIMultiDict:
+def forward_headers(headers: Mapping[str, str], drop_length: bool = False) -> CIMultiDict[str]:
     """The headers to pass on: all but hop-by-hop ones (and those ``Connection`` names)."""
     named = {h.strip().lower() for h in headers.get("Connection", "").split(",") if h.strip()}
-    out: CIMultiDict = CIMultiDict()
+    out: CIMultiDict[str] = CIMultiDict()
     for key, value in headers.items():
         low = key.lower()
         if low in HOP_BY_HOP or low in named or (drop_length and low == "content-length"):
@@ -154,8 +154,9 @@ class Forwarder:
                 upstream = await upstream_cm.__aenter__()
                 break
             except aiohttp.ClientConnectorError as exc:
+                why = exc.os_error.strerror or exc
                 return await self._fail(request, record, 502, "upstream_down",
-                                        f"llmmon proxy: {self.upstream} is not reachable ({exc.os_error.strerror or exc})")
+                                        f"llmmon proxy: {self.upstream} is not reachable ({why})")
             except TimeoutError:
                 return await self._fail(request, record, 504, "timeout",
                                         f"llmmon proxy: no answer from {self.upstream} within {opts.read_timeout:g} s")

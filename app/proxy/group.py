@@ -11,12 +11,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.config import ProxyRoute, Settings
-from app.proxy.options import ForwardOptions, host_port, server_label
+from app.proxy.options import ForwardOptions, server_label
 from app.records import Record
+from app.server_names import host_port
+
+if TYPE_CHECKING:
+    from app.proxy.server import ProxyServer
 
 log = logging.getLogger(__name__)
+
+def _active_gauge(server: ProxyServer) -> Callable[[], int]:
+    """Reads this server's in-flight count (a function per server: a lambda in the loop that
+    starts them would read whichever server the loop variable names when it is called)."""
+    return lambda: server.active_requests
+
 
 OLLAMA_DEFAULT = ProxyRoute(upstream="http://127.0.0.1:11434", listen_port=11435, kind="ollama")
 
@@ -70,7 +81,7 @@ class ProxyGroup:
         self.options = ForwardOptions(include_usage=proxy.include_usage, store_content=proxy.store_content,
                                       content_max_chars=proxy.content_max_chars)
         self.routes = default_routes(settings)
-        self._servers: list = []  # ProxyServer, imported when first started
+        self._servers: list[ProxyServer] = []  # the module is imported when the first starts
         self._errors: dict[int, str] = {}
         self._unwatch: list[Callable[[], None]] = []
 
@@ -95,7 +106,7 @@ class ProxyGroup:
                 continue
             self._servers.append(server)
             if self.watch_active is not None:
-                self._unwatch.append(self.watch_active(server.name, lambda s=server: s.active_requests))
+                self._unwatch.append(self.watch_active(server.name, _active_gauge(server)))
         return list(self._errors.values())
 
     def stop(self) -> None:

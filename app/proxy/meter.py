@@ -32,6 +32,7 @@ after the first one: ``(completion_tokens - 1) / (t_last - t_first)``.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import statistics
@@ -246,7 +247,8 @@ class Meter:
         besides a role-only first chunk and often a finish-only last one (``delta: {}``)."""
         delta = choice.get("delta")
         if not isinstance(delta, dict):
-            delta = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+            message = choice.get("message")
+            delta = message if isinstance(message, dict) else {}
         parts = []
         carries = False
         for key in ("content", "reasoning_content", "reasoning"):
@@ -277,7 +279,7 @@ class Meter:
         if rec.stream and (self._first_text is not None or times):
             rec.ttft_s = (self._first_text if self._first_text is not None else times[0]) - self.t0
         if len(times) >= 2:
-            gaps = [b - a for a, b in zip(times, times[1:])]
+            gaps = [b - a for a, b in itertools.pairwise(times)]
             rec.itl_mean_s = statistics.fmean(gaps)
             rec.itl_p50_s = statistics.median(gaps)
             rec.itl_p99_s = statistics.quantiles(gaps, n=100, method="inclusive")[98]

@@ -12,16 +12,16 @@ import sqlite_utils
 
 
 def _v1_initial(db: sqlite_utils.Database) -> None:
-    db["sessions"].create(
+    db.table("sessions").create(
         {"id": int, "name": str, "started": float, "ended": float, "host": str}, pk="id"
     )
-    db["series"].create({"id": int, "name": str, "labels": str}, pk="id")
-    db["series"].create_index(["name", "labels"], unique=True)
+    db.table("series").create({"id": int, "name": str, "labels": str}, pk="id")
+    db.table("series").create_index(["name", "labels"], unique=True)
     # A rowid table with one (series_id, ts) index: every dashboard and export read is
     # "one series over a time range"; a second index would halve ingest speed.
-    db["samples"].create({"session_id": int, "series_id": int, "ts": float, "value": float})
-    db["samples"].create_index(["series_id", "ts"])
-    db["requests"].create(
+    db.table("samples").create({"session_id": int, "series_id": int, "ts": float, "value": float})
+    db.table("samples").create_index(["series_id", "ts"])
+    db.table("requests").create(
         {
             "id": int, "session_id": int, "ts_start": float, "server": str, "endpoint": str,
             "method": str, "model": str, "client": str, "status": int, "stream": int,
@@ -34,28 +34,28 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["requests"].create_index(["session_id", "ts_start"])
-    db["requests"].create_index(["ts_start"])
-    db["requests"].create_index(["model", "ts_start"])
-    db["alert_events"].create(
+    db.table("requests").create_index(["session_id", "ts_start"])
+    db.table("requests").create_index(["ts_start"])
+    db.table("requests").create_index(["model", "ts_start"])
+    db.table("alert_events").create(
         {"id": int, "session_id": int, "ts": float, "rule": str, "state": str,
          "severity": str, "labels": str, "value": float, "message": str},
         pk="id",
     )
-    db["alert_events"].create_index(["session_id", "ts"])
-    db["alert_events"].create_index(["ts"])
+    db.table("alert_events").create_index(["session_id", "ts"])
+    db.table("alert_events").create_index(["ts"])
 
 
 def _v2_events_and_notes(db: sqlite_utils.Database) -> None:
     """Sessions get a user note; one-off events (model loaded, server down) get a table."""
-    db["sessions"].add_column("note", str)
-    db["events"].create(
+    db.table("sessions").add_column("note", str)
+    db.table("events").create(
         {"id": int, "session_id": int, "ts": float, "kind": str, "source": str,
          "message": str, "labels": str},
         pk="id",
     )
-    db["events"].create_index(["session_id", "ts"])
-    db["events"].create_index(["ts"])
+    db.table("events").create_index(["session_id", "ts"])
+    db.table("events").create_index(["ts"])
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_events_and_notes]

@@ -308,7 +308,8 @@ def delete_session(store: Store, session_id: int) -> Future[int]:
         row = db.execute("SELECT started, ended FROM sessions WHERE id=?", [session_id]).fetchone()
         if row is None:
             raise SessionError(f"no session {session_id}")
-        low, high = session_window(*row, now=store.clock())
+        started, ended = row
+        low, high = session_window(started, ended, now=store.clock())
         conn = db.conn
         deleted = 0
         series_ids = [r[0] for r in conn.execute("SELECT id FROM series")]

@@ -51,7 +51,7 @@ class StoreStatus:
 @dataclass(slots=True)
 class _Command:
     fn: Callable[[sqlite_utils.Database], Any]
-    future: Future
+    future: Future[Any]
 
 
 _STOP = object()
@@ -110,7 +110,7 @@ class Store:
         self.clock = clock
         self.session_id: int | None = None
         self.status = StoreStatus()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Record] | _Command | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._series_ids: dict[tuple[str, Labels], int] = {}
         self._db = sqlite_utils.Database(connect(self.path, busy_timeout_s=busy_timeout_s))
@@ -152,7 +152,7 @@ class Store:
 
     def call(self, fn: Callable[[sqlite_utils.Database], T]) -> Future[T]:
         """Run ``fn(db)`` on the writer thread after everything queued so far is written."""
-        future: Future = Future()
+        future: Future[T] = Future()
         if self._thread is None:
             future.set_exception(RuntimeError("store is not running"))
         else:
@@ -176,10 +176,11 @@ class Store:
                 if self.session_id is not None:
                     db.execute("UPDATE sessions SET ended=? WHERE id=? AND ended IS NULL",
                                [now, self.session_id])
-                sid = db["sessions"].insert(
+                sid = db.table("sessions").insert(
                     {"name": name or time.strftime("Session %Y-%m-%d %H:%M", time.localtime(now)),
                      "started": now, "ended": None, "host": socket.gethostname(), "note": ""}
                 ).last_pk
+            assert sid is not None, "insert() sets last_pk"
             self.session_id = int(sid)
             return self.session_id
         return self.call(op).result(30)
@@ -222,11 +223,14 @@ class Store:
             if (self.retention_days is not None or self.retention_max_bytes) \
                     and time.monotonic() >= next_retention:
                 next_retention = time.monotonic() + self.retention_check_s
-                if self.retention_days is not None:
-                    self._guarded(lambda: self.apply_retention_now(self.retention_days))
-                if self.retention_max_bytes:
-                    self._guarded(lambda: trim_to_size(self._db.conn, self.retention_max_bytes,
-                                                       self.clock(), self.apply_retention_now))
+                self._retention_pass()
+
+    def _retention_pass(self) -> None:
+        days, max_bytes = self.retention_days, self.retention_max_bytes
+        if days is not None:
+            self._guarded(lambda: self.apply_retention_now(days))
+        if max_bytes:
+            self._guarded(lambda: trim_to_size(self._db.conn, max_bytes, self.clock(), self.apply_retention_now))
 
     def _run_command(self, cmd: _Command) -> None:
         try:
@@ -269,10 +273,10 @@ class Store:
 
     def _write(self, batch: list[Record]) -> None:
         sid = self.session_id
-        samples: list[tuple] = []
-        requests: list[dict] = []
-        events: list[dict] = []
-        alerts: list[dict] = []
+        samples: list[tuple[int | None, int, float, float]] = []
+        requests: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        alerts: list[dict[str, Any]] = []
         with self._db.atomic():
             for r in batch:
                 if isinstance(r, Sample):
@@ -296,7 +300,7 @@ class Store:
                 "INSERT INTO samples (session_id, series_id, ts, value) VALUES (?,?,?,?)", samples)
             for table, rows in (("requests", requests), ("events", events), ("alert_events", alerts)):
                 if rows:
-                    self._db[table].insert_all(rows)
+                    self._db.table(table).insert_all(rows)
 
     def _series_id(self, name: str, labels: Labels) -> int:
         key = (name, labels)
