@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args.started_at = STARTED_AT
     setup_logging()
     if getattr(args, "handler", None) is not None:
-        return args.handler(args)
+        code: int = args.handler(args)  # a subcommand (export, proxy, ...): its exit status
+        return code
     if args.headless:
         return run_headless(args)
     from widgets.application import run_gui

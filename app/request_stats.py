@@ -25,7 +25,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -89,7 +89,7 @@ class RequestStats:
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ inputs
-    def __call__(self, records: list[Record]) -> None:
+    def __call__(self, records: Sequence[Record]) -> None:
         """Hub subscriber: keep the request records of a published batch (quick, thread-safe)."""
         requests = [r for r in records if isinstance(r, RequestRecord)]
         if not requests:

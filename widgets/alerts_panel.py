@@ -3,15 +3,15 @@ transitions with filters, the rules (new, edit, enable/disable, delete) and wher
 notifications go. Problems in the rule file are shown at the top with their line numbers."""
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QCloseEvent, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.alerts.engine import AlertView, labels_text
+from app.alerts.engine import AlertEngine, AlertView, labels_text
 from app.alerts.history import HistoryFilter, alert_history, last_event_id
 from app.alerts.rules import DEFAULT_RULES_PATH, Rule, replace_rule, set_notify_option
 from app.runtime import Runtime
@@ -94,7 +94,7 @@ class AlertsPanel(Panel):
         self.engine = runtime.alerts
         self.clock = clock
         self._active: list[AlertView] = []
-        self._history_key: tuple | None = None
+        self._history_key: tuple[object, ...] | None = None
         self._sinks_checked = float("-inf")
         self._conn: sqlite3.Connection | None = None
 
@@ -121,7 +121,7 @@ class AlertsPanel(Panel):
         self.snooze_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         snooze_menu = QMenu(self.snooze_button)
         for label, seconds in SNOOZE_CHOICES:
-            snooze_menu.addAction(label, lambda s=seconds: self.snooze(s))
+            snooze_menu.addAction(label, functools.partial(self.snooze, seconds))
         self.snooze_button.setMenu(snooze_menu)
         self.active_empty = QLabel("No alert is firing or pending.")
         active_buttons = QHBoxLayout()
@@ -178,12 +178,12 @@ class AlertsPanel(Panel):
         rules_layout.addLayout(rule_buttons)
         rules_layout.addWidget(self.rule_path)
 
-        self.lower = QTabWidget()
-        self.lower.addTab(history_tab, "History")
-        self.lower.addTab(rules_tab, "Rules")
+        self.lower_tabs = QTabWidget()  # not self.lower: that is QWidget.lower()
+        self.lower_tabs.addTab(history_tab, "History")
+        self.lower_tabs.addTab(rules_tab, "Rules")
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(active_box)
-        splitter.addWidget(self.lower)
+        splitter.addWidget(self.lower_tabs)
         splitter.setStretchFactor(1, 2)
         layout = QVBoxLayout(self)
         layout.addWidget(self.problems)
@@ -194,6 +194,13 @@ class AlertsPanel(Panel):
             self.setEnabled(False)
             return
         self.show_rules()
+
+    @property
+    def _engine(self) -> AlertEngine:
+        """The runtime's engine; without one the panel is disabled, so no action reaches here."""
+        if self.engine is None:
+            raise RuntimeError("the alerts panel has no alert engine")
+        return self.engine
 
     # ------------------------------------------------------------------ refresh
     def refresh(self, now: float) -> None:
@@ -206,7 +213,7 @@ class AlertsPanel(Panel):
             self.show_sinks()
 
     def refresh_active(self, now: float) -> None:
-        alerts = self.engine.alerts()
+        alerts = self._engine.alerts()
         if alerts == self._active:
             return
         selected = self.selected_alert()
@@ -250,12 +257,12 @@ class AlertsPanel(Panel):
             log.warning("alert history: %s", exc)
             self._conn = None
             return
-        titles = {r.name: r.label for r in self.engine.rules}
+        titles = {r.name: r.label for r in self._engine.rules}
         _fill(self.history, [[_when(e.ts, now), titles.get(e.rule, e.rule), e.severity, e.state,
                               labels_text(e.labels), _value(e.value), e.message] for e in events], 2)
 
     def show_sinks(self) -> None:
-        notifier = self.engine.notifier
+        notifier = self._engine.notifier
         if notifier is None:
             self.sinks.setText("Notifications: none configured")
             return
@@ -271,13 +278,13 @@ class AlertsPanel(Panel):
         self.sinks.setText("Notifications — " + " · ".join(parts))
 
     def show_rules(self) -> None:
-        rule_file = self.engine.rule_file
+        rule_file = self._engine.rule_file
         problems = rule_file.problems
         self.problems.setText(
             (f"{len(problems)} problem{'s' if len(problems) > 1 else ''} in the rule file "
              "(those rules are skipped):\n" + "\n".join(problems)) if problems else "")
         self.problems.setVisible(bool(problems))
-        rules = self.engine.rules
+        rules = self._engine.rules
         _fill(self.rules, [["✓" if r.enabled else "—", r.label, r.metric, r.match_text() or "all",
                             r.condition_text(), r.severity] for r in rules], 5)
         current = self.rule_filter.currentData()
@@ -303,19 +310,19 @@ class AlertsPanel(Panel):
     def acknowledge(self) -> None:
         alert = self.selected_alert()
         if alert is not None:
-            self.engine.acknowledge(alert.rule, alert.labels)
+            self._engine.acknowledge(alert.rule, alert.labels)
             self.refresh_active(self.clock())
 
     def snooze(self, seconds: float) -> None:
         alert = self.selected_alert()
         if alert is not None:
-            self.engine.snooze(alert.rule, alert.labels, seconds)
+            self._engine.snooze(alert.rule, alert.labels, seconds)
             self.refresh_active(self.clock())
 
     # ------------------------------------------------------------------ rule actions
     def selected_rule(self) -> Rule | None:
         rows = self.rules.selectionModel().selectedRows()
-        rules = self.engine.rules
+        rules = self._engine.rules
         return rules[rows[0].row()] if rows and rows[0].row() < len(rules) else None
 
     def _rewrite(self, name: str, rule: Rule | None) -> None:
@@ -323,7 +330,9 @@ class AlertsPanel(Panel):
         self._rewrite_file(lambda text: replace_rule(text, name, rule))
 
     def _rewrite_file(self, change: Callable[[str], str]) -> None:
-        path: Path = self.engine.rule_file.path
+        path = self._engine.rule_file.path
+        if path is None:  # the shipped defaults are not a file the user can edit
+            return
         try:
             path.write_text(change(path.read_text(encoding="utf-8")), encoding="utf-8")
         except OSError as exc:
@@ -332,7 +341,7 @@ class AlertsPanel(Panel):
         self.reload()
 
     def open_editor(self, rule: Rule | None) -> Rule | None:
-        taken = {r.name for r in self.engine.rules} - ({rule.name} if rule else set())
+        taken = {r.name for r in self._engine.rules} - ({rule.name} if rule else set())
         dialog = RuleEditor(self.runtime.hub.buffers, rule, taken, self.clock, self)
         return dialog.result_rule if dialog.exec() else None
 
@@ -364,17 +373,17 @@ class AlertsPanel(Panel):
             self._rewrite(rule.name, None)
 
     def reload(self) -> None:
-        self.engine.reload()
+        self._engine.reload()
         self.show_rules()
         self.refresh_history(force=True)
 
     def edit_webhook(self) -> None:
-        dialog = WebhookDialog(self.engine.rule_file.notifications.webhook, self)
-        if dialog.exec() and dialog.format != self.engine.rule_file.notifications.webhook:
+        dialog = WebhookDialog(self._engine.rule_file.notifications.webhook, self)
+        if dialog.exec() and dialog.format != self._engine.rule_file.notifications.webhook:
             self._rewrite_file(lambda text: set_notify_option(text, "webhook", f'"{dialog.format}"'))
         self.show_sinks()
 
-    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's naming)
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt's naming)
         if self._conn is not None:
             self._conn.close()
             self._conn = None

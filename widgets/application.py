@@ -29,7 +29,8 @@ def _report_startup(started_at: float, to_stdout: bool) -> None:
 
 
 def run_gui(args: argparse.Namespace) -> int:
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
     app.setApplicationName("llmmon")
     app.setOrganizationName("llmmon")
     apply_colour_scheme(app)

@@ -45,7 +45,7 @@ class ExportDialog(QDialog):
         self.store = store
         self.session = session
         self.job: CsvExport | None = None
-        self.result: ExportResult | None = None
+        self.exported: ExportResult | None = None  # the last finished export
         self.setWindowTitle(f"Export “{session.name}” to CSV")
         self.setMinimumWidth(560)
 
@@ -111,7 +111,7 @@ class ExportDialog(QDialog):
                                 resolution_s=RESOLUTIONS[self.resolution_box.currentIndex()][1])
         conn = self.store.reader()
         self.job = job = CsvExport(conn, request, lambda fraction, what: self._progressed.emit(fraction, what))
-        self.result = None
+        self.exported = None
         self.export_button.setEnabled(False)
         self.open_button.setEnabled(False)
         self.cancel_button.setText("Cancel")
@@ -140,8 +140,8 @@ class ExportDialog(QDialog):
             self.folder_edit.setText(chosen)
 
     def _open_folder(self) -> None:
-        if self.result is not None:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.result.out_dir)))
+        if self.exported is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.exported.out_dir)))
 
     def _show_progress(self, fraction: float, what: str) -> None:
         if self.job is None:
@@ -154,7 +154,7 @@ class ExportDialog(QDialog):
         self.export_button.setEnabled(True)
         self.cancel_button.setText("Close")
         if isinstance(outcome, ExportResult):
-            self.result = outcome
+            self.exported = outcome
             self.progress.setValue(1000)
             self.open_button.setEnabled(True)
             rows = ", ".join(f"{name} {n:,}" for name, n in outcome.rows.items())

@@ -31,8 +31,8 @@ WAITING = "No GPU data yet"
 def latest_rows(buffers: LiveBuffers, name: str) -> list[tuple[dict[str, str], float]]:
     """``(labels, value)`` of every series of ``name`` seen at that metric's latest read
     (series from older reads are gone: a process that ended, a server that stopped)."""
-    points = [(dict(labels), buffers.latest((name, labels))) for _, labels in buffers.find(name)]
-    points = [(labels, p) for labels, p in points if p is not None]
+    latest = [(dict(labels), buffers.latest((name, labels))) for _, labels in buffers.find(name)]
+    points = [(labels, p) for labels, p in latest if p is not None]
     if not points:
         return []
     newest = max(p[0] for _, p in points)
@@ -96,7 +96,7 @@ class GpuPanel(Panel):
         buffers = self.runtime.hub.buffers
         gpu = self.runtime.hub.health.get("gpu")
         absent = gpu is not None and gpu.state == HealthState.ABSENT
-        message = gpu.reason if absent and gpu.reason else ("No NVIDIA GPU found" if absent else WAITING)
+        message = (gpu.reason or "No NVIDIA GPU found") if gpu is not None and absent else WAITING
         for plot in self.plots:
             plot.set_empty_text(message)
             plot.refresh(buffers, now)

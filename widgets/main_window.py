@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
@@ -31,6 +32,8 @@ from widgets.timeseries_plot import TimeSeriesPlot
 from widgets.vllm_panel import VllmPanel
 
 REDRAW_MS = 1000
+
+P = TypeVar("P", bound=Panel)
 
 
 def panel_factories() -> list[Callable[[Runtime], Panel]]:
@@ -136,7 +139,7 @@ class MainWindow(QMainWindow):
         return found[0] if found else None
 
     # ------------------------------------------------------------------ behaviour
-    def panel(self, kind: type[Panel]) -> Panel:
+    def panel(self, kind: type[P]) -> P:
         return next(p for p in self.panels if isinstance(p, kind))
 
     def show_session(self, session_id: int) -> None:
@@ -201,10 +204,10 @@ class MainWindow(QMainWindow):
         if state is not None:
             self.restoreState(state)
         tab = s.value("window/tab", 0, type=int)
-        if 0 <= tab < self.tabs.count():
+        if isinstance(tab, int) and 0 <= tab < self.tabs.count():
             self.tabs.setCurrentIndex(tab)
         span_index = s.value("window/span", 0, type=int)
-        if 0 <= span_index < self.span_box.count():
+        if isinstance(span_index, int) and 0 <= span_index < self.span_box.count():
             self.span_box.setCurrentIndex(span_index)
 
     def save_state(self) -> None:

@@ -17,7 +17,8 @@ from widgets.theme import PALETTE
 
 log = logging.getLogger(__name__)
 REQUERY_S = 5.0
-EMPTY = "No requests measured in this range.\nRequests are measured when clients go through llmmon's proxy (Requests tab)."
+EMPTY = ("No requests measured in this range.\n"
+         "Requests are measured when clients go through llmmon's proxy (Requests tab).")
 
 
 def _plot(title: str, unit: str) -> pg.PlotWidget:

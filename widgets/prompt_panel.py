@@ -3,9 +3,11 @@ stream in side by side with its TTFT, tokens/s and token counts, cancel, and loo
 earlier runs. The measuring is done by :mod:`app.prompt_runner`; this widget only renders."""
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import time
+from typing import Any
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
@@ -250,8 +252,8 @@ class PromptPanel(Panel):
             self.results.addWidget(card)
             self.cards.append(card)
             run = PromptRun(target, request, self.runtime.hub.publish,
-                            on_text=lambda t, i=i: self.relay.text.emit(i, t),
-                            on_done=lambda rec, i=i: self.relay.done.emit(i, rec))
+                            on_text=functools.partial(self.relay.text.emit, i),
+                            on_done=functools.partial(self.relay.done.emit, i))
             self.runs.append(run)
             run.start()
         self._running = len(self.runs)  # counted here: a run's thread outlives its done signal
@@ -294,7 +296,7 @@ class PromptPanel(Panel):
         for row in rows:
             self._add_history_row(self.history.rowCount(), row)
 
-    def _add_history_row(self, at: int, row: tuple) -> None:
+    def _add_history_row(self, at: int, row: tuple[Any, ...]) -> None:
         ts, model, ttft, speed, tokens, prompt = row
         self.history.insertRow(at)
         cells = [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)), model,

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QGridLayout,
@@ -74,6 +74,9 @@ HOW_TO = ("No requests recorded yet.\n\nTurn on the proxy above, then point your
           "appear here.")
 
 
+_ROOT = QModelIndex()  # a flat table's only parent: the invisible root
+
+
 class RequestTableModel(QAbstractTableModel):
     """Recent request records, newest first; the sort proxy sorts on ``Qt.UserRole``."""
 
@@ -86,13 +89,13 @@ class RequestTableModel(QAbstractTableModel):
         self.records = records
         self.endResetModel()
 
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802 (Qt naming)
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:  # noqa: N802 (Qt naming)
         return 0 if parent.isValid() else len(self.records)
 
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:  # noqa: N802
         return 0 if parent.isValid() else len(COLUMNS)
 
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         record = self.records[index.row()]
         _, text, key, _ = COLUMNS[index.column()]
         if role == Qt.ItemDataRole.DisplayRole:

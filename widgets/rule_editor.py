@@ -110,7 +110,8 @@ class RuleEditor(QDialog):
         self.baseline_aggregation_box.setCurrentText(r.baseline.aggregation if r.baseline else "median")
         self.baseline_window_edit = QLineEdit(format_duration(r.baseline.window) if r.baseline else "1h")
         baseline_row = QHBoxLayout()
-        for w in (self.baseline_box, QLabel("of"), self.baseline_aggregation_box, QLabel("over"), self.baseline_window_edit):
+        for w in (self.baseline_box, QLabel("of"), self.baseline_aggregation_box, QLabel("over"),
+                  self.baseline_window_edit):
             baseline_row.addWidget(w)
         self.message_edit = QLineEdit(r.message)
         self.message_edit.setPlaceholderText("e.g. GPU {gpu} is at {value:.0f} °C  (empty: a generated text)")

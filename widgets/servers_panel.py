@@ -48,6 +48,14 @@ def _fresh(buffers: LiveBuffers, name: str, labels: dict[str, str], ts: float) -
     return point[1] if point is not None and point[0] >= ts else None
 
 
+def _model_row(buffers: LiveBuffers, model: str, labels: dict[str, str], ts: float) -> ModelRow:
+    def get(metric: str) -> float | None:
+        return _fresh(buffers, metric, labels, ts)
+    return ModelRow(model, get("ollama_model_gpu_share_ratio"), get("ollama_model_vram_bytes"),
+                    get("ollama_model_size_bytes"), get("ollama_model_expires_in_seconds"),
+                    get("ollama_model_context_length") or get("llamacpp_model_context_length"))
+
+
 def server_rows(health: dict[str, Health], buffers: LiveBuffers) -> list[ServerRow]:
     """The servers to list, sorted by name: every server collector's latest health (and the
     configured servers discovery could not identify yet), each with the models loaded at its
@@ -65,10 +73,7 @@ def server_rows(health: dict[str, Health], buffers: LiveBuffers) -> list[ServerR
                 model = dict(labels)["model"]
                 if _fresh(buffers, "llm_model_loaded", dict(labels), ts) is None:
                     continue  # unloaded since
-                get = lambda metric: _fresh(buffers, metric, dict(labels), ts)  # noqa: E731
-                models.append(ModelRow(model, get("ollama_model_gpu_share_ratio"), get("ollama_model_vram_bytes"),
-                                       get("ollama_model_size_bytes"), get("ollama_model_expires_in_seconds"),
-                                       get("ollama_model_context_length") or get("llamacpp_model_context_length")))
+                models.append(_model_row(buffers, model, dict(labels), ts))
         rows.append(ServerRow(h, sorted(models, key=lambda m: m.name)))
     return rows
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import cast
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QShowEvent
@@ -186,7 +187,8 @@ class SessionsPanel(Panel):
         if isinstance(result, Exception):  # a locked or broken file: say so, keep the window alive
             self._set_status(f"Cannot read the sessions: {result}", error=True)
             return
-        sessions, plan, now = result
+        # The only other thing the worker hands over: work()'s result in reload().
+        sessions, plan, now = cast(tuple[list[SessionInfo], RetentionPlan, float], result)
         selected = self.selected()
         self.sessions, self.plan = sessions, plan
         if self.row_sizes is None or self.row_sizes[1] is not plan.usage.bytes_per_row:
@@ -200,7 +202,7 @@ class SessionsPanel(Panel):
                          "part": f"before {time.strftime('%d %b %H:%M', time.localtime(plan.cutoff))} removed"
                          if plan.cutoff else "",
                          "": ""}[effect]
-            cells = [s.name, format_time(s.started), "recording" if s.recording else format_time(s.ended),
+            cells = [s.name, format_time(s.started), "recording" if s.ended is None else format_time(s.ended),
                      format_duration(s.duration(now)), ", ".join(s.servers), ", ".join(s.models),
                      f"{s.requests:,}", f"{s.prompt_tokens + s.completion_tokens:,}", f"{s.alerts_fired:,}",
                      format_bytes(s.approx_bytes), retention, s.note]
@@ -246,7 +248,10 @@ class SessionsPanel(Panel):
         rows = self.table.selectionModel().selectedRows()
         if not rows:
             return None
-        sid = self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+        item = self.table.item(rows[0].row(), 0)
+        if item is None:
+            return None
+        sid = item.data(Qt.ItemDataRole.UserRole)
         return next((s for s in self.sessions if s.id == sid), None)
 
     def select(self, session_id: int) -> None:

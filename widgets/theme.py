@@ -12,6 +12,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
+from app.records import SeriesKey
+
 THEME_ENV = "LLMMON_THEME"  # "dark" or "light" overrides what the system says
 
 # Okabe-Ito palette: distinguishable with the common colour-vision deficiencies.
@@ -21,7 +23,7 @@ SERIES_COLOURS = {
     "system_cpu_percent": PALETTE[0],
     "system_memory_percent": PALETTE[1],
 }
-_assigned: dict[tuple, str] = {}
+_assigned: dict[SeriesKey, str] = {}
 
 
 def colour_for(name: str, index: int = 0) -> str:
@@ -29,7 +31,7 @@ def colour_for(name: str, index: int = 0) -> str:
     return SERIES_COLOURS.get(name, PALETTE[index % len(PALETTE)])
 
 
-def colour_for_key(key: tuple) -> str:
+def colour_for_key(key: SeriesKey) -> str:
     """A series' colour: its metric's own colour if it has one, else a palette colour given on
     first sight and kept for the whole run, so a series never changes colour between redraws."""
     if key[0] in SERIES_COLOURS and not key[1]:
@@ -40,10 +42,9 @@ def colour_for_key(key: tuple) -> str:
 
 
 def is_dark() -> bool:
-    app = QApplication.instance()
-    if app is None:
+    if QApplication.instance() is None:
         return False
-    window = app.palette().color(QPalette.ColorRole.Window)
+    window = QApplication.palette().color(QPalette.ColorRole.Window)
     return window.lightness() < 128
 
 
@@ -84,8 +85,7 @@ def apply_colour_scheme(app: QApplication) -> str:
 
 def apply_plot_theme() -> None:
     """Configure pyqtgraph from the current Qt palette; call once after QApplication exists."""
-    app = QApplication.instance()
-    palette = app.palette() if app else QPalette()
+    palette = QApplication.palette() if QApplication.instance() is not None else QPalette()
     background = palette.color(QPalette.ColorRole.Base)
     foreground = palette.color(QPalette.ColorRole.Text)
     pg.setConfigOptions(antialias=False, background=background, foreground=foreground)

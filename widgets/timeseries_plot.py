@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import QLabel, QWidget
 
 from app.buffers import LiveBuffers
@@ -61,18 +64,18 @@ class BinaryBytesAxis(pg.AxisItem):
     """A value axis for bytes with binary prefixes (GiB, not GB) and ticks on round numbers of
     the chosen unit."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.enableAutoSIPrefix(False)
 
     def _unit(self, span: float) -> tuple[float, str]:
         return next((u for u in BINARY_UNITS if span >= u[0]), BINARY_UNITS[-1])
 
-    def tickSpacing(self, minVal: float, maxVal: float, size: float):  # noqa: N802 (Qt naming)
+    def tickSpacing(self, minVal: float, maxVal: float, size: float) -> list[tuple[float, float]]:  # noqa: N802
         scale, _ = self._unit(max(abs(minVal), abs(maxVal)))
         return [(s * scale, o * scale) for s, o in super().tickSpacing(minVal / scale, maxVal / scale, size)]
 
-    def tickStrings(self, values, scale, spacing):  # noqa: N802
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:  # noqa: N802
         if not values:
             return []
         unit, name = self._unit(max(abs(v) for v in values))
@@ -92,7 +95,7 @@ class TimeSeriesPlot(pg.PlotWidget):
         empty_text: what the chart says while it has no data.
     """
 
-    def __init__(self, title: str, unit: str, curves: list[CurveSpec | MetricSpec] | None = None,
+    def __init__(self, title: str, unit: str, curves: Sequence[CurveSpec | MetricSpec] | None = None,
                  y_range: tuple[float, float] | None = None, parent: QWidget | None = None,
                  empty_text: str = "No data yet") -> None:
         axes = {"bottom": pg.DateAxisItem(utcOffset=None)}
@@ -128,7 +131,8 @@ class TimeSeriesPlot(pg.PlotWidget):
         self._empty.setWordWrap(True)
         self._empty.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         self._empty.setStyleSheet("color: palette(mid); background: palette(base); padding: 12px;")
-        self._crosshair = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen((128, 128, 128), style=Qt.PenStyle.DashLine))
+        dashed = pg.mkPen((128, 128, 128), style=Qt.PenStyle.DashLine)
+        self._crosshair = pg.InfiniteLine(angle=90, movable=False, pen=dashed)
         self._readout = pg.TextItem(anchor=(0, 0), fill=pg.mkBrush(0, 0, 0, 150), color="w")
         for it in (self._crosshair, self._readout):
             it.setVisible(False)
@@ -244,7 +248,7 @@ class TimeSeriesPlot(pg.PlotWidget):
         if empty:
             self._place_empty()
 
-    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt naming)
         super().resizeEvent(event)
         if "_empty" in self.__dict__:  # Qt resizes during __init__, before the label exists
             self._place_empty()
@@ -261,7 +265,7 @@ class TimeSeriesPlot(pg.PlotWidget):
         self._range = None
 
     # ------------------------------------------------------------------ crosshair
-    def _on_mouse(self, pos) -> None:
+    def _on_mouse(self, pos: QPointF) -> None:
         vb = self.getPlotItem().vb
         if not self.sceneBoundingRect().contains(pos) or not vb.sceneBoundingRect().contains(pos):
             self._crosshair.setVisible(False)
@@ -269,7 +273,7 @@ class TimeSeriesPlot(pg.PlotWidget):
             return
         x = vb.mapSceneToView(pos).x()
         lines = [time.strftime("%H:%M:%S", time.localtime(x))]
-        for key, (item, _scale, _v) in self._curves.items():
+        for item, _scale, _v in self._curves.values():
             xs, ys = item.xData, item.yData
             if xs is None or len(xs) == 0:
                 continue

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, QObject, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QColor, QFont, QIcon, QPainter
-from PySide6.QtWidgets import QApplication, QMainWindow, QMenu, QSystemTrayIcon
+from PySide6.QtWidgets import QApplication, QMenu, QSystemTrayIcon
 
 from app.alerts.engine import AlertEngine
 from app.alerts.notify import Notification, Sink
 from app.alerts.rules import DEFAULT_RULES_PATH
 from app.runtime import Runtime
+
+if TYPE_CHECKING:
+    from widgets.main_window import MainWindow  # which imports this module
 
 ICON_PATH = DEFAULT_RULES_PATH.parent / "llmmon.svg"
 # Okabe-Ito colours, as in widgets/theme.py: blue info, orange warning, vermilion critical.
@@ -146,7 +150,7 @@ class _KeepRunningOnClose(QObject):
         return False
 
 
-def install_tray(app: QApplication, window: QMainWindow, runtime: Runtime) -> AlertTray | None:
+def install_tray(app: QApplication, window: MainWindow, runtime: Runtime) -> AlertTray | None:
     """Put llmmon in the system tray when the desktop has one: closing the window then keeps
     monitoring, and the tray becomes the notifier's fallback sink. Returns None without a tray."""
     if runtime.alerts is None or not QSystemTrayIcon.isSystemTrayAvailable():

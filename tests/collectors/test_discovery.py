@@ -15,7 +15,7 @@ from collectors.discovery import DiscoveryCollector, Probe, identify, normalise_
 from collectors.ollama import OllamaCollector
 from collectors.vllm import OpenAICompatCollector, VllmCollector
 from tests.sim.ollama import SimOllama
-from tests.sim.server import HANG, HTML_PAGE, Reply, SimServer
+from tests.sim.server import HANG, HTML_PAGE, Reply, Route, SimServer
 from tests.sim.vllm import SimVllm
 from tests.support import wait_until
 from tests.support.keyring_memory import MemoryKeyring, memory_keyring  # noqa: F401 (fixture)
@@ -31,8 +31,9 @@ def free_port() -> int:
 
 def llamaserver(metrics: bool = True) -> SimServer:
     """llama-server's recorded /props, /health (and /metrics) answers."""
-    routes = {f"/{name}": (lambda _r, n=name: Reply.text((LLAMASERVER / n).read_bytes(), content_type="application/json"))
-              for name in ("props", "health", "slots")}
+    def recorded(name: str) -> Route:
+        return lambda _r: Reply.text((LLAMASERVER / name).read_bytes(), content_type="application/json")
+    routes = {f"/{name}": recorded(name) for name in ("props", "health", "slots")}
     if metrics:
         routes["/metrics"] = lambda _r: Reply.text((LLAMASERVER / "metrics").read_bytes())
     return SimServer(routes)

@@ -2,12 +2,13 @@
 SQLite store: for-duration, cooldown, resolve, flapping, absent data, aggregations, labels."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from app.alerts.engine import AlertEngine, aggregate, replay
+from app.alerts.engine import AlertEngine, Transition, aggregate, replay
 from app.alerts.rules import Baseline, Rule
 from app.buffers import LiveBuffers
 from app.hub import Hub
@@ -43,10 +44,10 @@ def engine_for(hub: Hub, clock: FakeClock, *rules: Rule) -> AlertEngine:
 
 
 def feed(hub: Hub, clock: FakeClock, name: str, value: float, **labels: str) -> None:
-    hub.publish([Sample(name, float(value), clock.t, labels_of(**labels))])
+    hub.publish([Sample(name, float(value), clock.t, labels_of(labels))])
 
 
-def run(engine: AlertEngine, hub: Hub, clock: FakeClock, name: str, values: list[float], step: float = 1.0,
+def run(engine: AlertEngine, hub: Hub, clock: FakeClock, name: str, values: Sequence[float], step: float = 1.0,
         **labels: str) -> list[tuple[float, str]]:
     """Feed one value per step and evaluate after each; returns (seconds from start, state)."""
     start = clock.t
@@ -87,7 +88,7 @@ def test_a_dip_before_the_for_duration_restarts_the_wait(hub, clock) -> None:
 
 def test_flapping_fires_at_most_once_per_cooldown(hub, clock) -> None:
     engine = engine_for(hub, clock, Rule("cpu", "system_cpu_percent", ">", 80.0, cooldown=600))
-    notified = []
+    notified: list[Transition] = []
     engine.add_listener(lambda ts, now: notified.extend(t for t in ts if t.notify))
     # 30 minutes of a value jumping over and under the threshold every 10 s.
     run(engine, hub, clock, "system_cpu_percent", ([95] + [50]) * 90, step=10.0)
@@ -190,7 +191,7 @@ def test_acknowledge_and_snooze(hub, clock) -> None:
     hot = Rule("hot", "gpu_temperature_celsius", ">", 85.0, severity="critical", cooldown=0)
     vram = Rule("vram", "gpu_memory_percent", ">", 95.0, severity="warning", cooldown=0)
     engine = engine_for(hub, clock, hot, vram)
-    notified = []
+    notified: list[tuple[str, str]] = []
     engine.add_listener(lambda ts, now: notified.extend((t.event.rule, t.event.state) for t in ts if t.notify))
     feed(hub, clock, "gpu_temperature_celsius", 90, gpu="0")
     feed(hub, clock, "gpu_memory_percent", 99, gpu="0")

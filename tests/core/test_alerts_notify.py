@@ -108,12 +108,13 @@ def test_webhook_posts_json_and_slack_to_a_real_receiver(memory_keyring, webhook
     secrets.set_secret(WEBHOOK_SECRET, url)
     sink = WebhookSink("json")
     assert sink.status() == (True, "webhook (json) set in the keyring")
-    engine = AlertEngine(LiveBuffers(), [Rule("hot", "gpu_temperature_celsius", ">", 85.0, severity="critical",
-                                              message="GPU {gpu} at {value:.0f} °C")])
+    buffers = LiveBuffers()
+    engine = AlertEngine(buffers, [Rule("hot", "gpu_temperature_celsius", ">", 85.0, severity="critical",
+                                        message="GPU {gpu} at {value:.0f} °C")])
     notifier = Notifier([sink], NotifySettings(webhook="json"))
     notifier.start()
     engine.add_listener(notifier.submit)
-    engine.source.add([Sample("gpu_temperature_celsius", 91.0, 5.0, labels_of(gpu="1"))])
+    buffers.add([Sample("gpu_temperature_celsius", 91.0, 5.0, labels_of(gpu="1"))])
     engine.evaluate(5.0)
     wait_until(lambda: webhook_receiver.received, what="the webhook POST")
     got = webhook_receiver.received[0]
@@ -123,7 +124,7 @@ def test_webhook_posts_json_and_slack_to_a_real_receiver(memory_keyring, webhook
     assert got.body["alerts"] == [{"rule": "hot", "state": "firing", "severity": "critical", "ts": 5.0,
                                    "labels": {"gpu": "1"}, "value": 91.0, "message": "GPU 1 at 91 °C"}]
     notifier.configure(NotifySettings(webhook="slack"))
-    engine.source.add([Sample("gpu_temperature_celsius", 40.0, 30.0, labels_of(gpu="1"))])
+    buffers.add([Sample("gpu_temperature_celsius", 40.0, 30.0, labels_of(gpu="1"))])
     engine.evaluate(30.0)
     wait_until(lambda: len(webhook_receiver.received) == 2, what="the second POST")
     assert webhook_receiver.received[1].body == {"text": "*Resolved: hot*\nresolved: GPU 1 at 40 °C"}

@@ -59,7 +59,7 @@ def test_new_file_gets_current_schema_and_wal(db_file: Path) -> None:
     assert schema_version(db) == SCHEMA_VERSION
     assert {"sessions", "series", "samples", "requests", "alert_events", "events"} <= set(db.table_names())
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert any(ix.columns == ["series_id", "ts"] for ix in db["samples"].indexes)
+    assert any(ix.columns == ["series_id", "ts"] for ix in db.table("samples").indexes)
     store.start()
     store.close()
 
@@ -67,9 +67,9 @@ def test_new_file_gets_current_schema_and_wal(db_file: Path) -> None:
 def test_migrates_a_version_1_file_and_keeps_its_data(db_file: Path) -> None:
     db = sqlite_utils.Database(db_file)
     migrate(db, target=1)
-    db["sessions"].insert({"name": "old run", "started": 1.0, "ended": 2.0, "host": "h"})
-    db["series"].insert({"name": "system_cpu_percent", "labels": "{}"})
-    db["samples"].insert({"session_id": 1, "series_id": 1, "ts": 1.5, "value": 42.0})
+    db.table("sessions").insert({"name": "old run", "started": 1.0, "ended": 2.0, "host": "h"})
+    db.table("series").insert({"name": "system_cpu_percent", "labels": "{}"})
+    db.table("samples").insert({"session_id": 1, "series_id": 1, "ts": 1.5, "value": 42.0})
     db.close()
     assert "events" not in sqlite_utils.Database(db_file).table_names()
 

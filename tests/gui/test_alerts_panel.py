@@ -85,14 +85,16 @@ def test_rule_editor_tests_against_the_last_hour_and_saves_to_the_file(qtbot, ru
     panel = AlertsPanel(runtime, clock=lambda: now)
     qtbot.addWidget(panel)
 
+    seen: dict[str, str] = {}
+
     def answer(editor: RuleEditor) -> int:
         fill(editor, name_edit="cpu_bursts", title_edit="CPU bursts", metric_box="system_cpu_percent",
              threshold_edit="80", for_edit="1m", cooldown_edit="0s", severity_box="info")
         editor.test_button.click()
-        answer.tested = editor.test_result.text()
+        seen["tested"] = editor.test_result.text()
         fill(editor, threshold_edit="eighty")
         editor.accept()
-        answer.error = editor.error.text()
+        seen["error"] = editor.error.text()
         assert editor.result() != QDialog.DialogCode.Accepted  # stays open on a mistake
         fill(editor, threshold_edit="80")
         editor.accept()
@@ -100,8 +102,8 @@ def test_rule_editor_tests_against_the_last_hour_and_saves_to_the_file(qtbot, ru
 
     monkeypatch.setattr(RuleEditor, "exec", answer)
     panel.new_button.click()
-    assert answer.tested == "Would have fired 3 times in the last 1h (1 series checked)."
-    assert answer.error == "threshold: 'eighty' is not a number"
+    assert seen["tested"] == "Would have fired 3 times in the last 1h (1 series checked)."
+    assert seen["error"] == "threshold: 'eighty' is not a number"
     saved = parse_rules(user_rules_path().read_text())
     assert saved.rules[-1] == Rule("cpu_bursts", "system_cpu_percent", ">", 80.0, for_s=60, cooldown=0,
                                    severity="info", title="CPU bursts")
@@ -154,6 +156,7 @@ def badge_colour(tray: AlertTray) -> str:
 
 def test_tray_badge_follows_the_worst_firing_alert_and_shows_balloons(qtbot, runtime) -> None:
     app = QApplication.instance()
+    assert isinstance(app, QApplication)
     assert install_tray(app, None, runtime) is None  # offscreen: no system tray
     assert app.quitOnLastWindowClosed()  # so closing the window quits, as without llmmon's tray
     tray = AlertTray(runtime.alerts, lambda: None, lambda: None)

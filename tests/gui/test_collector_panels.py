@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PySide6.QtWidgets import QProgressBar
 
 from app.config import ServerEntry, Settings
 from app.runtime import Runtime
@@ -48,6 +49,7 @@ def tree_rows(panel: ServersPanel) -> dict[str, list[str]]:
         for j in range(item.childCount()):
             child = item.child(j)
             bar = tree.itemWidget(child, 5)
+            assert bar is None or isinstance(bar, QProgressBar)
             rows[child.text(0).strip()] = [child.text(c) for c in range(tree.columnCount())] + [
                 bar.text() if bar is not None else ""]
     return rows

@@ -82,9 +82,10 @@ def test_enable_then_requests_fill_table_and_charts(qtbot, setup, tmp_path: Path
     ascending = [int(panel.sorter.index(i, out).data().lstrip("~")) for i in range(3)]
     assert ascending == sorted(ascending)
     assert {panel.sorter.index(i, column("Model")).data() for i in range(3)} == {"tiny-llama"}
-    qtbot.waitUntil(lambda: (panel.refresh(time.time()) or True)
-                    and bool(panel.tokens_plot.curve_keys()) and bool(panel.active_plot.curve_keys()),
-                    timeout=10_000)
+    def drawn() -> bool:
+        panel.refresh(time.time())
+        return bool(panel.tokens_plot.curve_keys()) and bool(panel.active_plot.curve_keys())
+    qtbot.waitUntil(drawn, timeout=10_000)
     panel.grab().save(str(tmp_path / "requests_panel.png"))
     panel.enable.setChecked(False)
     assert not runtime.proxies.running and "would listen on" in panel.status.text()

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QApplication
 
 from app.config import ServerEntry, Settings
 from app.prompt_runner import PromptRequest, PromptRun, PromptTarget
+from app.records import RequestRecord
 from app.runtime import Runtime
 from tests.sim.ollama import SimOllama
 from tests.sim.upstream import SimUpstream
@@ -40,7 +41,9 @@ def test_every_tab_renders_with_simulated_servers(qtbot, sims, db_file: Path, tm
     settings = Settings(system_interval_s=0.5, discover_local=False, servers=[
         ServerEntry(url=ollama.url, kind="ollama", name="ollama@workstation"),
         ServerEntry(url=vllm.url, kind="vllm", name="vllm@workstation")])
-    apply_colour_scheme(QApplication.instance())  # as the app does at start-up
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    apply_colour_scheme(app)  # as the app does at start-up
     runtime = Runtime.create(db_file, settings)
     try:
         window = MainWindow(runtime, QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat))
@@ -53,10 +56,13 @@ def test_every_tab_renders_with_simulated_servers(qtbot, sims, db_file: Path, tm
         vllm.advance()  # 24 requests served between two scrapes: rates and percentiles appear
         qtbot.waitUntil(lambda: bool(runtime.hub.buffers.find("vllm_ttft_seconds")), timeout=15_000)
         done = threading.Barrier(4)
+
+        def finished(_record: RequestRecord) -> None:
+            done.wait(10)
         for model in ("llama3.2", "mistral:latest", "gemma4"):
             PromptRun(PromptTarget("ollama@workstation", upstream.url, "ollama", model),
                       PromptRequest("Why is the sky blue?"), runtime.hub.publish,
-                      on_done=lambda _r: done.wait(10)).start()
+                      on_done=finished).start()
         done.wait(20)
         qtbot.waitUntil(lambda: bool(runtime.hub.buffers.find("llm_tokens_per_second")), timeout=15_000)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

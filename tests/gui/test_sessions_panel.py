@@ -113,7 +113,7 @@ def test_export_dialog_writes_the_files_and_can_cancel(qtbot, panel: SessionsPan
     dialog.folder_edit.setText(str(tmp_path / "earlier"))
     dialog.resolution_box.setCurrentText("1 s")
     qtbot.mouseClick(dialog.export_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: dialog.result is not None, timeout=20_000)
+    qtbot.waitUntil(lambda: dialog.exported is not None, timeout=20_000)
     assert dialog.progress.value() == 1000 and "Exported" in dialog.status.text()
     assert dialog.open_button.isEnabled()
     with open(tmp_path / "earlier" / "samples.csv", encoding="utf-8-sig", newline="") as f:

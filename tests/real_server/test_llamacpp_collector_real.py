@@ -8,13 +8,14 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
-from app.records import Event, Health, HealthState, Sample
+from app.records import Event, Health, HealthState, Record, Sample
 from collectors.llamacpp import LlamaCppCollector
 from tests.real_server.llama_server import ALIAS, LlamaServer
 from tests.support import wait_until
 
-PROMPT = [{"role": "user", "content": "tell me about the monitor"}]
+PROMPT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "tell me about the monitor"}]
 
 
 def values(records: list, name: str) -> list[float]:
@@ -89,17 +90,23 @@ def test_busy_slots_and_a_live_rate_while_a_long_generation_runs(collector: Llam
         first = collector.poll()
         assert value(first, "llamacpp_busy_slots") == 1
         assert value(first, "llamacpp_requests_processing") == 1
-        later: list = []
-        wait_until(lambda: later.append(collector.poll()) or value(
-            later[-1], "llamacpp_generation_tokens_per_second") > 0, what="a generation rate")
+        later: list[list[Record]] = []
+
+        def rate_shown() -> bool:
+            later.append(collector.poll())
+            return value(later[-1], "llamacpp_generation_tokens_per_second") > 0
+        wait_until(rate_shown, what="a generation rate")
         # the server's counter has not moved yet (it counts a request when it ends), the rate has
         assert (value(later[-1], "llamacpp_generation_tokens_total")
                 == value(first, "llamacpp_generation_tokens_total"))
         assert value(later[-1], "llamacpp_busy_slots") == 1
     # closing the stream cancels the generation: the slot is released, the rate is never negative
-    after: list = []
-    wait_until(lambda: after.append(collector.poll()) or value(after[-1], "llamacpp_busy_slots") == 0,
-               what="the slot to free")
+    after: list[list[Record]] = []
+
+    def slot_free() -> bool:
+        after.append(collector.poll())
+        return value(after[-1], "llamacpp_busy_slots") == 0
+    wait_until(slot_free, what="the slot to free")
     assert all(value(r, "llamacpp_generation_tokens_per_second") >= 0 for r in after)
 
 

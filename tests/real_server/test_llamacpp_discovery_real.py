@@ -6,6 +6,7 @@ from app.records import HealthState
 from collectors.discovery import DiscoveryCollector, identify
 from collectors.llamacpp import LlamaCppCollector
 from tests.real_server.llama_server import LlamaServer
+from tests.support import health_of
 
 
 def test_a_configured_llama_server_is_found_and_watched(llama_server: LlamaServer) -> None:
@@ -18,5 +19,5 @@ def test_a_configured_llama_server_is_found_and_watched(llama_server: LlamaServe
     (collector,) = started
     assert isinstance(collector, LlamaCppCollector)
     assert collector.name == f"llamacpp@127.0.0.1:{llama_server.port}"
-    assert collector.poll()[-1].state == HealthState.UP
+    assert health_of(collector.poll()).state == HealthState.UP
     collector.close()

@@ -23,7 +23,10 @@ def test_prompt_panel_shows_the_real_answer_and_figures(qtbot, runtime: Runtime,
     panel = PromptPanel(runtime)
     qtbot.addWidget(panel)
     panel.show()
-    qtbot.waitUntil(lambda: (panel.refresh(time.time()), panel.targets.count())[1] == 1, timeout=10_000)
+    def one_target() -> bool:
+        panel.refresh(time.time())
+        return panel.targets.count() == 1
+    qtbot.waitUntil(one_target, timeout=10_000)
     assert panel.targets.item(0).checkState() == Qt.CheckState.Checked  # the only model: ticked
     panel.prompt.setPlainText("Tell me about llamas")
     panel.temperature.setValue(0.0)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.real_server.llama_server import ALIAS, LlamaServer
 from tests.real_server.tiny_gguf import write_tiny_gguf
 
-PROMPT = [{"role": "user", "content": "hello world, say something long"}]
+PROMPT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello world, say something long"}]
 
 
 def test_the_tiny_model_is_the_same_file_every_time(tmp_path: Path, tiny_model: Path) -> None:

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from app.proxy import ProxyServer
 from app.records import HealthState, RequestRecord
 from collectors.llamacpp import LlamaCppCollector
 from tests.real_server.llama_server import ALIAS, LlamaServer
-from tests.support import wait_until
+from tests.support import health_of, wait_until
 
-PROMPT = [{"role": "user", "content": "write a long story about the water people"}]
+PROMPT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "write a long story about the water people"}]
 
 
 class Records:
@@ -49,11 +50,15 @@ def proxied(llama_server: LlamaServer) -> Iterator[tuple[openai.OpenAI, openai.O
     proxy.stop()
 
 
-def stream_text(client: openai.OpenAI, **kwargs: object) -> tuple[str, dict, dict]:
-    """The streamed text, the usage (``{}`` when not sent) and llama.cpp's timings."""
-    text, usage, timings = [], {}, {}
-    for chunk in client.chat.completions.create(model=ALIAS, messages=PROMPT, temperature=0, seed=11,
-                                                stream=True, **kwargs):
+def stream_text(client: openai.OpenAI, max_tokens: int, include_usage: bool = False) -> tuple[str, dict, dict]:
+    """The streamed text, the usage (``{}`` when not sent: asked for with ``include_usage``) and
+    llama.cpp's timings."""
+    text: list[str] = []
+    usage: dict[str, object] = {}
+    timings: dict[str, object] = {}
+    for chunk in client.chat.completions.create(
+            model=ALIAS, messages=PROMPT, temperature=0, seed=11, stream=True, max_tokens=max_tokens,
+            stream_options={"include_usage": True} if include_usage else openai.omit):
         if chunk.choices:
             text.append(chunk.choices[0].delta.content or "")
         if chunk.usage:
@@ -66,9 +71,8 @@ def stream_text(client: openai.OpenAI, **kwargs: object) -> tuple[str, dict, dic
 def test_stream_through_the_proxy_is_the_direct_stream_and_is_counted_exactly(
         proxied: tuple, include_usage: bool) -> None:
     direct, through, records = proxied
-    options = {"stream_options": {"include_usage": True}} if include_usage else {}
-    expected, _, _ = stream_text(direct, max_tokens=48, **options)
-    got, usage, timings = stream_text(through, max_tokens=48, **options)
+    expected, _, _ = stream_text(direct, max_tokens=48, include_usage=include_usage)
+    got, usage, timings = stream_text(through, max_tokens=48, include_usage=include_usage)
 
     assert got == expected and got
     assert bool(usage) == include_usage  # the proxy does not add or strip anything by default
@@ -109,8 +113,7 @@ def test_eight_concurrent_streams_all_complete_with_exact_counts(proxied: tuple)
     lengths = [20 + i for i in range(8)]  # a distinct length per stream tells the records apart
 
     def one(max_tokens: int) -> dict:
-        text, usage, _ = stream_text(through, max_tokens=max_tokens,
-                                     stream_options={"include_usage": True})
+        text, usage, _ = stream_text(through, max_tokens=max_tokens, include_usage=True)
         assert text
         return usage
 
@@ -135,7 +138,7 @@ def test_server_killed_mid_stream(tiny_model: Path, tmp_path: Path) -> None:
                            max_retries=0)
     collector = LlamaCppCollector(server.base_url, "llamacpp@killed")
     try:
-        assert collector.poll()[-1].state == HealthState.UP
+        assert health_of(collector.poll()).state == HealthState.UP
         stream = client.chat.completions.create(model=ALIAS, messages=PROMPT, max_tokens=3000,
                                                 temperature=0, stream=True,
                                                 extra_body={"ignore_eos": True})
@@ -149,11 +152,11 @@ def test_server_killed_mid_stream(tiny_model: Path, tmp_path: Path) -> None:
         assert record.error_type == "upstream_disconnect"
         assert not record.ok
 
-        down = collector.poll()[-1]
+        down = health_of(collector.poll())
         assert (down.state, down.source) == (HealthState.DOWN, "llamacpp@killed")
 
         server.start()
-        assert collector.poll()[-1].state == HealthState.UP
+        assert health_of(collector.poll()).state == HealthState.UP
         again = client.chat.completions.create(model=ALIAS, messages=PROMPT, max_tokens=8, temperature=0)
         assert again.usage.completion_tokens == 8  # the same proxy serves the restarted server
         assert records.wait_for(2)[1].ok

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 HANG_S = 30.0  # how long a hanging reply stalls (or until the server stops)
 
@@ -172,7 +173,7 @@ class SimServer:
         with self._state.lock:
             return list(self._state.requests)
 
-    def start(self) -> SimServer:
+    def start(self) -> Self:
         self._state.stopping.clear()
         self._httpd = _HTTPServer(self.port, self._state)
         self.port = self._httpd.server_address[1]
@@ -200,7 +201,7 @@ class SimServer:
         """Listen again on the same port."""
         self.start()
 
-    def __enter__(self) -> SimServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

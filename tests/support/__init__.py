@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from app.records import Health, Record
+
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
     """Poll ``predicate`` (every 10 ms, on an Event so it wakes promptly) until it is truthy.
@@ -19,6 +21,13 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         tick.wait(0.01)
+
+
+def health_of(records: list[Record]) -> Health:
+    """The Health record a collector's poll ends with."""
+    health = records[-1]
+    assert isinstance(health, Health), f"a poll ends with its Health, not {health!r}"
+    return health
 
 
 def query(path: Path, sql: str, params: tuple = ()) -> list[tuple]:

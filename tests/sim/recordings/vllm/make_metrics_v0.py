@@ -12,6 +12,7 @@ Run from the repository root: ``.venv/bin/python tests/sim/recordings/vllm/make_
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -31,7 +32,8 @@ LATENCY_BUCKETS = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.
 
 
 def one_two_five(max_value: int) -> list[int]:
-    out, exponent = [], 0
+    out: list[int] = []
+    exponent = 0
     while True:
         for m in (1, 2, 5):
             if m * 10 ** exponent > max_value:
@@ -49,7 +51,7 @@ def build(requests: int, running: int, waiting: int, cache_usage: float) -> byte
     def counter(name: str, doc: str) -> Counter:
         return Counter(name, doc, LABELS, registry=registry).labels(*VALUES)
 
-    def histogram(name: str, doc: str, buckets: list[float]) -> Histogram:
+    def histogram(name: str, doc: str, buckets: Sequence[float]) -> Histogram:
         return Histogram(name, doc, LABELS, buckets=buckets, registry=registry).labels(*VALUES)
 
     gauge("vllm:num_requests_running", "Number of requests in model execution batches.").set(running)
