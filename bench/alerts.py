@@ -6,6 +6,7 @@ do), and the rule editor's "test against the last hour" replay.
 """
 from __future__ import annotations
 
+import functools
 import statistics
 import sys
 import time
@@ -25,7 +26,7 @@ def busy_machine(now: float) -> LiveBuffers:
     """An hour at 1 Hz of every series the default rules watch: 4 GPUs, 3 servers × 4 models,
     8 disks — 87 series in all."""
     buffers = LiveBuffers()
-    series = [("system_cpu_percent", {}), ("system_memory_percent", {})]
+    series: list[tuple[str, dict[str, str]]] = [("system_cpu_percent", {}), ("system_memory_percent", {})]
     series += [(n, {"gpu": str(g)}) for g in range(4) for n in ("gpu_temperature_celsius", "gpu_memory_percent")]
     series += [("system_disk_percent", {"mount": f"/d{i}"}) for i in range(8)]
     for s in range(3):
@@ -76,7 +77,7 @@ def main() -> None:
     cpu = next(r for r in rules if r.name == "cpu_busy")
     drop = next(r for r in rules if r.name == "tokens_per_second_drop")
     for rule in (cpu, drop):
-        t = timed(lambda: replay(rule, buffers, now - HOUR, now), 3)
+        t = timed(functools.partial(replay, rule, buffers, now - HOUR, now), 3)
         print(f"replay of {rule.name} over the last hour (5 s steps, "
               f"{len([k for k in buffers.keys(rule.metric) if rule.matches(k[1])])} series): {t * 1000:.0f} ms")
 

@@ -22,12 +22,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import openai  # noqa: E402
+from openai.types.chat import ChatCompletionMessageParam  # noqa: E402
 
 from app.proxy import ProxyServer  # noqa: E402
 from tests.real_server.llama_server import ALIAS, LlamaServer  # noqa: E402
 from tests.real_server.tiny_gguf import write_tiny_gguf  # noqa: E402
 
-PROMPT = [{"role": "user", "content": "write a long story about the water people"}]
+PROMPT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "write a long story about the water people"}]
 
 
 def one_stream(client: openai.OpenAI, tokens: int) -> tuple[float, float, float, int]:

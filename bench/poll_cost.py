@@ -75,11 +75,14 @@ def main() -> int:
         base = row("baseline: bare httpx GET of the same /metrics page", bare, statistics.median(bare))
         row("parse the whole /metrics page (no prefix filter)", cpu_ms(lambda: parse_scrape(text), rounds), base)
         row("parse with the `vllm:` prefix filter", cpu_ms(lambda: parse_scrape(text, "vllm:"), rounds), base)
-        row("parse only the families the collector reads", cpu_ms(lambda: parse_scrape(text, WANTED_FAMILIES), rounds), base)
+        row("parse only the families the collector reads",
+            cpu_ms(lambda: parse_scrape(text, WANTED_FAMILIES), rounds), base)
         per_tick = {
-            "SystemCollector (foundation, baseline)": row("SystemCollector (foundation)", cpu_ms(system.poll, rounds), base),
+            "SystemCollector (foundation, baseline)": row("SystemCollector (foundation)",
+                                                          cpu_ms(system.poll, rounds), base),
             "OllamaCollector": row("OllamaCollector (/api/ps; tags every 30 s)", cpu_ms(ollama_c.poll, rounds), base),
-            "VllmCollector": row("VllmCollector (/health + /metrics, rates, windows)", cpu_ms(vllm_c.poll, rounds), base),
+            "VllmCollector": row("VllmCollector (/health + /metrics, rates, windows)",
+                                 cpu_ms(vllm_c.poll, rounds), base),
             "GpuCollector": row("GpuCollector, 1 s tick (no GPU here; 2 server process trees)",
                                 cpu_ms(gpu_fast.poll, rounds), base),
         }

@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 RECORDINGS = ROOT / "tests" / "sim" / "recordings" / "streams"
-STREAM_EVENTS = [e + b"\n\n" for e in (RECORDINGS / "vllm_stream_include_usage.sse").read_bytes().split(b"\n\n") if e.strip()]
+STREAM_EVENTS = [e + b"\n\n" for e in (RECORDINGS / "vllm_stream_include_usage.sse").read_bytes().split(b"\n\n")
+                 if e.strip()]
 CHAT = (RECORDINGS / "vllm_chat.json").read_bytes()
 BODY = b'{"model":"tiny-llama","messages":[{"role":"user","content":"hi"}],"stream":false}'
 STREAM_BODY = b'{"model":"tiny-llama","messages":[{"role":"user","content":"hi"}],"stream":true}'
@@ -186,7 +187,8 @@ def main() -> None:
         children = [start("--serve-upstream", str(up_port)),
                     start("--serve-passthrough", str(pt_port), upstream),
                     start("--serve-llmmon", str(px_port), upstream, str(Path(tmp) / "bench.db"))]
-        ps = {name: psutil.Process(c.pid) for name, c in zip(("upstream", "passthrough", "llmmon"), children)}
+        names = ("upstream", "passthrough", "llmmon")
+        ps = {name: psutil.Process(c.pid) for name, c in zip(names, children, strict=True)}
         targets = {"direct": up_port, "passthrough": pt_port, "llmmon": px_port}
         try:
             print(f"Non-streaming chat, {args.requests} sequential requests (keep-alive), p50 / p99 ms:")
@@ -220,7 +222,8 @@ def main() -> None:
                 print(f"  {name:12s} {p50 * 1000:7.3f} / {p99 * 1000:7.3f}{extra}")
 
             for pace in (5.0, 0.0):
-                kind = "paced 5 ms/token (a fast GPU)" if pace else "unpaced (CPU-bound: client, proxy and upstream share 2 cores)"
+                kind = ("paced 5 ms/token (a fast GPU)" if pace
+                        else "unpaced (CPU-bound: client, proxy and upstream share 2 cores)")
                 print(f"Concurrent streams, {kind}: streams/s, ratio to direct")
                 for streams in (1, 8, 32):
                     per = max(2, 16 // streams) if pace else max(4, 256 // streams)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -39,7 +40,7 @@ N_PLOTS = 12
 HOUR = 3600
 
 
-def grid(widgets: list[QWidget]) -> QWidget:
+def grid(widgets: Sequence[QWidget]) -> QWidget:
     host = QWidget()
     layout = QGridLayout(host)
     for i, w in enumerate(widgets):
@@ -81,7 +82,7 @@ def timed_redraws(step, rounds: int = 60) -> tuple[list[float], int]:
     return out[5:], PAINTS.count  # first rounds include lazy initialisation
 
 
-def bench_live(now: float) -> tuple[list[float], list[float]]:
+def bench_live(now: float) -> tuple[list[float], list[float], int, int]:
     buffers = LiveBuffers()
     for p in range(N_PLOTS):
         buffers.add(Sample("bench_metric", 50 + 40 * ((i * 7 + p) % 100) / 100, now - HOUR + i,

@@ -9,6 +9,9 @@ import pytest
 # Before anything imports Qt. Tests that need a real X server start Xvfb themselves.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+# Shared fixtures (memory_keyring, webhook_receiver, proxied), available to every test by name.
+pytest_plugins = ["tests.support.keyring_memory", "tests.support.webhook_receiver", "tests.support.proxy"]
+
 
 @pytest.fixture(autouse=True)
 def isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:

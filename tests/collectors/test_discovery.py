@@ -18,7 +18,7 @@ from tests.sim.ollama import SimOllama
 from tests.sim.server import HANG, HTML_PAGE, Reply, Route, SimServer
 from tests.sim.vllm import SimVllm
 from tests.support import wait_until
-from tests.support.keyring_memory import MemoryKeyring, memory_keyring  # noqa: F401 (fixture)
+from tests.support.keyring_memory import MemoryKeyring
 
 LLAMASERVER = Path(__file__).parents[1] / "sim" / "recordings" / "llamaserver"
 

@@ -216,7 +216,8 @@ def test_server_process_cpu_and_memory_found_by_its_port() -> None:
                 return probe.connect_ex(("127.0.0.1", port)) == 0
         wait_until(listening, what="the server process to listen")
         ref = ServerRef(f"openai@127.0.0.1:{port}", f"http://127.0.0.1:{port}", "openai")
-        collector = GpuCollector(servers=lambda: [ref], nvml=FakeNvml([], init_error=pynvml.NVMLError_LibraryNotFound()))
+        no_driver = FakeNvml([], init_error=pynvml.NVMLError_LibraryNotFound())
+        collector = GpuCollector(servers=lambda: [ref], nvml=no_driver)
         collector.poll()
         records = collector.poll()
         values = {r.name: r.value for r in records if isinstance(r, Sample) and dict(r.labels) == {"server": ref.name}}

@@ -3,6 +3,7 @@ webhook reaches a real HTTP receiver while its URL stays out of the logs, and th
 the only place a secret is kept."""
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from pathlib import Path
@@ -18,8 +19,6 @@ from app.alerts.rules import NotifySettings, Rule
 from app.buffers import LiveBuffers
 from app.records import Sample, labels_of
 from tests.support import wait_until
-from tests.support.keyring_memory import memory_keyring  # noqa: F401 (fixture)
-from tests.support.webhook_receiver import webhook_receiver  # noqa: F401 (fixture)
 
 
 class RecordingSink(Sink):
@@ -59,7 +58,7 @@ def test_a_storm_of_transitions_gives_few_grouped_notifications() -> None:
                     for g in range(4))
         engine.evaluate(now)
     sent = list(notifier.sent)
-    gaps = [b.ts - a.ts for a, b in zip(sent, sent[1:])]
+    gaps = [b.ts - a.ts for a, b in itertools.pairwise(sent)]
     assert all(gap >= 10 for gap in gaps)  # never more than one per group interval
     # 80 alerts fire at t0, t0+300 (cooldown) and t0+600: three bursts, each one message or two.
     assert len(sent) <= 6

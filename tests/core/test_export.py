@@ -118,7 +118,7 @@ def test_requests_alerts_and_events_round_trip(recorded, tmp_path: Path) -> None
     stored = query(db_file, "SELECT ts_start, model, prompt_tokens, completion_tokens, error, status, "
                             "response_text FROM requests WHERE session_id=? ORDER BY ts_start", (sid,))
     assert len(requests) == len(stored)
-    for row, (ts, model, prompt, completion, error, status, text) in zip(requests, stored):
+    for row, (ts, model, prompt, completion, error, status, text) in zip(requests, stored, strict=True):
         assert instant(row["ts_utc"]) == pytest.approx(ts, abs=1e-6)
         assert unescape(row["model"]) == model
         assert int(row["prompt_tokens"]) == prompt and int(row["status"]) == status
@@ -154,7 +154,7 @@ def test_wide_file_holds_the_mean_of_each_bucket(recorded, tmp_path: Path) -> No
     cells = 0
     for row in rows:
         t = instant(row["ts_utc"])
-        for raw, column in zip(header[2:], columns):
+        for raw, column in zip(header[2:], columns, strict=True):
             if row[raw] == "":
                 continue
             cells += 1

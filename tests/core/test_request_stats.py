@@ -100,7 +100,8 @@ def test_live_figures_from_proxied_requests_reach_the_live_buffers() -> None:
             tokens = ("llm_tokens_per_second", labels_of(server="vllm@sim", model="tiny-llama"))
             wait_until(lambda: hub.buffers.latest_value(*tokens) is not None, what="tokens/s")
             assert hub.buffers.latest_value(*tokens) == pytest.approx(usage["completion_tokens"] / 60)
-            assert hub.buffers.latest_value("llm_requests_per_second", labels_of(server="vllm@sim")) == pytest.approx(1 / 60)
+            per_second = hub.buffers.latest_value("llm_requests_per_second", labels_of(server="vllm@sim"))
+            assert per_second == pytest.approx(1 / 60)
             speed = hub.buffers.find("llm_request_tokens_per_second", server="vllm@sim")
             assert len(speed) == 1 and len(hub.buffers.window(speed[0])[0]) == 1
             assert hub.buffers.find("llm_ttft_seconds", server="vllm@sim")

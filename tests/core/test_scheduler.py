@@ -84,7 +84,8 @@ def test_bad_collectors_do_not_stop_the_good_one(db_file: Path) -> None:
     assert stuck == []
     assert not any(t.is_alive() for t in hub.scheduler.threads())
     store.close()
-    names = {row[0] for row in query(db_file, "SELECT DISTINCT s.name FROM samples p JOIN series s ON s.id=p.series_id")}
+    stored = query(db_file, "SELECT DISTINCT s.name FROM samples p JOIN series s ON s.id=p.series_id")
+    names = {row[0] for row in stored}
     assert "good_total" in names and "fine" in names and "bad" not in names
     assert query(db_file, "SELECT message FROM events WHERE source='raising'") == [("error: RuntimeError: boom",)]
 

@@ -161,7 +161,8 @@ def test_size_retention_keeps_the_newest_data_under_the_cap(db_file: Path) -> No
 
     def record(hours: int) -> None:  # the real machine's values, one poll a second
         for start in range(0, hours * 3600, 3600):
-            store.put(Sample(s.name, s.value, clock.now + t, s.labels) for t in range(start, start + 3600) for s in real)
+            store.put(Sample(s.name, s.value, clock.now + t, s.labels)
+                      for t in range(start, start + 3600) for s in real)
         clock.now += hours * 3600
 
     record(2)

@@ -17,7 +17,6 @@ from app.alerts.rules import DEFAULT_RULES_PATH, NotifySettings, Rule, parse_rul
 from app.config import Settings
 from app.records import Sample, labels_of
 from app.runtime import Runtime
-from tests.support.keyring_memory import memory_keyring  # noqa: F401 (fixture)
 from widgets.alerts_panel import AlertsPanel
 from widgets.rule_editor import RuleEditor
 from widgets.tray import SEVERITY_COLOURS, AlertTray, TraySink, badge_icon, install_tray

@@ -19,8 +19,6 @@ from app.storage.store import Store
 from collectors.ollama import OllamaCollector
 from tests.sim.ollama import SimOllama
 from tests.support import query, wait_until
-from tests.support.keyring_memory import memory_keyring  # noqa: F401 (fixture)
-from tests.support.webhook_receiver import webhook_receiver  # noqa: F401 (fixture)
 from widgets.tray import AlertTray, TraySink
 
 

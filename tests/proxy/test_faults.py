@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import socket
 import time
@@ -16,7 +17,7 @@ import pytest
 
 from app.proxy import ForwardOptions, ProxyServer
 from tests.support import wait_until
-from tests.support.proxy import Proxied, Records, json_chunks, proxied, recorded_json, start_proxied  # noqa: F401
+from tests.support.proxy import Proxied, Records, json_chunks, recorded_json, start_proxied
 
 OLLAMA_DOCS_STREAM = ("ollama_generate_stream.ndjson", "ollama_generate.json", True)
 
@@ -28,7 +29,7 @@ def _assert_timings_are_bounded_by_real_clocks(rec, sim, t_send: float, t_client
     chunks are the server's gaps. Machine load moves all of them alike."""
     first = sim.write_times[first_text]
     assert first - sim.received_at <= rec.ttft_s <= t_client_first - t_send
-    gaps = [b - a for a, b in zip(sim.write_times[first_text:], sim.write_times[first_text + 1:])]
+    gaps = [b - a for a, b in itertools.pairwise(sim.write_times[first_text:])]
     assert rec.itl_mean_s == pytest.approx(sum(gaps) / len(gaps), abs=0.003)
 
 
@@ -73,7 +74,8 @@ def test_upstream_cut_mid_stream(proxied: Proxied) -> None:
     assert rec.error_type == "upstream_disconnect" and rec.status == 200 and not rec.ok
     assert rec.completion_tokens == 3 and rec.tokens_estimated
     proxied.up.cut_after = None
-    assert "".join(p.response for p in client.generate(model="gemma3", prompt="q", stream=True)) == "That's a fantastic question!"
+    streamed = client.generate(model="gemma3", prompt="q", stream=True)
+    assert "".join(p.response for p in streamed) == "That's a fantastic question!"
     assert proxied.records.wait(2)[1].ok
     client._client.close()
     proxied.assert_no_leaks()

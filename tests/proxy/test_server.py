@@ -13,7 +13,7 @@ import pytest
 
 from app.proxy import ForwardOptions, ProxyServer
 from tests.sim.upstream import chunks_of, is_usage_only
-from tests.support.proxy import Proxied, json_chunks, proxied, recorded_json, start_proxied  # noqa: F401
+from tests.support.proxy import Proxied, json_chunks, recorded_json, start_proxied
 
 NS = 1e-9
 
@@ -103,7 +103,8 @@ def test_openai_stream_with_include_usage_has_exact_usage(proxied: Proxied) -> N
     chunks = list(stream)
     assert chunks[-1].usage.completion_tokens == usage["completion_tokens"]
     (rec,) = proxied.records.wait(1)
-    assert (rec.prompt_tokens, rec.completion_tokens) == (usage["prompt_tokens"], usage["completion_tokens"]) == (18, 48)
+    counted = (rec.prompt_tokens, rec.completion_tokens)
+    assert counted == (usage["prompt_tokens"], usage["completion_tokens"]) == (18, 48)
     assert not rec.tokens_estimated and rec.finish_reason == "length" and rec.model == "tiny-llama"
 
 

@@ -33,7 +33,7 @@ def recorded_requests() -> list[RequestRecord]:
             status=200, prompt_tokens=usage.get("prompt_tokens", body.get("prompt_eval_count")),
             completion_tokens=usage.get("completion_tokens", body.get("eval_count")),
             latency_s=0.5 + i, finish_reason="stop", response_text=content))
-    for i, (model, text) in enumerate(zip(MODELS, HOSTILE)):
+    for model, text in zip(MODELS, HOSTILE, strict=False):  # each model with one of the first hostile texts
         out.append(RequestRecord(ts_start=time.time(), server=SERVER, endpoint="/api/chat",
                                  model=model, client=HOSTILE[3], status=500, error_type="http",
                                  error=text, prompt_tokens=3, completion_tokens=0))
