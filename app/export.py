@@ -24,9 +24,17 @@ however big the session is) inside one read transaction (a consistent snapshot w
 app keeps recording). Files are written as ``*.part`` and renamed only when all are complete:
 cancelling or failing leaves no half-written CSV behind.
 
->>> job = CsvExport(store.reader(), ExportRequest(session_id=3, out_dir=Path("run3")))  # doctest: +SKIP
->>> job.run().rows   # on a worker thread; job.cancel() from any other   # doctest: +SKIP
-{'samples.csv': 86400, 'samples_wide.csv': 8640, 'requests.csv': 12, ...}
+>>> import tempfile
+>>> from app.records import Sample
+>>> from app.storage.store import Store
+>>> folder = tempfile.TemporaryDirectory(); out = Path(folder.name)
+>>> store = Store(out / "example.db"); store.start(session_name="run 3")
+>>> store.put([Sample("cpu_percent", v, store.clock() + t) for t, v in enumerate([12.5, 30.0, 7.25])])
+>>> store.close()
+>>> job = CsvExport(store.reader(), ExportRequest(session_id=1, out_dir=out / "run3", resolution_s=1.0))
+>>> job.run().rows   # on a worker thread; job.cancel() from any other
+{'samples.csv': 3, 'samples_wide.csv': 3, 'requests.csv': 0, 'alerts.csv': 0, 'events.csv': 0}
+>>> folder.cleanup()
 """
 from __future__ import annotations
 

@@ -17,7 +17,13 @@ Series (names from docs/metrics.md), per ``server`` label:
 
 It also keeps the most recent records for the requests table (:meth:`recent`).
 
->>> stats = RequestStats(hub.publish); hub.subscribe(stats); stats.start()   # doctest: +SKIP
+In the app, ``stats = RequestStats(hub.publish); hub.subscribe(stats); stats.start()``. By hand:
+
+>>> stats = RequestStats(print)
+>>> stats([RequestRecord(ts_start=100.0, server="ollama", endpoint="/api/chat", model="llama3",
+...                      status=200, latency_s=2.0, completion_tokens=50)])
+>>> {s.name: s.value for s in stats.compute(now=103.0) if s.name.endswith("per_second")}
+{'llm_requests_per_second': 0.1, 'llm_errors_per_second': 0.0, 'llm_tokens_per_second': 5.0}
 """
 from __future__ import annotations
 

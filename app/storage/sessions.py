@@ -11,10 +11,20 @@ Samples are found per series with the ``(series_id, ts)`` index inside a session
 window (its start to its end, widened by :data:`CLOCK_SLACK_S` because a sample is stamped
 when it was polled, which can be a little before the session that stores it began).
 
->>> conn = store.reader()                                         # doctest: +SKIP
->>> [s.name for s in list_sessions(conn)]                         # doctest: +SKIP
-['Session 2024-05-02 09:12', 'yesterday's benchmark']
->>> delete_session(store, 3).result()   # rows deleted             # doctest: +SKIP
+>>> import tempfile
+>>> from pathlib import Path
+>>> from app.records import Sample
+>>> from app.storage.store import Store
+>>> folder = tempfile.TemporaryDirectory()
+>>> store = Store(Path(folder.name) / "example.db"); store.start(session_name="yesterday's benchmark")
+>>> store.put([Sample("cpu_percent", 12.5, store.clock())]); store.begin_session("today")
+2
+>>> conn = store.reader()
+>>> [s.name for s in list_sessions(conn)]
+['today', "yesterday's benchmark"]
+>>> delete_session(store, 1).result()   # rows deleted
+1
+>>> conn.close(); store.close(); folder.cleanup()
 """
 from __future__ import annotations
 

@@ -7,9 +7,14 @@ with :meth:`Store.reader`. When a write fails (database locked, disk full) the b
 and retried, the failure is visible in :attr:`Store.status`, and nothing already committed
 is touched: each batch is one transaction.
 
->>> store = Store(Path("/tmp/example.db")); store.start()      # doctest: +SKIP
->>> store.put([Sample("cpu_percent", 12.5, time.time())])       # doctest: +SKIP
->>> store.close()  # flushes, ends the session, joins the thread  # doctest: +SKIP
+>>> import tempfile
+>>> folder = tempfile.TemporaryDirectory()
+>>> store = Store(Path(folder.name) / "example.db"); store.start()
+>>> store.put([Sample("cpu_percent", 12.5, time.time())])
+>>> store.close()  # flushes, ends the session, joins the thread
+>>> conn = store.reader(); conn.execute("SELECT value FROM samples").fetchall()
+[(12.5,)]
+>>> conn.close(); folder.cleanup()
 """
 from __future__ import annotations
 
