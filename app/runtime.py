@@ -16,7 +16,7 @@ from app.proxy.group import ProxyGroup
 from app.records import Record, RequestRecord
 from app.request_stats import RequestStats
 from app.server_names import host_port
-from app.storage.sessions import GB
+from app.storage.retention import GB
 from app.storage.store import Store
 
 log = logging.getLogger(__name__)

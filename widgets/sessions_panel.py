@@ -28,15 +28,12 @@ from PySide6.QtWidgets import (
 )
 
 from app.runtime import Runtime
+from app.storage.retention import GB, RetentionPlan, db_usage, retention_plan
 from app.storage.sessions import (
-    GB,
-    RetentionPlan,
     SessionInfo,
-    db_usage,
     delete_session,
     list_sessions,
     rename_session,
-    retention_plan,
     set_session_note,
 )
 from widgets.background import run_in_thread

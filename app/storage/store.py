@@ -33,8 +33,8 @@ from typing import Any, TypeVar
 import sqlite_utils
 
 from app.records import AlertEvent, Event, Health, Labels, Record, RequestRecord, Sample, labels_json
+from app.storage.retention import trim_to_size
 from app.storage.schema import migrate
-from app.storage.sessions import trim_to_size
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

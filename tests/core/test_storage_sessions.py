@@ -10,15 +10,13 @@ import pytest
 from app.config import config_path, load_settings
 from app.records import Sample
 from app.runtime import Runtime
+from app.storage.retention import db_usage, retention_plan, trim_to_size
 from app.storage.sessions import (
     SessionError,
-    db_usage,
     delete_session,
     list_sessions,
     rename_session,
-    retention_plan,
     set_session_note,
-    trim_to_size,
 )
 from app.storage.store import DAY, Store, connect
 from collectors.system import SystemCollector
