@@ -12,10 +12,9 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from app.storage.sessions import SessionInfo
+import sqlite_utils
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +35,15 @@ class DbUsage:
     bytes_per_row: dict[str, float]
 
 
+class _Span(Protocol):
+    """Anything with a start and an (optional) end, like a session."""
+
+    @property
+    def started(self) -> float: ...
+    @property
+    def ended(self) -> float | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RetentionPlan:
     """What the next retention pass will delete: everything stamped before ``cutoff``.
@@ -50,7 +58,7 @@ class RetentionPlan:
     max_bytes: int | None
     usage: DbUsage
 
-    def effect(self, session: SessionInfo) -> str:
+    def effect(self, session: _Span) -> str:
         """``"all"``, ``"part"`` (its data before the cutoff) or ``""`` for one session."""
         if self.cutoff is None or session.started >= self.cutoff:
             return ""
@@ -157,4 +165,22 @@ def trim_to_size(conn: sqlite3.Connection, max_bytes: int, now: float,
             break  # what is left is all newer than the cutoff: nothing more to gain
     if deleted:
         log.info("size retention: deleted %d rows to stay under %.2f GB", deleted, max_bytes / GB)
+    return deleted
+
+
+def delete_older_than(db: sqlite_utils.Database, cutoff: float) -> int:
+    """Delete samples, requests, events, alert events and ended sessions stamped before
+    ``cutoff``; returns the rows deleted. Runs on the store's writer thread."""
+    deleted = 0
+    conn = db.conn
+    series_ids = [row[0] for row in conn.execute("SELECT id FROM series")]
+    for series_id in series_ids:  # one short transaction per series keeps readers flowing
+        with db.atomic():
+            deleted += conn.execute(
+                "DELETE FROM samples WHERE series_id=? AND ts<?", (series_id, cutoff)).rowcount
+    with db.atomic():
+        deleted += conn.execute("DELETE FROM requests WHERE ts_start<?", (cutoff,)).rowcount
+        deleted += conn.execute("DELETE FROM events WHERE ts<?", (cutoff,)).rowcount
+        deleted += conn.execute("DELETE FROM alert_events WHERE ts<?", (cutoff,)).rowcount
+        conn.execute("DELETE FROM sessions WHERE ended IS NOT NULL AND ended<?", (cutoff,))
     return deleted

@@ -33,13 +33,11 @@ from typing import Any, TypeVar
 import sqlite_utils
 
 from app.records import AlertEvent, Event, Health, Labels, Record, RequestRecord, Sample, labels_json
-from app.storage.retention import trim_to_size
+from app.storage.retention import DAY, delete_older_than, trim_to_size
 from app.storage.schema import migrate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-DAY = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,19 +324,7 @@ class Store:
 
     def apply_retention_now(self, keep_days: float) -> int:
         """Retention on the writer thread; returns the number of rows deleted."""
-        cutoff = self.clock() - keep_days * DAY
-        deleted = 0
-        conn = self._db.conn
-        series_ids = [row[0] for row in conn.execute("SELECT id FROM series")]
-        for series_id in series_ids:  # one short transaction per series keeps readers flowing
-            with self._db.atomic():
-                deleted += conn.execute(
-                    "DELETE FROM samples WHERE series_id=? AND ts<?", (series_id, cutoff)).rowcount
-        with self._db.atomic():
-            deleted += conn.execute("DELETE FROM requests WHERE ts_start<?", (cutoff,)).rowcount
-            deleted += conn.execute("DELETE FROM events WHERE ts<?", (cutoff,)).rowcount
-            deleted += conn.execute("DELETE FROM alert_events WHERE ts<?", (cutoff,)).rowcount
-            conn.execute("DELETE FROM sessions WHERE ended IS NOT NULL AND ended<?", (cutoff,))
+        deleted = delete_older_than(self._db, self.clock() - keep_days * DAY)
         if deleted:
             log.info("retention: deleted %d rows older than %.1f days", deleted, keep_days)
         return deleted

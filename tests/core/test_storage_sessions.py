@@ -10,7 +10,7 @@ import pytest
 from app.config import config_path, load_settings
 from app.records import Sample
 from app.runtime import Runtime
-from app.storage.retention import db_usage, retention_plan, trim_to_size
+from app.storage.retention import DAY, db_usage, retention_plan, trim_to_size
 from app.storage.sessions import (
     SessionError,
     delete_session,
@@ -18,7 +18,7 @@ from app.storage.sessions import (
     rename_session,
     set_session_note,
 )
-from app.storage.store import DAY, Store, connect
+from app.storage.store import Store, connect
 from collectors.system import SystemCollector
 from tests.support import count, query, wait_until
 from tests.support.session_data import HOSTILE, MODELS, SERVER, record_session
