@@ -12,6 +12,34 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+MAX_LABEL_CHARS = 256
+"""Longest metric name, label key or label value, and short text field (server, model,
+endpoint...) llmmon keeps; longer ones are cut (see docs/metrics.md, Bounds)."""
+MAX_MESSAGE_CHARS = 4096
+"""Longest event, alert or error message kept."""
+MAX_CONTENT_CHARS = 1_000_000
+"""Longest stored prompt or response text (the proxy's own cap is lower, 16 384 by default)."""
+
+
+def clean_text(text: str, limit: int = MAX_LABEL_CHARS) -> str:
+    """``text`` as valid Unicode (a lone UTF-16 surrogate, which UTF-8 cannot encode, becomes
+    U+FFFD) and at most ``limit`` characters (a cut text ends in ``…``).
+
+    >>> clean_text("x \\ud83d") == "x \\ufffd"
+    True
+    >>> clean_text("abcdef", 4)
+    'abc…'
+    """
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # Through UTF-16 with surrogatepass: a valid pair of surrogates becomes its one
+            # character again, a lone one becomes U+FFFD.
+            text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 Labels = tuple[tuple[str, str], ...]
 """Labels as a sorted tuple of ``(key, value)`` pairs: hashable, canonical, cheap to compare."""
 

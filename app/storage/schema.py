@@ -6,7 +6,9 @@ Add a migration by appending a function to ``MIGRATIONS``; never edit a released
 """
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 import sqlite_utils
 
@@ -58,7 +60,13 @@ def _v2_events_and_notes(db: sqlite_utils.Database) -> None:
     db.table("events").create_index(["ts"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_events_and_notes]
+def _v3_session_pid(db: sqlite_utils.Database) -> None:
+    """Sessions remember the process recording them, so the next start can tell a session left
+    "recording" by a crash (its process is gone) from one another llmmon is recording."""
+    db["sessions"].add_column("pid", int)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_events_and_notes, _v3_session_pid]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -69,17 +77,60 @@ def schema_version(db: sqlite_utils.Database) -> int:
     return int(row[0]) if row else 0
 
 
-class SchemaTooNew(RuntimeError):
+class DatabaseRefused(RuntimeError):
+    """llmmon will not use this file. ``str()`` is the one paragraph the user is shown: which
+    file, what is wrong, that nothing was changed, and what to do."""
+
+    def __init__(self, path: Path | str, problem: str, advice: str = "") -> None:
+        self.path = Path(path)
+        self.problem = problem
+        advice = advice or (
+            f"Move the file aside (for example rename it to {self.path.name}.broken) and llmmon "
+            "starts a new, empty database in its place, or choose another file with --db PATH "
+            "(or the LLMMON_DB environment variable).")
+        super().__init__(f"llmmon cannot use the database {self.path}: {problem}. "
+                         f"Nothing in the file was changed. {advice}")
+
+
+class SchemaTooNew(DatabaseRefused):
     """The file was written by a newer llmmon; opening it would risk its data."""
 
+    def __init__(self, path: Path | str, version: int) -> None:
+        super().__init__(path, f"it was written by a newer llmmon (database schema version {version}; "
+                               f"this llmmon knows versions up to {SCHEMA_VERSION})",
+                         "Open it with that newer llmmon, or keep it and choose another file for this "
+                         "one with --db PATH (or the LLMMON_DB environment variable).")
 
-def migrate(db: sqlite_utils.Database, target: int = SCHEMA_VERSION) -> int:
-    """Bring ``db`` forward to ``target``; returns the version it started from."""
-    start = schema_version(db)
-    if start > SCHEMA_VERSION:
-        raise SchemaTooNew(
-            f"database schema version {start} is newer than this llmmon ({SCHEMA_VERSION})"
-        )
+
+def problem_of(exc: sqlite3.Error) -> str:
+    """What an SQLite error met while opening a file means, in the user's words."""
+    text = str(exc)
+    if "not a database" in text:
+        return f"it is not an SQLite database, or its first page is damaged (SQLite: {text})"
+    if "malformed" in text or "corrupt" in text:
+        return f"the file is damaged (SQLite: {text})"
+    if "locked" in text or "busy" in text:
+        return f"another program holds a lock on it (SQLite: {text})"
+    return f"SQLite cannot read it ({text})"
+
+
+def check_schema(db: sqlite_utils.Database, path: Path | str) -> int:
+    """The file's schema version; raises :class:`DatabaseRefused` when llmmon must not touch it
+    (a newer version, or another program's database)."""
+    version = schema_version(db)
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(path, version)
+    if version == 0 and (tables := [t for t in db.table_names() if not t.startswith("sqlite_")]):
+        raise DatabaseRefused(path, "it is another program's SQLite database (tables "
+                                    f"{', '.join(tables[:5])}{'...' if len(tables) > 5 else ''}; "
+                                    "no llmmon schema)")
+    return version
+
+
+def migrate(db: sqlite_utils.Database, target: int = SCHEMA_VERSION, path: Path | str = "") -> int:
+    """Bring ``db`` forward to ``target``; returns the version it started from. Raises
+    :class:`DatabaseRefused` (see :func:`check_schema`) without changing the file."""
+    start = check_schema(db, path or "(this database)")
     for version in range(start + 1, target + 1):
         with db.atomic():  # one transaction per step: a crash leaves N-1 intact
             if version == 1:
