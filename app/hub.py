@@ -1,10 +1,12 @@
 """The hub: the only place that fans records out.
 
 Collectors (through the scheduler), the proxy and the prompt test panel publish records here;
-the hub hands them to the store, to the live ring buffers, keeps the latest health per source,
-and calls subscribers (the request statistics; the alert engine reads the buffers on its own
-tick). Subscribers run on the publishing thread: they must be quick and thread-safe. The GUI
-subscribes to nothing: it reads the buffers and ``health`` on its own UI timer.
+the hub checks them against the bounds (:mod:`app.bounds`), hands them to the store, to the
+live ring buffers, keeps the latest health per source, and calls subscribers (the request
+statistics; the alert engine reads the buffers on its own tick). Subscribers run on the
+publishing thread: they must be quick and thread-safe. A consumer that raises loses that batch
+only; the failure is counted in :attr:`Hub.faults` and logged once per kind. The GUI subscribes
+to nothing: it reads the buffers, ``health`` and :meth:`Hub.dropped` on its own UI timer.
 
 To monitor a new kind of source, add its collector to :func:`default_collectors` — one line.
 """
@@ -15,8 +17,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from app.bounds import Bounds
 from app.buffers import LiveBuffers
 from app.config import Settings
+from app.faults import Faults
 from app.records import Health, Record, Sample
 from app.scheduler import Scheduler
 from app.storage.store import Store
@@ -50,6 +54,8 @@ class Hub:
         self.buffers = buffers or LiveBuffers()
         self.clock = clock
         self.scheduler = Scheduler(self.publish, clock)
+        self.bounds = Bounds(clock=clock)
+        self.faults = Faults("hub")
         self.health: dict[str, Health] = {}
         self._subscribers: list[Subscriber] = []
         self._lock = threading.Lock()
@@ -71,20 +77,34 @@ class Hub:
         return unsubscribe
 
     def publish(self, records: list[Record]) -> None:
-        """Hand a batch of records to every consumer. Thread-safe."""
+        """Check a batch against the bounds and hand it to every consumer. Thread-safe; never
+        raises."""
         if not records:
             return
+        records = self.bounds.check(records)
         if self.store is not None:
-            self.store.put(records)
-        self.buffers.add(r for r in records if isinstance(r, Sample))
+            self._deliver("the store", self.store.put, records)
+        self._deliver("the live buffers", self.buffers.add, [r for r in records if isinstance(r, Sample)])
         for r in records:
             if isinstance(r, Health):
                 self.health[r.source] = r
         for fn in self._subscribers:  # copy-on-write list: no lock needed to iterate
-            try:
-                fn(records)
-            except Exception:
-                log.exception("subscriber %r failed", fn)
+            self._deliver(f"subscriber {getattr(fn, '__qualname__', type(fn).__qualname__)}", fn, records)
+
+    def _deliver(self, who: str, fn: Callable[[list[Record]], object], records: list[Record]) -> None:
+        try:
+            fn(records)
+        except Exception as exc:
+            self.faults.record(f"{type(exc).__name__} in {who}", exc, n=len(records))
+
+    def dropped(self) -> str:
+        """What was dropped on the way in, by reason (``""`` when nothing): the bounds, and
+        batches a consumer failed on."""
+        return ", ".join(s for s in (self.bounds.faults.summary(), self.faults.summary()) if s)
+
+    def failure(self) -> str:
+        """Why a thread that must run has stopped (``""`` while all run)."""
+        return self.scheduler.failure()
 
     def start(self) -> None:
         self.scheduler.start()

@@ -5,7 +5,11 @@ is drift-free (the next poll is scheduled from the previous deadline, not from "
 poll's outcome becomes a :class:`~app.records.Health` record, an ``llmmon_source_up`` sample
 and, when the state changes, an :class:`~app.records.Event`. What a poll returns is checked:
 anything that is not a record, or a sample whose value is not a finite number, is dropped and
-logged once per collector rather than passed on.
+logged once per collector rather than passed on (the hub's bounds, :mod:`app.bounds`, judge the
+values further).
+A collector thread survives any exception: it is counted in :attr:`Scheduler.faults` (logged
+once per kind) and the collector backs off; if a thread ends anyway, :meth:`Scheduler.failure`
+says which.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+from app.faults import Faults
 from app.records import RECORD_TYPES, Event, Health, HealthState, Record, Sample, labels_of
 from collectors.base import Collector
 
@@ -63,8 +68,10 @@ class _Runner:
     """The thread and bookkeeping of one collector."""
 
     def __init__(self, collector: Collector, publish: Publish, stop: threading.Event,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], faults: Faults) -> None:
         self.collector = collector
+        self.faults = faults
+        self.died = ""  # why the thread ended while the scheduler still runs
         self.publish = publish
         self.stop = stop
         self.clock = clock
@@ -75,9 +82,21 @@ class _Runner:
                                        daemon=True)
 
     def run(self) -> None:
+        try:
+            self.loop()
+        except BaseException as exc:  # noqa: BLE001 - whatever it was, the user must see it
+            self.died = f"collector {self.collector.name} stopped ({type(exc).__name__}: {exc})"
+            log.error("%s", self.died)
+            log.info("traceback of the stop of collector %s", self.collector.name, exc_info=exc)
+
+    def loop(self) -> None:
         next_at = time.monotonic()
         while not self.stop.is_set():
-            self.poll_once()
+            try:
+                self.poll_once()
+            except Exception as exc:  # a bug around the poll: count it, back off, go on
+                self.faults.record(f"{type(exc).__name__} in collector {self.collector.name}", exc)
+                self.failures += 1
             delay = backoff_delay(self.collector, self.failures)
             next_at += delay
             now = time.monotonic()
@@ -123,8 +142,8 @@ class _Runner:
             self.state = health.state
         try:
             self.publish(records)
-        except Exception:
-            log.exception("publishing records of %s failed", c.name)
+        except Exception as exc:
+            self.faults.record(f"{type(exc).__name__} publishing records of {c.name}", exc, n=len(records))
 
 
 class Scheduler:
@@ -133,6 +152,7 @@ class Scheduler:
     def __init__(self, publish: Publish, clock: Callable[[], float] = time.time) -> None:
         self.publish = publish
         self.clock = clock
+        self.faults = Faults("scheduler")
         self._stop = threading.Event()
         self._runners: dict[str, _Runner] = {}
         self._started = False
@@ -154,7 +174,7 @@ class Scheduler:
             if self._stop.is_set():  # added during shutdown: never started, nothing to join
                 collector.close()
                 return
-            runner = _Runner(collector, self.publish, self._stop, self.clock)
+            runner = _Runner(collector, self.publish, self._stop, self.clock, self.faults)
             self._runners[collector.name] = runner
             if self._started:
                 runner.thread.start()
@@ -182,6 +202,10 @@ class Scheduler:
             log.error("collector thread(s) did not stop in time: %s", ", ".join(stuck))
         self._started = False
         return stuck
+
+    def failure(self) -> str:
+        """Which collector threads ended while they should run, and why (``""`` if none)."""
+        return "; ".join(r.died for r in self._snapshot() if r.died and not self._stop.is_set())
 
     def threads(self) -> list[threading.Thread]:
         return [r.thread for r in self._snapshot()]
