@@ -44,29 +44,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(args_list)
 
 
+EXIT_REFUSED = 2     # the database file cannot be used (the message says why and what to do)
+EXIT_STOPPED = 3     # recording stopped by itself (a thread that must not die died)
+
+
 def run_headless(args: argparse.Namespace) -> int:
     from app.runtime import Runtime
 
     runtime = Runtime.create(args.db, session_name=args.session_name)
     runtime.start()
-    runtime.record_until_signalled()
-    return 0
+    return EXIT_STOPPED if runtime.record_until_signalled() else 0
+
+
+def show_refusal(message: str) -> None:
+    """The refusal in a dialog, for users who started the GUI from a menu (no terminal)."""
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    _app = QApplication.instance() or QApplication(sys.argv[:1])
+    QMessageBox.critical(None, "llmmon cannot open its database", message)
 
 
 def main(argv: list[str] | None = None) -> int:
     from app.logs import setup_logging
+    from app.storage.schema import DatabaseRefused
 
     args = parse_args(argv)
     args.started_at = STARTED_AT
     setup_logging()
-    if getattr(args, "handler", None) is not None:
-        code: int = args.handler(args)  # a subcommand (export, proxy, ...): its exit status
-        return code
-    if args.headless:
-        return run_headless(args)
-    from widgets.application import run_gui
+    try:
+        if getattr(args, "handler", None) is not None:
+            code: int = args.handler(args)  # a subcommand (export, proxy, ...): its exit status
+            return code
+        if args.headless:
+            return run_headless(args)
+        from widgets.application import run_gui
 
-    return run_gui(args)
+        try:
+            return run_gui(args)
+        except DatabaseRefused as exc:
+            print(exc, file=sys.stderr)
+            show_refusal(str(exc))
+            return EXIT_REFUSED
+    except DatabaseRefused as exc:  # the message is the whole story: no traceback
+        print(exc, file=sys.stderr)
+        return EXIT_REFUSED
 
 
 def run() -> None:

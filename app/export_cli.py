@@ -16,12 +16,18 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import sqlite_utils
+
 from app.config import db_path
 from app.export import CsvExport, ExportCancelled, ExportRequest
+from app.storage.schema import DatabaseRefused, check_schema, problem_of
 from app.storage.sessions import SessionError, resolve_session
 from app.storage.store import connect
 
 log = logging.getLogger(__name__)
+
+EXPORT_NEEDS_VERSION = 2
+"""The schema version that added the events table, the newest table export reads."""
 
 
 def parse_time(text: str) -> float:
@@ -66,6 +72,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help="database file")
 
 
+def check_exportable(conn: sqlite3.Connection, path: Path) -> None:
+    """Raise :class:`DatabaseRefused` unless the file is an llmmon database this version can
+    read (not newer, not another program's, not too old to have every table export reads)."""
+    version = check_schema(sqlite_utils.Database(conn), path)
+    if version == 0:
+        raise DatabaseRefused(path, "it holds no llmmon data (an empty SQLite file)",
+                              "Choose the file llmmon records into with --db PATH (or LLMMON_DB).")
+    if version < EXPORT_NEEDS_VERSION:
+        raise DatabaseRefused(path, f"it was written by an older llmmon (database schema version {version})",
+                              "Open it once with this llmmon (for example: main.py --headless --db PATH, "
+                              "then Ctrl-C) to bring it up to date, then export again.")
+
+
 def run(args: argparse.Namespace) -> int:
     path = db_path(getattr(args, "db", None))
     if not path.exists():
@@ -73,13 +92,20 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         conn = connect(path, readonly=True)
-        session_id = resolve_session(conn, args.session)
-    except SessionError as exc:
-        print(f"llmmon export: {exc}", file=sys.stderr)
-        return 2
     except sqlite3.Error as exc:
-        print(f"llmmon export: cannot read {path}: {exc}", file=sys.stderr)
-        return 1
+        print(DatabaseRefused(path, problem_of(exc)), file=sys.stderr)
+        return 2
+    try:
+        check_exportable(conn, path)
+        session_id = resolve_session(conn, args.session)
+    except (SessionError, DatabaseRefused, sqlite3.Error) as exc:
+        conn.close()
+        if isinstance(exc, SessionError):
+            print(f"llmmon export: {exc}", file=sys.stderr)
+        else:  # the refusal paragraph says which file, what is wrong and what to do
+            print(exc if isinstance(exc, DatabaseRefused) else DatabaseRefused(path, problem_of(exc)),
+                  file=sys.stderr)
+        return 2
     request = ExportRequest(session_id, args.out.expanduser(), args.t_from, args.t_to,
                             args.metrics, args.resolution)
     job = CsvExport(conn, request)

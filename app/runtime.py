@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,15 +88,27 @@ class Runtime:
         self.store.close()
         log.info("stopped; database flushed")
 
-    def record_until_signalled(self, label: str = "llmmon") -> None:
+    def failure(self) -> str:
+        """Why recording stopped although the app runs (the database writer or a collector
+        thread ended); ``""`` while everything records."""
+        return "; ".join(f for f in (self.store.failure, self.hub.failure()) if f)
+
+    def record_until_signalled(self, label: str = "llmmon") -> str:
         """Headless use: record until Ctrl-C or SIGTERM, then stop with everything written.
-        The runtime must already be started; call from the main thread."""
+        Returns ``""``, or why it stopped early: a thread that must not die died (the caller
+        exits non-zero). The runtime must already be started; call from the main thread."""
         stop = threading.Event()
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         print(f"{label}: recording to {self.store.path} (session {self.store.session_id}); "
               "Ctrl-C to stop", flush=True)
+        failure = ""
         while not stop.wait(0.5):  # short waits keep the main thread responsive to signals
-            pass
+            if failure := self.failure():
+                break
         self.stop()
-        print(f"{label}: stopped, all data written", flush=True)
+        if failure:
+            print(f"{label}: recording stopped: {failure}", file=sys.stderr, flush=True)
+        else:
+            print(f"{label}: stopped, all data written", flush=True)
+        return failure

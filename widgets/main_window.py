@@ -32,6 +32,8 @@ from widgets.timeseries_plot import TimeSeriesPlot
 from widgets.vllm_panel import VllmPanel
 
 REDRAW_MS = 1000
+RED = "color: #D55E00; font-weight: bold"
+ORANGE = "color: #E69F00; font-weight: bold"
 
 P = TypeVar("P", bound=Panel)
 
@@ -182,17 +184,28 @@ class MainWindow(QMainWindow):
         session = store.session_id
         self.db_label.setText(f"Database: {store.path}    Session: "
                               f"{session if session is not None else 'stopped (not recording)'}")
+        self._show_store_status()
+
+    def _show_store_status(self) -> None:
+        """Red when recording stopped or writes fail; the drop counts (values outside the bounds,
+        records the database could not take) with their reasons in the tooltip."""
+        store, hub = self.runtime.store, self.runtime.hub
         status = store.status
-        if session is None:
-            self.store_label.setText("Not recording: start a new session in the Sessions tab")
-            self.store_label.setStyleSheet("color: #E69F00; font-weight: bold")
+        failure = self.runtime.failure()
+        dropped = ", ".join(s for s in (hub.dropped(), status.drops) if s)
+        n_dropped = status.dropped_rows + hub.bounds.faults.total + hub.faults.total
+        drops = f" · {n_dropped:,} dropped values" if n_dropped else ""
+        if failure:
+            text, style = f"Recording stopped: {failure}. Restart llmmon (details in its log)", RED
+        elif store.session_id is None:
+            text, style = "Not recording: start a new session in the Sessions tab", ORANGE
         elif status.ok:
-            self.store_label.setText(f"{status.written_rows:,} rows written")
-            self.store_label.setStyleSheet("")
+            text, style = f"{status.written_rows:,} rows written{drops}", ""
         else:
-            self.store_label.setText(f"Database error: {status.error} "
-                                     f"({status.pending_rows:,} rows waiting)")
-            self.store_label.setStyleSheet("color: #D55E00; font-weight: bold")
+            text, style = f"Database error: {status.error} ({status.pending_rows:,} rows waiting){drops}", RED
+        self.store_label.setText(text)
+        self.store_label.setStyleSheet(style)
+        self.store_label.setToolTip(f"Dropped: {dropped}. See docs/metrics.md, Bounds." if dropped else "")
 
     # ------------------------------------------------------------------ state
     def _restore_state(self) -> None:
