@@ -98,7 +98,9 @@ class OllamaCollector(ServerCollector):
                 out.append(Sample(metric, value, now, labels))
 
         size, vram = _number(entry.get("size")), _number(entry.get("size_vram"))
-        share = vram / size if size and vram is not None else None
+        # A share needs a positive size and a VRAM part within it; anything else is garbage
+        # (the hub's bounds would drop it; here it also stays out of the model's text).
+        share = vram / size if size and size > 0 and vram is not None and 0 <= vram <= size else None
         add("ollama_model_size_bytes", size)
         add("ollama_model_vram_bytes", vram)
         add("ollama_model_gpu_share_ratio", share)

@@ -42,31 +42,43 @@ def parse_scrape(text: str, prefix: str | tuple[str, ...] = "") -> Scrape:
     """Parse Prometheus exposition text with ``prometheus_client``'s parser.
 
     Only metrics whose name starts with ``prefix`` (or one of several) are kept; filtering the
-    lines first spares the parser, the costly part, the lines nobody reads.
+    lines first spares the parser, the costly part, the lines nobody reads. Only finite values
+    are kept (``NaN`` means "no value" in the format; llmmon charts numbers).
 
     Raises:
-        ValueError: the text is not Prometheus exposition format.
+        ValueError: the text is not Prometheus exposition format (whatever the parser raised:
+            it has its own ways of failing on garbage, and callers need only this one).
     """
     if prefix:
         prefixes = (prefix,) if isinstance(prefix, str) else prefix
         keep = prefixes + tuple(meta + p for meta in _META_PREFIXES for p in prefixes)
         text = "\n".join(line for line in text.splitlines() if line.startswith(keep))
     scrape: Scrape = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            scrape[(sample.name, labels_of(sample.labels))] = float(sample.value)
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                value = float(sample.value)
+                if math.isfinite(value):
+                    scrape[(sample.name, labels_of(sample.labels))] = value
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
     return scrape
 
 
 def counter_increase(previous: float, current: float) -> float:
     """How much a counter grew between two reads; a drop means it was reset to zero since.
+    Never negative: a counter below zero is garbage and counts as no increase.
 
     >>> counter_increase(100.0, 130.0)
     30.0
     >>> counter_increase(100.0, 7.0)  # the server restarted and has counted 7 since
     7.0
+    >>> counter_increase(100.0, -5e6)
+    0.0
     """
-    return current - previous if current >= previous else current
+    return max(0.0, current - previous if current >= previous else current)
 
 
 def counter_rate(previous: float, current: float, elapsed_s: float) -> float | None:
@@ -78,7 +90,10 @@ def counter_rate(previous: float, current: float, elapsed_s: float) -> float | N
 
 
 def _bound(text: str) -> float:
-    return math.inf if text in ("+Inf", "Inf", "inf") else float(text)
+    bound = math.inf if text in ("+Inf", "Inf", "inf") else float(text)
+    if math.isnan(bound):
+        raise ValueError("NaN bucket bound")
+    return bound
 
 
 def histogram_buckets(scrape: Scrape, name: str, keep: Iterable[str] | None = None) -> dict[Labels, Buckets]:
