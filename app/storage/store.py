@@ -145,7 +145,8 @@ class Store:
         self.max_pending_rows = max_pending_rows
         self.clock = clock
         self.session_id: int | None = None
-        self.faults = Faults("store writer")  # the rows dropped, by why
+        self.faults = Faults("store writer")  # the records dropped, by why
+        self.nulled = Faults("store writer", log, logging.WARNING)  # fields stored as NULL, by why
         self._status = StoreStatus()
         self._failure = ""
         self._queue: queue.SimpleQueue[list[Record] | _Command | object] = queue.SimpleQueue()
@@ -222,7 +223,7 @@ class Store:
     @property
     def status(self) -> StoreStatus:
         s = self._status
-        drops = self.faults.summary()
+        drops = ", ".join(x for x in (self.faults.summary(), self.nulled.summary()) if x)
         if self._failure:
             return replace(s, ok=False, error=self._failure, stopped=True,
                            dropped_rows=self.faults.total, drops=drops)
@@ -345,7 +346,7 @@ class Store:
         out: list[Row] = []
         for record in records:
             try:
-                out.append(row_of(record, self.faults.record))
+                out.append(row_of(record, self.nulled.record))
             except Rejected as exc:
                 self.faults.record(str(exc), detail=repr(record)[:300])
             except Exception as exc:
