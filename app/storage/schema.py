@@ -123,7 +123,9 @@ def check_schema(db: sqlite_utils.Database, path: Path | str) -> int:
     if version == 0 and (tables := [t for t in db.table_names() if not t.startswith("sqlite_")]):
         raise DatabaseRefused(path, "it is another program's SQLite database (tables "
                                     f"{', '.join(tables[:5])}{'...' if len(tables) > 5 else ''}; "
-                                    "no llmmon schema)")
+                                    "no llmmon schema)",
+                              "Leave it to that program and choose a file for llmmon with --db PATH "
+                              "(or the LLMMON_DB environment variable), or start without --db.")
     return version
 
 

@@ -43,7 +43,7 @@ from app.faults import Faults
 from app.records import Health, Labels, Record, Sample, clean_text, labels_json
 from app.storage.retention import DAY, delete_older_than, trim_to_size
 from app.storage.rows import Rejected, Row, row_of
-from app.storage.schema import DatabaseRefused, migrate, problem_of
+from app.storage.schema import DatabaseRefused, check_schema, migrate, problem_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,19 +83,22 @@ _STOP = object()
 def connect(path: Path | str, *, readonly: bool = False, busy_timeout_s: float = 5.0) -> sqlite3.Connection:
     """A connection configured the way every llmmon connection is (WAL, busy timeout)."""
     if readonly:
-        conn = sqlite3.connect(f"file:{Path(path).as_posix()}?mode=ro", uri=True,
+        return sqlite3.connect(f"file:{Path(path).as_posix()}?mode=ro", uri=True,
                                check_same_thread=False, timeout=busy_timeout_s)
-    else:
-        conn = sqlite3.connect(str(path), check_same_thread=False, timeout=busy_timeout_s)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode is durable against application crashes (kill -9); only an OS
-            # crash can lose the last transactions, never corrupt the file.
-            conn.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.Error:
-            conn.close()
-            raise
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=busy_timeout_s)
+    try:
+        _configure_for_writing(conn)
+    except sqlite3.Error:
+        conn.close()
+        raise
     return conn
+
+
+def _configure_for_writing(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode is durable against application crashes (kill -9); only an OS
+    # crash can lose the last transactions, never corrupt the file.
+    conn.execute("PRAGMA synchronous=NORMAL")
 
 
 def _database_level(exc: BaseException) -> bool:
@@ -160,11 +163,13 @@ class Store:
         except OSError as exc:
             raise DatabaseRefused(self.path, f"its folder cannot be created ({exc.strerror or exc})") from None
         try:
-            conn = connect(self.path, busy_timeout_s=busy_timeout_s)
+            conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=busy_timeout_s)
         except sqlite3.Error as exc:
             raise DatabaseRefused(self.path, problem_of(exc)) from None
         db = sqlite_utils.Database(conn)
         try:
+            check_schema(db, self.path)  # before anything writes: a refused file stays as it was
+            _configure_for_writing(conn)
             migrate(db, path=self.path)
             close_interrupted_sessions(db)
         except DatabaseRefused:
