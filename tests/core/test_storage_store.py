@@ -7,15 +7,19 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlite_utils
 
 from app.records import AlertEvent, Event, RequestRecord, Sample, labels_of
 from app.storage.schema import SCHEMA_VERSION, SchemaTooNew, migrate, schema_version
 from app.storage.store import Store
+from tests.sim.upstream import SimUpstream
 from tests.support import count, query, wait_until
+from tests.support.headless import Headless, free_port, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -219,3 +223,65 @@ def test_nothing_is_written_while_no_session_records(store: Store, db_file: Path
     store.put([Sample("x", 2.0, 2.0)])
     store.flush()
     assert query(db_file, "SELECT session_id, value FROM samples") == [(store.session_id, 2.0)]
+
+
+KILLS = 20
+FLUSH_S = 1.0  # the store's default flush interval, which --headless uses
+
+
+def _keep_sending(port: int, finished: list[float], stop: threading.Event) -> None:
+    """A client sending requests through the proxy one after another; notes when each finished."""
+    with httpx.Client(timeout=5) as http:
+        while not stop.is_set():
+            try:
+                http.post(f"http://127.0.0.1:{port}/api/generate",
+                          json={"model": "llama3.2", "prompt": "hi", "stream": False})
+            except httpx.HTTPError:
+                return  # the proxy died with the process
+            finished.append(time.monotonic())
+
+
+def test_kill_9_under_proxy_and_collector_load_loses_at_most_one_flush_interval(db_file: Path) -> None:
+    """20 times: --headless records system samples and proxied requests from a client that keeps
+    sending, then is killed with SIGKILL. Each time the file passes PRAGMA integrity_check, and
+    every request the client saw finish more than one flush interval before the kill is stored
+    (what the last interval held may be lost: that is the flush interval's promise)."""
+    with SimUpstream() as up:
+        port = free_port()
+        write_config(f'[general]\ndiscover_local = false\nsystem_interval_s = 0.25\n\n[proxy]\nenabled = true\n\n'
+                     f'[[proxy.routes]]\nupstream = "{up.url}"\nlisten = {port}\nkind = "ollama"\n')
+        figures = []
+        for _ in range(KILLS):
+            rows_before = count(db_file, "requests") if db_file.exists() else 0
+            headless = Headless(db_file)
+            finished: list[float] = []
+            stop = threading.Event()
+            sender = threading.Thread(target=_keep_sending, args=(port, finished, stop))
+            sender.start()
+            try:
+                # Under load for two flush intervals, with rows being committed: then kill.
+                wait_until(lambda: len(finished) > 1 and finished[-1] - finished[0] > 2 * FLUSH_S,  # noqa: B023
+                           timeout=30, what="two flush intervals of proxied requests")
+                wait_until(lambda: count(db_file, "requests") > rows_before, timeout=30,  # noqa: B023
+                           what="proxied requests being written")
+                killed_at = time.monotonic()
+                os.kill(headless.proc.pid, signal.SIGKILL)
+                headless.proc.communicate()
+            finally:
+                stop.set()
+                sender.join(10)
+                headless.kill()
+            assert query(db_file, "PRAGMA integrity_check") == [("ok",)]
+            done = [t for t in finished if t <= killed_at]
+            stored = count(db_file, "requests") - rows_before
+            lost = len(done) - stored
+            last_interval = sum(1 for t in done if t > killed_at - FLUSH_S)
+            figures.append((len(done), stored, lost, last_interval))
+            assert 0 <= lost <= last_interval, figures[-1]
+        print("\nkill -9 figures (finished, stored, lost, finished in the last flush interval):", figures)
+        print(f"integrity ok {KILLS}/{KILLS}; lost per kill max {max(f[2] for f in figures)}, "
+              f"mean {sum(f[2] for f in figures) / KILLS:.1f}")
+    # Every crash but the last was closed by the next start; opening once more closes the last.
+    assert query(db_file, "SELECT count(*) FROM sessions WHERE ended IS NULL") == [(1,)]
+    Store(db_file)._db.conn.close()
+    assert query(db_file, "SELECT count(*) FROM sessions WHERE ended IS NULL") == [(0,)]
