@@ -78,6 +78,7 @@ class _Unwritten(Exception):
 
 
 _STOP = object()
+_MAX_CLEAN_KEYS = 100_000  # the fast path's memory of series: beyond, it starts over
 
 
 def connect(path: Path | str, *, readonly: bool = False, busy_timeout_s: float = 5.0) -> sqlite3.Connection:
@@ -155,6 +156,7 @@ class Store:
         self._queue: queue.SimpleQueue[list[Record] | _Command | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._series_ids: dict[tuple[str, Labels], int] = {}
+        self._clean_keys: dict[tuple[str, Labels], tuple[str, Labels]] = {}  # raw → clean name, labels
         self._db = self._open(busy_timeout_s)
 
     def _open(self, busy_timeout_s: float) -> sqlite_utils.Database:
@@ -347,11 +349,25 @@ class Store:
                 deadline = time.monotonic() + self.flush_interval  # no busy loop on a repeat
 
     def _rows(self, records: list[Record]) -> list[Row]:
-        """Rows for the records (see :mod:`app.storage.rows`); the unstorable ones are counted."""
+        """Rows for the records (see :mod:`app.storage.rows`); the unstorable ones are counted.
+
+        Samples of a series already seen with plain float values take a fast path (tens of
+        thousands a second): their cleaned name and labels are remembered per series."""
         out: list[Row] = []
+        keys = self._clean_keys
         for record in records:
             try:
-                out.append(row_of(record, self.nulled.record))
+                if type(record) is Sample and type(record.value) is float and type(record.ts) is float \
+                        and math.isfinite(record.value) and math.isfinite(record.ts):
+                    key = keys.get((record.name, record.labels))
+                    if key is None:
+                        if len(keys) >= _MAX_CLEAN_KEYS:
+                            keys.clear()
+                        row = row_of(record, self.nulled.record)
+                        key = keys[(record.name, record.labels)] = row[1][:2]  # type: ignore[index]
+                    out.append(("samples", (key[0], key[1], record.ts, record.value)))
+                else:
+                    out.append(row_of(record, self.nulled.record))
             except Rejected as exc:
                 self.faults.record(str(exc), detail=repr(record)[:300])
             except Exception as exc:
