@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import fields, replace
+from typing import Any
 
 from app.faults import Faults
 from app.records import MAX_LABEL_CHARS, Event, Labels, Record, RequestRecord, Sample, SeriesKey, clean_text
@@ -161,7 +162,7 @@ class Bounds:
         return False
 
     def _request(self, record: RequestRecord) -> RequestRecord:
-        unset = {}
+        unset: dict[str, Any] = {}  # None: "not measured" (the store writes NULL)
         for name in _REQUEST_NUMBERS:
             value = getattr(record, name)
             if value is None or isinstance(value, bool):

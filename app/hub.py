@@ -84,7 +84,7 @@ class Hub:
         records = self.bounds.check(records)
         if self.store is not None:
             self._deliver("the store", self.store.put, records)
-        self._deliver("the live buffers", self.buffers.add, [r for r in records if isinstance(r, Sample)])
+        self._deliver("the live buffers", lambda rs: self.buffers.add(r for r in rs if isinstance(r, Sample)), records)
         for r in records:
             if isinstance(r, Health):
                 self.health[r.source] = r

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import fields
+from typing import Any
 
 from app.records import (
     MAX_CONTENT_CHARS,
@@ -41,7 +42,7 @@ Note = Callable[[str], None]
 
 SampleRow = tuple[str, Labels, float, float]
 """``(name, labels, ts, value)``: the series id is looked up when the batch is written."""
-Row = tuple[str, SampleRow | dict]
+Row = tuple[str, SampleRow | dict[str, Any]]
 """``(table, row)``."""
 
 
@@ -52,10 +53,7 @@ class Rejected(ValueError):
 def row_of(record: Record, note: Note) -> Row:
     """The table and row for ``record`` (see the module docstring); raises :class:`Rejected`."""
     if isinstance(record, Sample):
-        value = number(record.value)
-        if value is None:
-            raise Rejected("sample value is not a finite number")
-        return "samples", (text(record.name), labels(record.labels), timestamp(record.ts), value)
+        return "samples", sample_row(record)
     if isinstance(record, RequestRecord):
         return "requests", _request_row(record, note)
     if isinstance(record, Event):
@@ -73,6 +71,13 @@ def row_of(record: Record, note: Note) -> Row:
     raise Rejected(f"not a storable record ({type(record).__name__})")
 
 
+def sample_row(sample: Sample) -> SampleRow:
+    value = number(sample.value)
+    if value is None:
+        raise Rejected("sample value is not a finite number")
+    return text(sample.name), labels(sample.labels), timestamp(sample.ts), value
+
+
 def text(value: object, limit: int = MAX_LABEL_CHARS) -> str:
     """Valid, bounded text from a str (or any object's ``str()``)."""
     if not isinstance(value, str):
@@ -83,10 +88,10 @@ def text(value: object, limit: int = MAX_LABEL_CHARS) -> str:
     return clean_text(value, limit)
 
 
-def labels(value: object) -> Labels:
+def labels(value: Any) -> Labels:
     """Canonical labels with clean, bounded keys and values; raises Rejected when malformed."""
     try:
-        pairs = {text(k): text(v) for k, v in value}  # type: ignore[union-attr]
+        pairs = {text(k): text(v) for k, v in value}
     except (TypeError, ValueError):
         raise Rejected("malformed labels") from None
     return tuple(sorted(pairs.items()))
@@ -132,8 +137,8 @@ _REQUEST_STR = {f.name for f in fields(RequestRecord)
                 if f.type in ("str", "str | None")} | set(_REQUEST_TEXT)
 
 
-def _request_row(record: RequestRecord, note: Note) -> dict:
-    row: dict = {}
+def _request_row(record: RequestRecord, note: Note) -> dict[str, Any]:
+    row: dict[str, Any] = {}
     for f in fields(RequestRecord):
         value = getattr(record, f.name)
         if f.name == "ts_start":

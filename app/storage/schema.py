@@ -63,7 +63,7 @@ def _v2_events_and_notes(db: sqlite_utils.Database) -> None:
 def _v3_session_pid(db: sqlite_utils.Database) -> None:
     """Sessions remember the process recording them, so the next start can tell a session left
     "recording" by a crash (its process is gone) from one another llmmon is recording."""
-    db["sessions"].add_column("pid", int)
+    db.table("sessions").add_column("pid", int)
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_events_and_notes, _v3_session_pid]

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import psutil
 import sqlite_utils
@@ -42,7 +42,7 @@ import sqlite_utils
 from app.faults import Faults
 from app.records import Health, Labels, Record, Sample, clean_text, labels_json
 from app.storage.retention import DAY, delete_older_than, trim_to_size
-from app.storage.rows import Rejected, Row, row_of
+from app.storage.rows import Rejected, Row, SampleRow, row_of, sample_row
 from app.storage.schema import DatabaseRefused, check_schema, migrate, problem_of
 
 log = logging.getLogger(__name__)
@@ -363,8 +363,8 @@ class Store:
                     if key is None:
                         if len(keys) >= _MAX_CLEAN_KEYS:
                             keys.clear()
-                        row = row_of(record, self.nulled.record)
-                        key = keys[(record.name, record.labels)] = row[1][:2]  # type: ignore[index]
+                        name, labels, _, _ = sample_row(record)
+                        key = keys[(record.name, record.labels)] = (name, labels)
                     out.append(("samples", (key[0], key[1], record.ts, record.value)))
                 else:
                     out.append(row_of(record, self.nulled.record))
@@ -447,7 +447,7 @@ class Store:
         with self._db.atomic():
             for table, row in rows:
                 if table == "samples":
-                    name, labels, ts, value = row  # type: ignore[misc]
+                    name, labels, ts, value = cast(SampleRow, row)
                     samples.append((sid, self._series_id(name, labels), ts, value))
                 else:
                     dicts[table].append({**row, "session_id": sid})  # type: ignore[dict-item]
