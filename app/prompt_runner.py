@@ -23,7 +23,8 @@ from typing import Any
 
 import httpx
 
-from app.proxy.meter import Meter
+from app.proxy.log_once import log_once
+from app.proxy.meter import ERROR_TEXT_CAP, Meter
 from app.records import Record, RequestRecord
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,11 @@ class PromptRun:
             rec.error_type, rec.error = "timeout", f"no answer within {self.timeout_s:.0f} s ({exc})"
         except (httpx.HTTPError, httpx.StreamError) as exc:
             kind = "upstream_down" if rec.status == 0 else "upstream_disconnect"
-            rec.error_type, rec.error = kind, f"{type(exc).__name__}: {exc}"[:500]
+            rec.error_type, rec.error = kind, f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_CAP]
+        except Exception as exc:  # a bug: the run still ends, recorded, and says why
+            log_once(log, f"prompt.{type(exc).__name__}", "prompt test on %s failed", rec.server, exc_info=True)
+            rec.error_type = "internal_error"
+            rec.error = f"llmmon: internal error ({type(exc).__name__}: {exc})"[:ERROR_TEXT_CAP]
         now = time.perf_counter()
         if self._meter is not None:
             self._meter.finish(now)
@@ -135,10 +140,8 @@ class PromptRun:
             rec.latency_s = now - t0
         if rec.status >= 400 and not rec.error_type:
             rec.error_type = "http"
-        if self.publish is not None:
-            self.publish([rec])
-        if self.on_done is not None:
-            self.on_done(rec)
+        _deliver(self.publish, [rec])
+        _deliver(self.on_done, rec)
 
     async def _stream(self, t0: float) -> None:
         path, body = request_for(self.target, self.request)
@@ -154,3 +157,13 @@ class PromptRun:
                                     keep_text=TEXT_CAP, on_text=self.on_text)
                 async for chunk in response.aiter_raw():
                     self._meter.feed(chunk, time.perf_counter())
+
+
+def _deliver(callback: Callable[[Any], None] | None, value: Any) -> None:
+    """Hand the result on; one receiver failing must not keep it from the other."""
+    if callback is None:
+        return
+    try:
+        callback(value)
+    except Exception:
+        log.exception("prompt test: passing on the result failed")

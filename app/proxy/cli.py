@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 
 from app.config import ProxyRoute, load_settings, parse_listen
+from app.proxy.options import port_problem
 from app.server_names import host_port
 
 
@@ -21,6 +22,8 @@ def listen_arg(text: str) -> tuple[str, int]:
     parsed = parse_listen(text)
     if parsed is None:
         raise argparse.ArgumentTypeError(f"not a port or HOST:PORT: {text!r}")
+    if problem := port_problem(parsed[1]):
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
     return parsed
 
 

@@ -16,11 +16,25 @@ Inference calls (see :func:`~app.proxy.request_body.is_metered`) get a
 ``"timeout"``          no byte from the upstream for ``read_timeout`` s (504 before the
                        headers, a cut connection after)
 ``"cancelled"``        the client went away; the upstream request is closed at once
+``"forbidden_host"``   refused with a 403: the proxy listens on loopback and the ``Host``
+                       header named another host (a web page using DNS rebinding)
+``"internal_error"``   the proxy itself failed on this request (a bug; logged once per
+                       kind): a 500 if nothing was sent yet, else a cut connection
 =====================  ==================================================================
+
+Nothing one request does stops the proxy: every exception ends that request alone, with a
+record that says what happened (a status and an error type).
+
+DNS-rebinding protection: a web page can make a browser send requests to a loopback port
+under a host name it controls. Servers like Ollama refuse a ``Host`` that is not local; the
+proxy replaces the ``Host`` header with the upstream's, so when it listens on loopback it
+checks it first: only ``localhost`` and loopback addresses (``127.0.0.1``, ``[::1]``...),
+with any port (an SSH tunnel or a container's port map changes the port, not the name).
 """
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import time
@@ -31,7 +45,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from app.proxy.meter import Meter
+from app.proxy.log_once import log_once
+from app.proxy.meter import ERROR_TEXT_CAP, Meter
 from app.proxy.options import ForwardOptions
 from app.proxy.request_body import BodyInfo, UsageStripper, inspect_body, is_metered
 from app.records import Record, RequestRecord
@@ -67,6 +82,39 @@ def error_body(path: str, message: str, kind: str, status: int) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
 
 
+def is_loopback_host(header: str | None) -> bool:
+    """Whether a ``Host`` header names this machine by a loopback name: ``localhost`` or a
+    loopback address, with or without a port. No header at all passes (HTTP/1.0; browsers
+    always send one).
+
+    >>> [is_loopback_host(h) for h in ("localhost:11435", "127.0.0.1", "[::1]:8001", "evil.example:11435")]
+    [True, True, True, False]
+    """
+    if not header:
+        return True
+    value = header.strip().lower()
+    if value.startswith("["):
+        name, _, port = value[1:].partition("]")
+        if port and not (port.startswith(":") and _is_port(port[1:])):
+            return False
+    else:
+        name, colon, port = value.partition(":")
+        if colon and not _is_port(port):
+            return False
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 class Forwarder:
     """The request handler of one proxy: one upstream, one connection pool.
 
@@ -76,11 +124,15 @@ class Forwarder:
         session: the pooled upstream client (owned by the caller).
         publish: receives each finished request's record (called on the proxy's loop).
         options: timeouts and opt-ins.
+        check_host: refuse requests whose ``Host`` is not a loopback name (set when the
+            proxy listens on loopback).
     """
 
     def __init__(self, upstream: str, server: str, session: aiohttp.ClientSession,
-                 publish: Callable[[list[Record]], None], options: ForwardOptions) -> None:
+                 publish: Callable[[list[Record]], None], options: ForwardOptions,
+                 check_host: bool = False) -> None:
         self.upstream = upstream.rstrip("/")
+        self.check_host = check_host
         self.server = server
         self.session = session
         self.publish = publish
@@ -100,14 +152,61 @@ class Forwarder:
                                    method=request.method, client=request.remote or "")
             self.active += 1
         try:
+            if self.check_host and not is_loopback_host(request.headers.get("Host")):
+                return await self._refuse_host(request, record)
             return await self._forward(request, record, t0)
         except asyncio.CancelledError:
             self._cancelled(record)
             raise
+        except Exception as exc:  # a bug must cost this request only, never the proxy
+            return self._internal_error(request, record, exc)
         finally:
             if record is not None:
                 self.active -= 1
                 self._finish(record, t0)
+
+    async def _refuse_host(self, request: web.BaseRequest, record: RequestRecord | None) -> web.Response:
+        host = request.headers.get("Host", "")
+        log_once(log, "forward.host", "%s: refused a request for Host %.100r "
+                 "(DNS-rebinding protection: the proxy listens on loopback)", self.server, host,
+                 level=logging.WARNING)
+        message = (f"llmmon proxy: Host {host[:100]!r} is not allowed; this proxy listens on loopback "
+                   "and answers only requests for localhost, 127.0.0.1 or [::1]")
+        if record is not None:
+            record.status, record.error_type, record.error = 403, "forbidden_host", message
+        return await self._send_and_hang_up(request, web.Response(
+            status=403, body=error_body(request.path, message, "forbidden_host", 403),
+            content_type="application/json"))
+
+    @staticmethod
+    async def _send_and_hang_up(request: web.BaseRequest, response: web.Response) -> web.Response:
+        """Send a refusal now and close: aiohttp would otherwise linger for seconds reading
+        the body nobody will use (a slow client holding the connection open)."""
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client is gone as well
+        if request.transport is not None:
+            request.transport.close()
+        return response
+
+    def _internal_error(self, request: web.BaseRequest, record: RequestRecord | None,
+                        exc: Exception) -> web.Response:
+        log_once(log, f"forward.{type(exc).__name__}", "%s %s: the proxy failed on this request",
+                 self.server, request.path, exc_info=True)
+        message = f"llmmon proxy: internal error ({type(exc).__name__}: {exc})"[:ERROR_TEXT_CAP]
+        sent = request.writer.output_size > 0 if request.writer is not None else False
+        if record is not None:
+            record.error_type, record.error = "internal_error", message
+            if not sent:
+                record.status = 500
+        if sent:  # the client has a status already: cut it off so the body is seen incomplete
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response()
+        return web.Response(status=500, body=error_body(request.path, message, "internal_error", 500),
+                            content_type="application/json")
 
     def _finish(self, record: RequestRecord, t0: float) -> None:
         """Fill in what no meter did (no answer came) and publish the record."""
@@ -129,12 +228,7 @@ class Forwarder:
         except TimeoutError:
             response = await self._fail(request, record, 408, "timeout",
                                         f"llmmon proxy: the request body took over {opts.body_timeout:g} s")
-            # Send it now and hang up: aiohttp would otherwise linger, reading the rest.
-            await response.prepare(request)
-            await response.write_eof()
-            if request.transport is not None:
-                request.transport.close()
-            return response
+            return await self._send_and_hang_up(request, response)
         except asyncio.IncompleteReadError:
             if record is not None:  # the client left half-way through its body
                 record.error_type, record.error = "cancelled", "client left while sending its body"
@@ -188,8 +282,8 @@ class Forwarder:
                           upstream.headers.get("Content-Encoding", ""), keep)
         strip = (UsageStripper() if info.usage_added and meter is not None and meter.framing == "sse"
                  else None)
-        await response.prepare(request)
         try:
+            await response.prepare(request)
             async for chunk in upstream.content.iter_any():
                 if meter is not None:
                     meter.feed(chunk, time.perf_counter())
@@ -208,6 +302,13 @@ class Forwarder:
                       f"upstream silent for {self.options.read_timeout:g} s mid-answer")
         except ConnectionError:  # writing to a client that has gone away
             self._cancelled(record)
+        except aiohttp.ClientError as exc:  # any other failure reading the upstream
+            self._cut(request, record, "upstream_disconnect", f"upstream failed mid-answer ({exc})")
+        except Exception as exc:  # a bug: this request ends, the proxy goes on
+            log_once(log, f"relay.{type(exc).__name__}", "%s %s: the proxy failed mid-answer",
+                     self.server, request.path, exc_info=True)
+            self._cut(request, record, "internal_error",
+                      f"llmmon proxy: internal error ({type(exc).__name__}: {exc})"[:ERROR_TEXT_CAP])
         finally:
             if meter is not None:
                 meter.finish(time.perf_counter())

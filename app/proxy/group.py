@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from app.config import ProxyRoute, Settings
-from app.proxy.options import ForwardOptions, server_label
+from app.proxy.options import ForwardOptions, port_problem, server_label, url_host
 from app.records import Record
 from app.server_names import host_port
 
@@ -96,6 +96,10 @@ class ProxyGroup:
         from app.proxy.server import ProxyServer  # aiohttp loads only when a proxy runs
         self._errors = {}
         for route in self.routes:
+            if problem := port_problem(route.listen_port):  # e.g. listen = 99999, or 65535 + 1
+                self._errors[route.listen_port] = f"cannot listen on {route.listen_host}:{route.listen_port}: {problem}"
+                log.error("proxy: %s", self._errors[route.listen_port])
+                continue
             server = ProxyServer(route.upstream, listen_host=route.listen_host, listen_port=route.listen_port,
                                  publish=self.publish, name=route.name, kind=route.kind, options=self.options)
             try:
@@ -123,6 +127,6 @@ class ProxyGroup:
             server = running.get(route.listen_port)
             out.append(RouteStatus(
                 name=server.name if server else (route.name or server_label(route.upstream, route.kind)),
-                upstream=route.upstream, listen=f"http://{route.listen_host}:{route.listen_port}",
+                upstream=route.upstream, listen=f"http://{url_host(route.listen_host)}:{route.listen_port}",
                 running=bool(server and server.running), error=self._errors.get(route.listen_port, "")))
         return out

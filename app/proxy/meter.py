@@ -23,11 +23,18 @@ content (text, reasoning or a tool call); inter-token latency is the gap between
 content chunks as they passed the proxy; the client-observed decode rate covers the tokens
 after the first one: ``(completion_tokens - 1) / (t_last - t_first)``.
 
+Figures are exact or absent: a number the server reported that is not a plausible count,
+duration or speed (NaN, infinite, negative, 1e400, 1e-320...) is ignored as if not reported.
+The meter never raises: a fault in one chunk is logged once per kind and the chunk skipped.
+Past :data:`LINE_CAP` bytes a line (or SSE event) is not parsed, and past :data:`BODY_CAP` a
+body is not parsed; the bytes themselves pass through the proxy unchanged.
+
 >>> rec = RequestRecord(ts_start=0.0, server="ollama@127.0.0.1:11434", endpoint="/api/generate")
 >>> m = Meter(rec, t0=0.0, content_type="application/x-ndjson")
 >>> m.feed(b'{"response":"Hi","done":false}\\n', 0.25)
 >>> m.feed(b'{"response":"","done":true,"eval_count":1,"eval_duration":5000000}\\n', 0.5)
->>> m.finish(0.5); (rec.ttft_s, rec.completion_tokens, rec.server_tokens_per_s)
+>>> _ = m.finish(0.5)
+>>> (rec.ttft_s, rec.completion_tokens, rec.server_tokens_per_s)
 (0.25, 1, 200.0)
 """
 from __future__ import annotations
@@ -35,18 +42,27 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import statistics
+import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from app.proxy.lines import LineSplitter
+from app.proxy.log_once import log_once
 from app.records import RequestRecord
 
 log = logging.getLogger(__name__)
 
 NS = 1e-9
 BODY_CAP = 4 * 1024 * 1024   # the most of a non-streamed body the meter keeps to parse
+LINE_CAP = 4 * 1024 * 1024   # the most of one NDJSON line or SSE event it keeps to parse
+INFLATE_STEP = 1024 * 1024   # compressed bodies are inflated at most this much at a time
 ERROR_TEXT_CAP = 500
+# Bounds of what a server may plausibly report; anything outside is a garbled number.
+MAX_TOKENS = 10**9           # far more than any context window
+MIN_DURATION_NS = 1.0        # Ollama reports whole nanoseconds
+MAX_DURATION_NS = 1e18       # ~32 years
+MAX_RATE = 1e12              # tokens per second
 
 
 def framing_of(content_type: str) -> str:
@@ -59,20 +75,57 @@ def framing_of(content_type: str) -> str:
     return "json"
 
 
+def loads(raw: bytes | str) -> Any:
+    """``json.loads`` that answers ``None`` for anything it cannot read: not JSON, not UTF-8,
+    or nested too deep to parse (``RecursionError``: a 100k-deep ``[[[...`` is refused, not
+    fatal)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
+def dumps(obj: Any) -> str:
+    """``json.dumps`` of a parsed value, ``""`` for one nested too deep to write back."""
+    try:
+        return json.dumps(obj)
+    except (ValueError, RecursionError, TypeError):
+        return ""
+
+
 def error_message(obj: Any) -> str:
     """The human text of an ``{"error": ...}`` value: Ollama's string or OpenAI's object."""
     if isinstance(obj, dict):
-        inner = obj.get("message") or obj.get("type") or json.dumps(obj)
-        return str(inner)[:ERROR_TEXT_CAP]
-    return str(obj)[:ERROR_TEXT_CAP]
+        inner = obj.get("message") or obj.get("type") or dumps(obj) or "error"
+        return inner[:ERROR_TEXT_CAP] if isinstance(inner, str) else dumps(inner)[:ERROR_TEXT_CAP] or "error"
+    return obj[:ERROR_TEXT_CAP] if isinstance(obj, str) else dumps(obj)[:ERROR_TEXT_CAP] or "error"
 
 
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def _number(value: Any, low: float, high: float) -> float | None:
+    """``value`` as a float if it is a JSON number within ``[low, high]`` (NaN never is)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if low <= value <= high else None  # compares ints of any size safely
 
 
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def _count(value: Any) -> int | None:
+    """A token count: a whole number from 0 to :data:`MAX_TOKENS`."""
+    n = _number(value, 0, MAX_TOKENS)
+    return int(n) if n is not None and n.is_integer() else None
+
+
+def _speed(value: Any) -> float | None:
+    """Tokens per second, above 0 (a server that reports 0.0 for a request that produced
+    tokens, as llama.cpp does for one token, measured nothing) and at most :data:`MAX_RATE`."""
+    return _number(value, 0.0, MAX_RATE) or None
+
+
+def _rate(count: Any, duration_ns: Any) -> float | None:
+    """Tokens per second from a reported count and duration in nanoseconds."""
+    n, d = _count(count), _number(duration_ns, MIN_DURATION_NS, MAX_DURATION_NS)
+    if n is None or d is None:
+        return None
+    return _speed(n / (d * NS))
 
 
 class Meter:
@@ -101,14 +154,16 @@ class Meter:
         self.on_text = on_text
         self._text: list[str] = []
         self._text_len = 0
-        self._buf = b""
+        self._lines = LineSplitter(LINE_CAP)
         self._body = bytearray()
         self._body_truncated = False
         self._sse_data: list[bytes] = []
+        self._sse_size = 0
+        self._sse_dropped = False              # a line of this event was over the cap
         self._token_times: list[float] = []   # arrival of each chunk that carries a token
         self._token_chunks = 0
         self._first_text: float | None = None  # arrival of the first chunk with text
-        self._decoder = None
+        self._decoder: Any = None
         encoding = content_encoding.strip().lower()
         if encoding in ("gzip", "x-gzip"):
             self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -124,55 +179,96 @@ class Meter:
 
     # ------------------------------------------------------------------ feeding
     def feed(self, data: bytes, now: float) -> None:
-        """Read the next bytes of the body, received at clock value ``now``."""
+        """Read the next bytes of the body, received at clock value ``now``. Never raises."""
         self.record.bytes_out += len(data)
-        if self.framing == "opaque" or not data:
+        if self.framing == "opaque" or self._body_truncated or not data:
             return
-        if self._decoder is not None:
-            try:
-                data = self._decoder.decompress(data)
-            except zlib.error:
-                log.warning("meter: undecodable compressed body from %s", self.record.server)
-                self.framing = "opaque"
-                return
+        try:
+            for piece in self._inflate(data):
+                self._take(piece, now)
+        except Exception as exc:  # one chunk the meter cannot read must not cost the request
+            self._fault("feed", exc)
+
+    def _inflate(self, data: bytes, final: bool = False) -> Iterator[bytes]:
+        """The decoded bytes of ``data``, in pieces of at most :data:`INFLATE_STEP` (so a
+        small compressed chunk that inflates enormously is never in memory at once)."""
+        decoder = self._decoder
+        if decoder is None:
+            yield data
+            return
+        try:
+            while data:
+                piece = decoder.decompress(data, INFLATE_STEP)
+                data = decoder.unconsumed_tail
+                if piece:
+                    yield piece
+            if final:
+                yield decoder.flush()
+        except zlib.error:
+            log_once(log, "meter.zlib", "meter: undecodable compressed body from %s", self.record.server,
+                     level=logging.WARNING)
+            self.framing = "opaque"
+
+    def _take(self, data: bytes, now: float) -> None:
         if self.framing == "json":
+            if self._body_truncated:
+                return
             if len(self._body) + len(data) <= BODY_CAP:
                 self._body += data
-            else:
+            else:  # kept as far as it went, and never parsed: a body with a hole is no body
                 self._body_truncated = True
             return
-        buf = self._buf + data if self._buf else data
-        lines = buf.split(b"\n")
-        self._buf = lines.pop()  # the unfinished tail (b"" when data ended on a newline)
-        if self.framing == "ndjson":
-            for line in lines:
-                if line.strip():
-                    self._parse(line, now)
+        if self.framing == "opaque":  # (the inflater gave up on this body)
+            return
+        for line in self._lines.feed(data):
+            self._line(line, now)
+
+    def _line(self, line: bytes | None, now: float) -> None:
+        if line is None:
+            log_once(log, "meter.line_cap", "meter: a line over %d bytes from %s was not parsed "
+                     "(it passed through unchanged)", LINE_CAP, self.record.server, level=logging.WARNING)
+            self._sse_dropped = True
+        elif self.framing == "ndjson":
+            if line.strip():
+                self._parse(line, now)
         else:
-            for line in lines:
-                self._sse_line(line.rstrip(b"\r"), now)
+            self._sse_line(line.rstrip(b"\r"), now)
 
     def _sse_line(self, line: bytes, now: float) -> None:
         if not line:  # a blank line ends the event
-            if self._sse_data:
-                payload = b"\n".join(self._sse_data)
-                self._sse_data = []
+            data, dropped = self._sse_data, self._sse_dropped
+            self._sse_data, self._sse_size, self._sse_dropped = [], 0, False
+            if data and not dropped:
+                payload = b"\n".join(data)
                 if payload.strip() != b"[DONE]":
                     self._parse(payload, now)
             return
-        if line.startswith(b"data:"):
+        if line.startswith(b"data:") and not self._sse_dropped:
             value = line[5:]
-            self._sse_data.append(value[1:] if value.startswith(b" ") else value)
+            value = value[1:] if value.startswith(b" ") else value
+            self._sse_size += len(value) + 1
+            if self._sse_size > LINE_CAP:  # an event of many lines: capped like one line
+                self._line(None, now)
+                self._sse_data = []
+            else:
+                self._sse_data.append(value)
         # "event:", "id:", "retry:" and ":" comments carry nothing the meter needs
 
     def _parse(self, raw: bytes, now: float) -> None:
-        try:
-            obj = json.loads(raw)
-        except ValueError:
+        obj = loads(raw)
+        if obj is None:
             log.debug("meter: non-JSON chunk from %s: %.80r", self.record.server, raw)
-            return
-        if isinstance(obj, dict):
-            self.observe(obj, now)
+        elif isinstance(obj, dict):
+            try:
+                self.observe(obj, now)
+            except Exception as exc:
+                self._fault("observe", exc)
+
+    def _fault(self, where: str, exc: Exception) -> None:
+        """A bug or an input nobody foresaw: logged once per kind, the request goes on."""
+        log_once(log, f"meter.{where}.{type(exc).__name__}",
+                 "meter: %s failed on a response from %s; that part is not metered", where,
+                 self.record.server, exc_info=True)
 
     # ------------------------------------------------------------------ interpreting
     def observe(self, obj: dict[str, Any], now: float) -> None:
@@ -207,8 +303,8 @@ class Meter:
                     rec.finish_reason = reason
         usage = obj.get("usage")
         if isinstance(usage, dict):
-            self._usage_prompt = _int(usage.get("prompt_tokens"))
-            self._usage_completion = _int(usage.get("completion_tokens"))
+            self._usage_prompt = _count(usage.get("prompt_tokens"))
+            self._usage_completion = _count(usage.get("completion_tokens"))
         if isinstance(obj.get("timings"), dict):
             self._timings = obj["timings"]
         if "prompt_eval_count" in obj and "done" not in obj:  # /api/embed answers
@@ -223,7 +319,10 @@ class Meter:
                 self._text.append(text)
                 self._text_len += len(text)
             if self.on_text is not None:
-                self.on_text(text)
+                try:
+                    self.on_text(text)
+                except Exception as exc:  # the reader's fault, not the response's
+                    self._fault("on_text", exc)
 
     @staticmethod
     def _ollama_content(obj: dict[str, Any]) -> str:
@@ -237,7 +336,7 @@ class Meter:
                 if isinstance(message.get(key), str):
                     parts.append(message[key])
             if message.get("tool_calls"):
-                parts.append(json.dumps(message["tool_calls"]))
+                parts.append(dumps(message["tool_calls"]))
         return "".join(parts)
 
     @staticmethod
@@ -256,7 +355,7 @@ class Meter:
                 parts.append(delta[key])
                 carries = True
         if delta.get("tool_calls"):
-            parts.append(json.dumps(delta["tool_calls"]))
+            parts.append(dumps(delta["tool_calls"]))
         if isinstance(choice.get("text"), str):  # /v1/completions
             parts.append(choice["text"])
             carries = True
@@ -265,48 +364,61 @@ class Meter:
 
     # ------------------------------------------------------------------ finishing
     def finish(self, now: float) -> RequestRecord:
-        """Complete the record at clock value ``now`` (end of body, error or cancel)."""
+        """Complete the record at clock value ``now`` (end of body, error or cancel). Never
+        raises: what could not be worked out stays ``None``."""
         rec = self.record
+        rec.latency_s = now - self.t0
+        try:
+            self._finish(now)
+        except Exception as exc:
+            self._fault("finish", exc)
+        return rec
+
+    def _finish(self, now: float) -> None:
+        rec = self.record
+        if self.framing != "opaque":
+            for piece in self._inflate(b"", final=True):
+                self._take(piece, now)
         if self.framing == "json" and self._body:
             self._finish_body(now)
-        elif self.framing == "ndjson" and self._buf.strip():
-            self._parse(self._buf, now)  # a last line without its newline
-        elif self.framing == "sse" and self._sse_data:
-            self._sse_line(b"", now)
-        self._buf = b""
-        rec.latency_s = now - self.t0
+        elif self.framing in ("ndjson", "sse"):
+            rest = self._lines.rest()
+            if rest is None or rest.strip():
+                self._line(rest, now)  # a last line without its newline
+            if self.framing == "sse":
+                self._sse_line(b"", now)  # a last event without its blank line
         times = self._token_times
         if rec.stream and (self._first_text is not None or times):
             rec.ttft_s = (self._first_text if self._first_text is not None else times[0]) - self.t0
-        if len(times) >= 2:
-            gaps = [b - a for a, b in itertools.pairwise(times)]
-            rec.itl_mean_s = statistics.fmean(gaps)
-            rec.itl_p50_s = statistics.median(gaps)
-            rec.itl_p99_s = statistics.quantiles(gaps, n=100, method="inclusive")[98]
-            rec.itl_max_s = max(gaps)
+        if times:
+            gaps = sorted(b - a for a, b in itertools.pairwise(times))
+            if gaps:  # two token chunks make one gap: its mean, median, p99 and max alike
+                rec.itl_mean_s = math.fsum(gaps) / len(gaps)
+                rec.itl_p50_s = _quantile(gaps, 0.50)
+                rec.itl_p99_s = _quantile(gaps, 0.99)
+                rec.itl_max_s = gaps[-1]
         self._apply_counts()
-        if rec.completion_tokens is not None:
-            if rec.stream and len(times) >= 2 and times[-1] > times[0] and rec.completion_tokens > 1:
-                rec.client_tokens_per_s = (rec.completion_tokens - 1) / (times[-1] - times[0])
-            elif not rec.stream and rec.latency_s and rec.completion_tokens:
-                rec.client_tokens_per_s = rec.completion_tokens / rec.latency_s
+        n = rec.completion_tokens
+        if n:
+            if rec.stream and len(times) >= 2 and n > 1:
+                span = times[-1] - times[0]
+                rec.client_tokens_per_s = _speed((n - 1) / span) if span > 0 else None
+            elif not rec.stream and rec.latency_s:
+                rec.client_tokens_per_s = _speed(n / rec.latency_s)
         if self._text:
             rec.response_text = "".join(self._text)[: self.keep_text]
-        return rec
 
     def _finish_body(self, now: float) -> None:
         rec = self.record
         body = bytes(self._body)
         self._body = bytearray()
-        if self._decoder is not None:
-            body += self._decoder.flush()
-        try:
-            obj = json.loads(body)
-        except ValueError:
+        obj = None if self._body_truncated else loads(body)
+        if obj is None:
             if rec.status >= 400 and not rec.error:
                 rec.error = body[:ERROR_TEXT_CAP].decode("utf-8", "replace").strip()
             elif self._body_truncated:
-                log.info("meter: body over %d bytes from %s not parsed", BODY_CAP, rec.server)
+                log_once(log, "meter.body_cap", "meter: a body over %d bytes from %s was not parsed",
+                         BODY_CAP, rec.server, level=logging.INFO)
             return
         if isinstance(obj, dict):
             self.observe(obj, now)
@@ -316,11 +428,11 @@ class Meter:
         final = self._ollama_final
         timings = self._timings
         if final is not None:
-            rec.prompt_tokens = _int(final.get("prompt_eval_count"))
-            rec.completion_tokens = _int(final.get("eval_count"))
+            rec.prompt_tokens = _count(final.get("prompt_eval_count"))
+            rec.completion_tokens = _count(final.get("eval_count"))
             rec.server_tokens_per_s = _rate(final.get("eval_count"), final.get("eval_duration"))
             rec.prompt_tokens_per_s = _rate(final.get("prompt_eval_count"), final.get("prompt_eval_duration"))
-            load = _num(final.get("load_duration"))
+            load = _number(final.get("load_duration"), 0.0, MAX_DURATION_NS)
             rec.load_s = load * NS if load is not None else None
         if self._usage_prompt is not None:
             rec.prompt_tokens = self._usage_prompt
@@ -328,22 +440,25 @@ class Meter:
             rec.completion_tokens = self._usage_completion
         if timings is not None:
             # llama.cpp: the server's own decode/prefill speeds; its counts when usage is absent.
-            rec.server_tokens_per_s = _num(timings.get("predicted_per_second"))
-            rec.prompt_tokens_per_s = _num(timings.get("prompt_per_second"))
+            rec.server_tokens_per_s = _speed(timings.get("predicted_per_second"))
+            rec.prompt_tokens_per_s = _speed(timings.get("prompt_per_second"))
             if rec.completion_tokens is None:
-                rec.completion_tokens = _int(timings.get("predicted_n"))
-            evaluated = _int(timings.get("prompt_n"))
+                rec.completion_tokens = _count(timings.get("predicted_n"))
+            evaluated = _count(timings.get("prompt_n"))
             if rec.prompt_tokens is None and evaluated is not None:
                 # prompt_n counts only what was evaluated now; cache_n came from the cache
-                rec.prompt_tokens = evaluated + (_int(timings.get("cache_n")) or 0)
-        if rec.completion_tokens is None and self._token_chunks:
+                rec.prompt_tokens = evaluated + (_count(timings.get("cache_n")) or 0)
+        if rec.completion_tokens is None and self._token_chunks and rec.stream:
+            # A stream sends one chunk per token. (A whole body is one object, not one token:
+            # without the server's count, its count stays unknown.)
             rec.completion_tokens = self._token_chunks
             rec.tokens_estimated = True
 
 
-def _rate(count: Any, duration_ns: Any) -> float | None:
-    n, d = _num(count), _num(duration_ns)
-    if n is None or not d:
-        return None
-    return n / (d * NS)
-
+def _quantile(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted, non-empty values, interpolated linearly between ranks
+    (as ``statistics.quantiles(method="inclusive")`` and numpy's default do)."""
+    pos = q * (len(ordered) - 1)
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)

@@ -2,6 +2,7 @@
 the settings can use them without importing aiohttp at start-up."""
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from app.server_names import host_port, server_name
@@ -27,3 +28,26 @@ def server_label(upstream: str, kind: str = "auto") -> str:
     if kind in ("", "auto"):
         kind = DEFAULT_PORT_KIND.get(host_port(upstream)[1], "openai")
     return server_name(kind, upstream)
+
+
+def port_problem(port: int) -> str:
+    """Why ``port`` cannot be listened on (``""`` when it can). Checked before binding: the OS
+    would quietly take 99999 modulo 65536, and the user would be told the wrong port."""
+    return "" if 1 <= port <= 65535 else f"{port} is not a port (a port is a number from 1 to 65535)"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address is on loopback only (``127.0.0.1``, ``::1``, ``localhost``)."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def url_host(host: str) -> str:
+    """A host as written in a URL: IPv6 addresses in brackets."""
+    host = host.strip("[]")
+    return f"[{host}]" if ":" in host else host

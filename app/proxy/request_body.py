@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from app.proxy.meter import loads
+
 # Paths of inference calls: these get a RequestRecord. Everything else (model lists, pulls,
 # health checks...) is forwarded the same way but not recorded, so a client polling
 # /api/tags does not flood the requests table.
@@ -41,15 +43,13 @@ class BodyInfo:
 def inspect_body(body: bytes, path: str, *, add_usage: bool = False, keep_text: int = 0) -> BodyInfo:
     """Read model, stream flag and (if ``keep_text``) the prompt from a JSON request body.
 
-    A body that is not a JSON object is forwarded untouched with nothing read from it.
+    A body that is not a JSON object (or one nested too deep to parse) is forwarded untouched
+    with nothing read from it: the server answers it as it sees fit, and that is recorded.
     """
     info = BodyInfo(body)
     if not body or body[:1] not in (b"{", b" ", b"\n", b"\r", b"\t"):
         return info
-    try:
-        obj = json.loads(body)
-    except ValueError:
-        return info
+    obj = loads(body)
     if not isinstance(obj, dict):
         return info
     if isinstance(obj.get("model"), str):
@@ -65,8 +65,11 @@ def inspect_body(body: bytes, path: str, *, add_usage: bool = False, keep_text: 
             options = dict(options) if isinstance(options, dict) else {}
             options["include_usage"] = True
             obj["stream_options"] = options
-            info.body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            info.usage_added = True
+            try:
+                info.body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+                info.usage_added = True
+            except (ValueError, RecursionError):  # parsed, but too deep to write back: as sent
+                pass
     return info
 
 
@@ -96,32 +99,62 @@ def prompt_text(obj: dict[str, Any]) -> str:
 class UsageStripper:
     """Removes, from an SSE byte stream, the usage-only chunk (``"choices": []`` with a
     ``usage``) that the proxy itself asked for. Everything else passes byte for byte; bytes
-    are held back only until the end of the event they belong to."""
+    are held back only until the end of the event they belong to, and an event that grows past
+    :data:`USAGE_EVENT_CAP` (no usage chunk is that big) passes on at once. Each byte is looked
+    at once, so one endless event costs no more than its bytes.
+
+    >>> s = UsageStripper()
+    >>> s.feed(b'data: {"choices":[{"delta":{}}]}\\n\\ndata: {"choices":[],"usage":{}}\\n'), s.feed(b'\\n'), s.flush()
+    (b'data: {"choices":[{"delta":{}}]}\\n\\n', b'', b'')
+    """
 
     def __init__(self) -> None:
-        self._pending = b""
+        self._pending = bytearray()   # the unfinished event, held back
+        self._passing = False         # the unfinished event is too big to be usage: it flows
+        self._newline = False         # the last byte seen ended a line (an event may end next)
 
     def feed(self, data: bytes) -> bytes:
-        buf = self._pending + data
-        cut = buf.rfind(b"\n\n")
-        if cut < 0:  # (a CRLF-framed stream is held to the end: no LLM server sends one)
-            self._pending = buf
-            return b""
-        complete, self._pending = buf[:cut + 2], buf[cut + 2:]
-        events = complete.split(b"\n\n")[:-1]
-        return b"".join(e + b"\n\n" for e in events if not _is_usage_only(e))
+        out = bytearray()
+        start = 0
+        while start < len(data):
+            end = self._event_end(data, start)
+            piece = data[start:] if end < 0 else data[start:end]
+            if self._passing:
+                out += piece
+            else:
+                self._pending += piece
+                if end >= 0:
+                    if not _is_usage_only(self._pending):
+                        out += self._pending
+                    self._pending = bytearray()
+                elif len(self._pending) > USAGE_EVENT_CAP:
+                    out += self._pending
+                    self._pending = bytearray()
+                    self._passing = True
+            if end < 0:
+                self._newline = data.endswith(b"\n")
+                break
+            self._passing = self._newline = False
+            start = end
+        return bytes(out)
+
+    def _event_end(self, data: bytes, start: int) -> int:
+        """Where the event that ``data[start:]`` continues ends (after its ``\\n\\n``), or -1."""
+        if self._newline and data.startswith(b"\n", start):
+            return start + 1
+        end = data.find(b"\n\n", start)
+        return -1 if end < 0 else end + 2
 
     def flush(self) -> bytes:
-        rest, self._pending = self._pending, b""
+        rest, self._pending = bytes(self._pending), bytearray()
         return b"" if _is_usage_only(rest) else rest
 
 
-def _is_usage_only(event: bytes) -> bool:
+USAGE_EVENT_CAP = 64 * 1024
+
+
+def _is_usage_only(event: bytes | bytearray) -> bool:
     if b"usage" not in event:
         return False
-    data = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
-    try:
-        obj = json.loads(data)
-    except ValueError:
-        return False
+    obj = loads(b"".join(line[5:].strip() for line in bytes(event).splitlines() if line.startswith(b"data:")))
     return isinstance(obj, dict) and obj.get("choices") == [] and isinstance(obj.get("usage"), dict)

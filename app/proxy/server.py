@@ -12,17 +12,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from app.proxy.forward import Forwarder
-from app.proxy.options import ForwardOptions, server_label
+from app.proxy.options import ForwardOptions, is_loopback, port_problem, server_label, url_host
 from app.records import Record
 
 log = logging.getLogger(__name__)
+
+
+class ClientErrorLog(logging.LoggerAdapter):
+    """The log of aiohttp's server side. aiohttp logs each malformed client request (a bad
+    header, a garbled request line) with a full traceback; the client's mistake needs one
+    line. Anything else (a fault of aiohttp or of the proxy) keeps its traceback."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, HttpProcessingError):
+            what = " ".join(f"{exc.message or exc}".split())[:200]  # one line, whatever was sent
+            self.logger.warning("%s: %d %s", str(msg) % args, exc.code, what)
+        else:
+            self.logger.error(msg, *args, exc_info=exc_info, **kwargs)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -54,7 +71,7 @@ class ProxyServer:
                  kind: str = "auto", options: ForwardOptions | None = None,
                  keepalive_timeout: float = 75.0, shutdown_timeout: float = 2.0) -> None:
         self.upstream = upstream.rstrip("/")
-        self.listen_host = listen_host
+        self.listen_host = listen_host.strip("[]")  # "[::1]" as written in a URL is ::1
         self.listen_port = listen_port
         self.name = name or server_label(upstream, kind)
         self.options = options or ForwardOptions()
@@ -76,6 +93,9 @@ class ProxyServer:
         taken or not allowed (the message names it)."""
         if self._thread is not None:
             return self.port or 0
+        if self.listen_port != 0 and (problem := port_problem(self.listen_port)):  # 0: any free port
+            self.error = f"cannot listen on {self.listen_host}:{self.listen_port}: {problem}"
+            raise OSError(self.error)
         self.error = ""
         self._ready.clear()
         self._thread = threading.Thread(target=self._run, name=f"llmmon-proxy-{self.name}",
@@ -109,7 +129,7 @@ class ProxyServer:
     @property
     def url(self) -> str:
         """Where clients should point (``http://127.0.0.1:11435``)."""
-        return f"http://{self.listen_host}:{self.port or self.listen_port}"
+        return f"http://{url_host(self.listen_host)}:{self.port or self.listen_port}"
 
     @property
     def active_requests(self) -> int:
@@ -153,9 +173,11 @@ class ProxyServer:
         session = aiohttp.ClientSession(
             connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
             trust_env=False, skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"))
-        self._forwarder = Forwarder(self.upstream, self.name, session, self._publish, self.options)
+        self._forwarder = Forwarder(self.upstream, self.name, session, self._publish, self.options,
+                                    check_host=is_loopback(self.listen_host))
         self._server = web.Server(self._forwarder, handler_cancellation=True,
-                                  keepalive_timeout=self.keepalive_timeout, access_log=None)
+                                  keepalive_timeout=self.keepalive_timeout, access_log=None,
+                                  logger=ClientErrorLog(logging.getLogger("aiohttp.server"), {}))
         runner = web.ServerRunner(self._server, handle_signals=False,
                                   shutdown_timeout=self.shutdown_timeout)
         try:

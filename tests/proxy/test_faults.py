@@ -226,9 +226,9 @@ def test_slowloris_client_is_closed_and_does_not_hold_up_others() -> None:
     p = start_proxied(ForwardOptions(body_timeout=0.5), keepalive_timeout=0.5)
     try:
         slow_headers = socket.create_connection(("127.0.0.1", p.proxy.port))
-        slow_headers.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # and never more
+        slow_headers.sendall(b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # and never more
         slow_body = socket.create_connection(("127.0.0.1", p.proxy.port))
-        slow_body.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        slow_body.sendall(b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                           b"Content-Length: 1000\r\n\r\n{\"model\":")
         # Others are served while both hang on.
         answer = ollama.Client(host=p.url).generate(model="llama3.2", prompt="q", stream=False)

@@ -10,7 +10,18 @@ server's. Like vLLM, it sends the usage-only SSE chunk only when the request ask
 * ``cut_after=N``: drop the connection after N chunks (no end of body);
 * ``hang=True``: accept the request and send nothing until :meth:`release` or stop;
 * ``fail=(status, file)``: answer with a recorded error body and that status;
-* ``drop_requests=N``: close the connection on the next N requests without a word.
+* ``drop_requests=N``: close the connection on the next N requests without a word;
+* ``final_fields={"eval_count": "NaN", ...}``: raw JSON text put in as those fields of the
+  answer's last object (a dotted name reaches into an object: ``"timings.predicted_n"``), for a
+  server that reports garbled numbers;
+* ``huge_line=N``: the first line of an NDJSON answer carries N bytes of text, written in
+  64 KiB pieces; with ``hold_mid_line`` the server waits half-way through it for
+  :meth:`release`.
+
+Like Ollama, it honours ``options.num_predict`` on NDJSON routes: the recorded stream is cut
+after that many token lines and ends with its final object saying ``"done_reason": "length"``
+(and, when the recording has counts, ``eval_count`` N with ``eval_duration`` scaled to N).
+A request body it cannot parse (not JSON, or nested too deep) gets a 400, as from Ollama.
 
 Everything it received and sent is kept in :attr:`requests` (:class:`SimRequest`), so a test
 compares what a client got with what the server sent, byte for byte.
@@ -42,7 +53,8 @@ DEFAULT_ROUTES: dict[str, tuple[str, str, bool]] = {
     "/v1/chat/completions": ("vllm_stream.sse", "vllm_chat.json", False),
 }
 
-STATIC = {"/v1/models": "vllm_models.json"}  # GET routes answered with a recorded body
+STATIC = {"/v1/models": "vllm_models.json"}
+PIECE = 64 * 1024  # how a huge line is written  # GET routes answered with a recorded body
 
 
 def recording(name: str) -> bytes:
@@ -57,6 +69,37 @@ def chunks_of(name: str) -> list[bytes]:
     if name.endswith(".sse"):
         return [event + b"\n\n" for event in data.split(b"\n\n") if event.strip()]
     return [data]
+
+
+def with_fields(line: bytes, fields: dict[str, str]) -> bytes:
+    """``line`` (a JSON object, or an SSE ``data:`` event of one) with ``fields`` set to raw
+    JSON text, which may be what ``json`` cannot write (``NaN``, ``1e400``)."""
+    text = line.strip()
+    prefix = b"data: " if text.startswith(b"data:") else b""
+    obj = json.loads(text[5:] if prefix else text)
+    for i, name in enumerate(fields):
+        *parents, key = name.split(".")
+        target = obj
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[key] = f"@@{i}@@"
+    out = json.dumps(obj, separators=(",", ":"))
+    for i, raw in enumerate(fields.values()):
+        out = out.replace(f'"@@{i}@@"', raw)
+    return prefix + out.encode() + line[len(line.rstrip()):]
+
+
+def cut_to(chunks: list[bytes], n: int) -> list[bytes]:
+    """An Ollama NDJSON stream as the server sends it with ``num_predict: n``: the first n
+    token lines, then the final object with ``done_reason`` "length" and no text of its own."""
+    objects = [json.loads(c) for c in chunks]
+    tokens = [o for o in objects if not o.get("done")][:n]
+    final = dict(next(o for o in objects if o.get("done")))
+    final.update(done_reason="length", response="")
+    if isinstance(final.get("eval_count"), int) and final["eval_count"] > 0:
+        final["eval_duration"] = final["eval_duration"] * len(tokens) // final["eval_count"]
+        final["eval_count"] = len(tokens)
+    return [json.dumps(o, separators=(",", ":")).encode() + b"\n" for o in [*tokens, final]]
 
 
 def is_usage_only(event: bytes) -> bool:
@@ -93,6 +136,9 @@ class SimUpstream:
         self.hang = False
         self.fail: tuple[int, str] | None = None
         self.drop_requests = 0
+        self.final_fields: dict[str, str] = {}
+        self.huge_line = 0
+        self.hold_mid_line = False
         self.requests: list[SimRequest] = []
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -202,17 +248,30 @@ class SimUpstream:
         stream_file, whole_file, streams_by_default = route
         try:
             ask = json.loads(entry.body or b"{}")
-        except ValueError:
-            return web.Response(status=400, body=b'{"error":"invalid JSON"}', content_type="application/json")
+        except (ValueError, RecursionError):
+            data = b'{"error":"invalid JSON in the request body"}'
+            entry.sent += data
+            entry.completed = True
+            return web.Response(status=400, body=data, content_type="application/json")
         stream = ask.get("stream", streams_by_default)
         if not stream:
             await asyncio.sleep(self.first_delay_s)
             data = recording(whole_file)
+            if self.final_fields:
+                data = with_fields(data, self.final_fields)
             entry.sent += data
             entry.completed = True
             return web.Response(body=data, content_type="application/json")
         wants_usage = bool((ask.get("stream_options") or {}).get("include_usage"))
         chunks = [c for c in chunks_of(stream_file) if wants_usage or not is_usage_only(c)]
+        limit = (ask.get("options") or {}).get("num_predict")
+        if stream_file.endswith(".ndjson") and isinstance(limit, int) and limit > 0:
+            chunks = cut_to(chunks, limit)
+        if self.final_fields:
+            last = max(i for i, c in enumerate(chunks) if c.strip() != b"data: [DONE]")
+            chunks[last] = with_fields(chunks[last], self.final_fields)
+        if self.huge_line and stream_file.endswith(".ndjson"):
+            chunks[0] = with_fields(chunks[0], {"response": json.dumps("x" * self.huge_line)})
         response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPES[Path(stream_file).suffix]})
         await response.prepare(request)
         for i, chunk in enumerate(chunks):
@@ -221,8 +280,20 @@ class SimUpstream:
                 return response
             await asyncio.sleep(self.first_delay_s if i == 0 else self.chunk_delay_s)
             entry.write_times.append(time.perf_counter())  # before: it cannot arrive earlier
+            if len(chunk) > 2 * PIECE:
+                await self._write_in_pieces(response, chunk, entry)
+                continue
             await response.write(chunk)
             entry.sent += chunk
         await response.write_eof()
         entry.completed = True
         return response
+
+    async def _write_in_pieces(self, response: web.StreamResponse, chunk: bytes, entry: SimRequest) -> None:
+        """A huge line as a server writes it: piece by piece (each one awaited), holding
+        half-way through when asked."""
+        for start in range(0, len(chunk), PIECE):
+            if self.hold_mid_line and start >= len(chunk) // 2 > start - PIECE:
+                await self._release.wait()
+            await response.write(chunk[start:start + PIECE])
+            entry.sent += chunk[start:start + PIECE]
