@@ -39,6 +39,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -80,6 +81,16 @@ def error_body(path: str, message: str, kind: str, status: int) -> bytes:
     if path.startswith("/api/"):
         return json.dumps({"error": message}).encode()
     return json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
+
+
+@dataclass(slots=True)
+class Progress:
+    """How far one request got. ``answered``: the end of the answer reached the client (the
+    whole body, or the stream's own end: ``data: [DONE]``, Ollama's ``"done": true``). A
+    client that hangs up after that has not cancelled anything: the official ``openai``
+    client closes the connection as soon as it reads ``[DONE]``."""
+
+    answered: bool = False
 
 
 def is_loopback_host(header: str | None) -> bool:
@@ -147,6 +158,7 @@ class Forwarder:
         t0 = time.perf_counter()
         path = request.path
         record = None
+        progress = Progress()
         if is_metered(path):
             record = RequestRecord(ts_start=time.time(), server=self.server, endpoint=path,
                                    method=request.method, client=request.remote or "")
@@ -154,9 +166,9 @@ class Forwarder:
         try:
             if self.check_host and not is_loopback_host(request.headers.get("Host")):
                 return await self._refuse_host(request, record)
-            return await self._forward(request, record, t0)
+            return await self._forward(request, record, t0, progress)
         except asyncio.CancelledError:
-            self._cancelled(record)
+            self._cancelled(record, progress)
             raise
         except Exception as exc:  # a bug must cost this request only, never the proxy
             return self._internal_error(request, record, exc)
@@ -220,7 +232,7 @@ class Forwarder:
             log.exception("publishing a request record failed")
 
     async def _forward(self, request: web.BaseRequest, record: RequestRecord | None,
-                       t0: float) -> web.StreamResponse:
+                       t0: float, progress: Progress) -> web.StreamResponse:
         opts = self.options
         keep = opts.content_max_chars if opts.store_content else 0
         try:
@@ -266,13 +278,13 @@ class Forwarder:
                 return await self._fail(request, record, 502, "upstream_disconnect",
                                         f"llmmon proxy: {self.upstream} closed the connection ({exc})")
         try:
-            return await self._relay(request, upstream, record, info, t0, keep)
+            return await self._relay(request, upstream, record, info, t0, keep, progress)
         finally:
             await upstream_cm.__aexit__(None, None, None)
 
     async def _relay(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse,
                      record: RequestRecord | None, info: BodyInfo, t0: float,
-                     keep: int) -> web.StreamResponse:
+                     keep: int, progress: Progress) -> web.StreamResponse:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                       headers=forward_headers(upstream.headers))
         meter = None
@@ -292,8 +304,10 @@ class Forwarder:
                     if not chunk:
                         continue
                 await response.write(chunk)
+                progress.answered = meter is not None and meter.ended
             if strip is not None:
                 await response.write(strip.flush())
+            progress.answered = True  # all the upstream sent is with the client
             await response.write_eof()
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
             self._cut(request, record, "upstream_disconnect", f"upstream closed mid-answer ({exc})")
@@ -301,7 +315,7 @@ class Forwarder:
             self._cut(request, record, "timeout",
                       f"upstream silent for {self.options.read_timeout:g} s mid-answer")
         except ConnectionError:  # writing to a client that has gone away
-            self._cancelled(record)
+            self._cancelled(record, progress)
         except aiohttp.ClientError as exc:  # any other failure reading the upstream
             self._cut(request, record, "upstream_disconnect", f"upstream failed mid-answer ({exc})")
         except Exception as exc:  # a bug: this request ends, the proxy goes on
@@ -314,8 +328,8 @@ class Forwarder:
                 meter.finish(time.perf_counter())
         return response
 
-    def _cancelled(self, record: RequestRecord | None) -> None:
-        if record is not None and not record.error_type:
+    def _cancelled(self, record: RequestRecord | None, progress: Progress) -> None:
+        if record is not None and not record.error_type and not progress.answered:
             record.error_type = "cancelled"
             record.error = "proxy stopped" if self.stopping else "client disconnected"
 

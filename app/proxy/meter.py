@@ -114,6 +114,12 @@ def _count(value: Any) -> int | None:
     return int(n) if n is not None and n.is_integer() else None
 
 
+def _seconds(duration_ns: Any) -> float | None:
+    """A reported duration in nanoseconds, in seconds: 0, or from 1 ns to :data:`MAX_DURATION_NS`."""
+    d = _number(duration_ns, 0.0, MAX_DURATION_NS)
+    return d * NS if d is not None and (d == 0 or d >= MIN_DURATION_NS) else None
+
+
 def _speed(value: Any) -> float | None:
     """Tokens per second, above 0 (a server that reports 0.0 for a request that produced
     tokens, as llama.cpp does for one token, measured nothing) and at most :data:`MAX_RATE`."""
@@ -163,6 +169,7 @@ class Meter:
         self._token_times: list[float] = []   # arrival of each chunk that carries a token
         self._token_chunks = 0
         self._first_text: float | None = None  # arrival of the first chunk with text
+        self.ended = False  # the stream's own end was read: data: [DONE], or "done": true
         self._decoder: Any = None
         encoding = content_encoding.strip().lower()
         if encoding in ("gzip", "x-gzip"):
@@ -240,7 +247,9 @@ class Meter:
             self._sse_data, self._sse_size, self._sse_dropped = [], 0, False
             if data and not dropped:
                 payload = b"\n".join(data)
-                if payload.strip() != b"[DONE]":
+                if payload.strip() == b"[DONE]":
+                    self.ended = True
+                else:
                     self._parse(payload, now)
             return
         if line.startswith(b"data:") and not self._sse_dropped:
@@ -287,6 +296,7 @@ class Meter:
             text = self._ollama_content(obj)
             token = not obj.get("done") or bool(text)
             if obj.get("done"):
+                self.ended = True
                 self._ollama_final = obj
                 if isinstance(obj.get("done_reason"), str):
                     rec.finish_reason = obj["done_reason"]
@@ -432,8 +442,7 @@ class Meter:
             rec.completion_tokens = _count(final.get("eval_count"))
             rec.server_tokens_per_s = _rate(final.get("eval_count"), final.get("eval_duration"))
             rec.prompt_tokens_per_s = _rate(final.get("prompt_eval_count"), final.get("prompt_eval_duration"))
-            load = _number(final.get("load_duration"), 0.0, MAX_DURATION_NS)
-            rec.load_s = load * NS if load is not None else None
+            rec.load_s = _seconds(final.get("load_duration"))
         if self._usage_prompt is not None:
             rec.prompt_tokens = self._usage_prompt
         if self._usage_completion is not None:

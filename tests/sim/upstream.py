@@ -14,9 +14,11 @@ server's. Like vLLM, it sends the usage-only SSE chunk only when the request ask
 * ``final_fields={"eval_count": "NaN", ...}``: raw JSON text put in as those fields of the
   answer's last object (a dotted name reaches into an object: ``"timings.predicted_n"``), for a
   server that reports garbled numbers;
-* ``huge_line=N``: the first line of an NDJSON answer carries N bytes of text, written in
-  64 KiB pieces; with ``hold_mid_line`` the server waits half-way through it for
-  :meth:`release`.
+* ``hold_before_end=True``: after the last chunk, wait for :meth:`release` before ending the
+  body (the client has the whole answer, the connection is still open);
+* ``huge_line=N``: the first line of an NDJSON answer carries N bytes of text (the first SSE
+  event a ``padding`` field of N bytes), written in 64 KiB pieces; with ``hold_mid_line`` the
+  server waits half-way through it for :meth:`release`.
 
 Like Ollama, it honours ``options.num_predict`` on NDJSON routes: the recorded stream is cut
 after that many token lines and ends with its final object saying ``"done_reason": "length"``
@@ -139,6 +141,7 @@ class SimUpstream:
         self.final_fields: dict[str, str] = {}
         self.huge_line = 0
         self.hold_mid_line = False
+        self.hold_before_end = False
         self.requests: list[SimRequest] = []
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -270,8 +273,9 @@ class SimUpstream:
         if self.final_fields:
             last = max(i for i, c in enumerate(chunks) if c.strip() != b"data: [DONE]")
             chunks[last] = with_fields(chunks[last], self.final_fields)
-        if self.huge_line and stream_file.endswith(".ndjson"):
-            chunks[0] = with_fields(chunks[0], {"response": json.dumps("x" * self.huge_line)})
+        if self.huge_line:  # as text of the first NDJSON line; as an extra field of the first event
+            field = "response" if stream_file.endswith(".ndjson") else "padding"
+            chunks[0] = with_fields(chunks[0], {field: json.dumps("x" * self.huge_line)})
         response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPES[Path(stream_file).suffix]})
         await response.prepare(request)
         for i, chunk in enumerate(chunks):
@@ -285,6 +289,8 @@ class SimUpstream:
                 continue
             await response.write(chunk)
             entry.sent += chunk
+        if self.hold_before_end:
+            await self._release.wait()
         await response.write_eof()
         entry.completed = True
         return response
