@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import openai
+import pytest
 
 from app.config import ProxyRoute, ServerEntry, Settings, load_settings
+from app.proxy import ProxyServer
 from app.proxy.group import default_routes
 from app.runtime import Runtime
 from tests.sim.upstream import SimUpstream
@@ -104,3 +106,41 @@ def test_runtime_runs_the_enabled_proxy_and_reports_a_busy_port(db_file: Path) -
     assert query(db_file, "SELECT completion_tokens, error_type FROM requests") == [(32, "")]
     names = {r[0] for r in query(db_file, "SELECT name FROM series")}
     assert {"llm_requests_per_second", "llm_requests_active", "llm_tokens_per_second"} <= names
+
+
+def test_listen_port_out_of_range_is_refused_with_a_clear_message() -> None:
+    """Before, ``--listen 99999`` bound some other port (99999 modulo 65536) while telling the
+    user to point clients at :99999."""
+    for listen in ("99999", "127.0.0.1:70000", "0"):
+        done = subprocess.run([sys.executable, str(ROOT / "main.py"), "proxy", "--upstream", "http://127.0.0.1:9",
+                               "--listen", listen], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stdout + done.stderr
+        port = listen.rpartition(":")[2]
+        assert f"{port} is not a port (a port is a number from 1 to 65535)" in done.stderr
+        assert "point your clients" not in done.stdout
+
+
+def test_config_routes_with_ports_out_of_range_report_an_error_and_the_others_run(db_file: Path,
+                                                                                   tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    port = free_port()
+    with SimUpstream() as up:
+        path.write_text(f'[proxy]\nenabled = true\n'
+                        f'[[proxy.routes]]\nupstream = "{up.url}"\nlisten = 99999\n'
+                        f'[[proxy.routes]]\nupstream = "{up.url}"\nlisten = "127.0.0.1:{port}"\n', encoding="utf-8")
+        settings, problems = load_settings(path)
+        assert problems == []  # the file is well-formed: the port is refused when the proxy starts
+        settings.servers = [ServerEntry("http://127.0.0.1:65535", kind="vllm")]  # its default route: :65536
+        settings.proxy.routes.append(default_routes(Settings(servers=settings.servers))[1])
+        runtime = Runtime.create(db_file, settings=settings)
+        runtime.start()
+        try:
+            wrong, ok, next_port = runtime.proxies.status()
+            assert not wrong.running and wrong.error == (
+                "cannot listen on 127.0.0.1:99999: 99999 is not a port (a port is a number from 1 to 65535)")
+            assert not next_port.running and "65536 is not a port" in next_port.error
+            assert ok.running and ok.listen == f"http://127.0.0.1:{port}"
+        finally:
+            runtime.stop()
+    with pytest.raises(OSError, match="99999 is not a port"):
+        ProxyServer("http://127.0.0.1:11434", listen_port=99999).start()
