@@ -9,6 +9,8 @@ first token, latency, inter-token latency, the server's own token counts and spe
 Modules: :mod:`~app.proxy.server` (the listening proxy and its thread),
 :mod:`~app.proxy.forward` (forwarding one request, error handling),
 :mod:`~app.proxy.meter` (reading NDJSON / SSE / JSON answers),
+:mod:`~app.proxy.lines` (cutting a stream into lines, linear and capped),
+:mod:`~app.proxy.log_once` (faults logged once per kind),
 :mod:`~app.proxy.request_body` (what is read from, or opted-in added to, request bodies),
 :mod:`~app.proxy.options` (options and server names, without the network stack),
 :mod:`~app.proxy.group` (the proxies the settings ask for), :mod:`~app.proxy.cli`

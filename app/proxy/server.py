@@ -37,7 +37,7 @@ class ClientErrorLog(logging.LoggerAdapter):
         exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
         if isinstance(exc, HttpProcessingError):
             what = " ".join(f"{exc.message or exc}".split())[:200]  # one line, whatever was sent
-            self.logger.warning("%s: %d %s", str(msg) % args, exc.code, what)
+            self.logger.warning("%s: %d %s", str(msg) % args if args else msg, exc.code, what)
         else:
             self.logger.error(msg, *args, exc_info=exc_info, **kwargs)
 

@@ -91,6 +91,21 @@ def test_stream_through_the_proxy_is_the_direct_stream_and_is_counted_exactly(
     assert 0 < record.ttft_s <= record.latency_s
 
 
+@pytest.mark.parametrize("max_tokens", [1, 2])
+def test_one_and_two_token_streams_keep_their_counts(proxied: tuple, max_tokens: int) -> None:
+    """Before, the meter raised on two tokens (one gap) and the record lost its counts."""
+    _, through, records = proxied
+    _, usage, timings = stream_text(through, max_tokens=max_tokens, stream_options={"include_usage": True})
+    (record,) = records.wait_for(1)
+    assert record.ok and record.finish_reason == "length" and record.tokens_estimated is False
+    assert (record.prompt_tokens, record.completion_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
+    assert record.completion_tokens == timings["predicted_n"] == max_tokens
+    # the server's own speed, unless it said 0.0 (for one token llama.cpp measures nothing)
+    assert record.server_tokens_per_s == (timings["predicted_per_second"] or None)
+    assert (record.itl_mean_s is not None) == (max_tokens == 2)
+    assert record.client_tokens_per_s is None or record.client_tokens_per_s > 0
+
+
 def test_non_streaming_through_the_proxy_is_the_direct_answer_and_is_counted_exactly(proxied: tuple) -> None:
     direct, through, records = proxied
     ask = dict(model=ALIAS, messages=PROMPT, max_tokens=40, temperature=0, seed=11)
