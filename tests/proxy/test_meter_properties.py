@@ -29,7 +29,7 @@ from tests.support.proxy import json_chunks
 CONTENT_TYPES = {".ndjson": "application/x-ndjson", ".sse": "text/event-stream", ".json": "application/json"}
 STREAMS = sorted(p.name for p in RECORDINGS.iterdir() if p.suffix in CONTENT_TYPES and "models" not in p.name)
 TIMING_FIELDS = {"ttft_s", "latency_s", "itl_mean_s", "itl_p50_s", "itl_p99_s", "itl_max_s", "client_tokens_per_s"}
-EXAMPLES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 class SafetyNet(logging.Handler):
@@ -247,7 +247,7 @@ def test_openai_usage_and_llama_cpp_timings_are_exact_or_absent(
 
 
 # ---------------------------------------------------------------- the readers under the meter
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(data=st.binary(max_size=400) | st.lists(st.sampled_from([b"a", b"\n", b"bb", b"\n\n"])).map(b"".join),
        points=st.lists(st.integers(min_value=0), max_size=20), cap=st.integers(min_value=0, max_value=40))
 def test_line_splitter_is_split_with_a_cap(data: bytes, points: list[int], cap: int) -> None:
@@ -271,7 +271,7 @@ def sse_events(data: bytes) -> list[bytes]:
 USAGE = b'data: {"choices":[],"usage":{"completion_tokens":2}}\n\n'
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(parts=st.lists(st.sampled_from([b"data: {}", b"\n", b"\n\n", USAGE, b"data: [DONE]\n\n", b"x", b"usage"])
                       | st.binary(max_size=40), max_size=20),
        points=st.lists(st.integers(min_value=0), max_size=20))

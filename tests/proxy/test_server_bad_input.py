@@ -21,6 +21,8 @@ import ollama
 import openai
 import pydantic
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.proxy import ForwardOptions
 from tests.support import wait_until
@@ -41,6 +43,32 @@ def sent_objects(p: Proxied) -> list[dict]:
         if text and text != b"[DONE]":
             out.append(json.loads(text))
     return out
+
+
+# ---------------------------------------------------------------- any answer at all
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(status=st.sampled_from([200, 200, 400, 500]),
+       content_type=st.sampled_from(["application/x-ndjson", "text/event-stream", "application/json",
+                                     "text/plain"]),
+       chunks=st.lists(st.binary(max_size=200) | st.sampled_from([b"\n", b"\n\n", b"data: [DONE]\n\n",
+                                                                 b'{"done":true,"eval_count":NaN}\n',
+                                                                 b"[" * 5000, b'{"error":' * 3000]),
+                       max_size=12))
+def test_any_answer_reaches_the_client_unchanged_and_is_recorded(proxied: Proxied, status: int, content_type: str,
+                                                                 chunks: list[bytes]) -> None:
+    """Whatever the server answers, the client gets it byte for byte, the request is recorded
+    with the status it got, and the proxy keeps serving (the next request is recorded too)."""
+    proxied.up.raw = (status, content_type, chunks)
+    before = len(proxied.records.items)
+    with httpx.Client() as client:
+        answer = client.post(proxied.url + "/api/generate", json={"model": "m", "prompt": "q"})
+        assert (answer.status_code, answer.content) == (status, b"".join(chunks))
+        proxied.up.raw = None
+        assert client.post(proxied.url + "/v1/chat/completions", json={"model": "m", "messages": []}).is_success
+    got, then = proxied.records.wait(before + 2)[before:]
+    assert got.status == status and got.bytes_out == len(answer.content)
+    assert got.ok == (status == 200 and not got.error_type) and got.error_type in ("", "http", "stream_error")
+    assert then.ok and then.completion_tokens == 32
 
 
 # ---------------------------------------------------------------- 1- and 2-token streams

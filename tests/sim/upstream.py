@@ -10,6 +10,7 @@ server's. Like vLLM, it sends the usage-only SSE chunk only when the request ask
 * ``cut_after=N``: drop the connection after N chunks (no end of body);
 * ``hang=True``: accept the request and send nothing until :meth:`release` or stop;
 * ``fail=(status, file)``: answer with a recorded error body and that status;
+* ``raw=(status, content_type, chunks)``: answer with exactly these bytes (a server gone wrong);
 * ``drop_requests=N``: close the connection on the next N requests without a word;
 * ``final_fields={"eval_count": "NaN", ...}``: raw JSON text put in as those fields of the
   answer's last object (a dotted name reaches into an object: ``"timings.predicted_n"``), for a
@@ -137,6 +138,7 @@ class SimUpstream:
         self.cut_after: int | None = None
         self.hang = False
         self.fail: tuple[int, str] | None = None
+        self.raw: tuple[int, str, list[bytes]] | None = None
         self.drop_requests = 0
         self.final_fields: dict[str, str] = {}
         self.huge_line = 0
@@ -234,6 +236,16 @@ class SimUpstream:
                                 headers={"X-Sim": "echo"})
         if self.hang:
             await self._release.wait()
+        if self.raw is not None:
+            status, content_type, chunks = self.raw
+            response = web.StreamResponse(status=status, headers={"Content-Type": content_type})
+            await response.prepare(request)
+            for chunk in chunks:
+                await response.write(chunk)
+                entry.sent += chunk
+            await response.write_eof()
+            entry.completed = True
+            return response
         if self.fail is not None:
             status, name = self.fail
             data = recording(name)
