@@ -28,7 +28,7 @@ from app.records import Record
 log = logging.getLogger(__name__)
 
 
-class ClientErrorLog(logging.LoggerAdapter):
+class ClientErrorLog(logging.LoggerAdapter[logging.Logger]):
     """The log of aiohttp's server side. aiohttp logs each malformed client request (a bad
     header, a garbled request line) with a full traceback; the client's mistake needs one
     line. Anything else (a fault of aiohttp or of the proxy) keeps its traceback."""

@@ -15,6 +15,8 @@ import logging
 import math
 import socket
 import threading
+from collections.abc import Generator
+from typing import Any, cast
 
 import httpx
 import ollama
@@ -31,8 +33,8 @@ from tests.support.proxy import Proxied, json_chunks, start_proxied
 NS = 1e-9
 
 
-def openai_client(p: Proxied, **kwargs: object) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{p.url}/v1", api_key="sk-test", max_retries=0, **kwargs)
+def openai_client(p: Proxied, headers: dict[str, str] | None = None) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{p.url}/v1", api_key="sk-test", max_retries=0, default_headers=headers)
 
 
 def sent_objects(p: Proxied) -> list[dict]:
@@ -172,17 +174,17 @@ def test_client_leaving_after_two_chunks_is_cancelled(proxied: Proxied, api: str
     proxied.up.routes["/api/generate"] = ("ollama_generate_stream.ndjson", "ollama_generate.json", True)
     proxied.up.chunk_delay_s = 0.2  # the server is still generating when the client leaves
     if api == "ollama":
-        client = ollama.Client(host=proxied.url)
-        stream = client.generate(model="gemma3", prompt="q", stream=True)
-        got = [next(stream).response, next(stream).response]
-        stream.close()
-        client._client.close()
+        native = ollama.Client(host=proxied.url)
+        lines = cast(Generator[ollama.GenerateResponse, None, None],
+                     native.generate(model="gemma3", prompt="q", stream=True))
+        got = [next(lines).response, next(lines).response]
+        lines.close()  # leaves: the connection is closed
+        native._client.close()
     else:
-        client = openai_client(proxied)
-        stream = client.chat.completions.create(model="tiny-llama", messages=[], stream=True)
-        next(stream)  # the role chunk
-        got = [next(stream).choices[0].delta.content, next(stream).choices[0].delta.content]
-        stream.close()
+        events = openai_client(proxied).chat.completions.create(model="tiny-llama", messages=[], stream=True)
+        next(events)  # the role chunk
+        got = [next(events).choices[0].delta.content, next(events).choices[0].delta.content]
+        events.close()
     assert len(got) == 2
     (rec,) = proxied.records.wait(1)
     assert (rec.error_type, rec.error) == ("cancelled", "client disconnected")
@@ -249,7 +251,7 @@ def test_a_100_mb_line_streams_through_while_other_clients_are_served() -> None:
     try:
         p.up.huge_line = 100 * 2**20
         p.up.hold_mid_line = True
-        received: dict[str, object] = {}
+        received: dict[str, Any] = {}
 
         def big() -> None:
             digest, size = hashlib.sha256(), 0
@@ -298,7 +300,7 @@ def test_only_loopback_host_names_are_served_on_a_loopback_proxy(proxied: Proxie
             model="m", prompt="q", stream=False)
     assert native.value.status_code == 403 and "not allowed" in native.value.error
     with pytest.raises(openai.PermissionDeniedError, match="answers only requests for localhost"):
-        openai_client(proxied, default_headers={"Host": "127.0.0.1.attacker.example"}).chat.completions.create(
+        openai_client(proxied, {"Host": "127.0.0.1.attacker.example"}).chat.completions.create(
             model="m", messages=[])
     assert len(proxied.up.requests) == served  # the server never saw them
     refused = proxied.records.wait(3)[1:]

@@ -95,7 +95,7 @@ def test_stream_through_the_proxy_is_the_direct_stream_and_is_counted_exactly(
 def test_one_and_two_token_streams_keep_their_counts(proxied: tuple, max_tokens: int) -> None:
     """Before, the meter raised on two tokens (one gap) and the record lost its counts."""
     _, through, records = proxied
-    _, usage, timings = stream_text(through, max_tokens=max_tokens, stream_options={"include_usage": True})
+    _, usage, timings = stream_text(through, max_tokens=max_tokens, include_usage=True)
     (record,) = records.wait_for(1)
     assert record.ok and record.finish_reason == "length" and record.tokens_estimated is False
     assert (record.prompt_tokens, record.completion_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
