@@ -25,35 +25,31 @@ class LineSplitter:
         self._over = False          # the unfinished line passed the cap: skip to its end
 
     def feed(self, data: bytes) -> list[bytes | None]:
-        out: list[bytes | None] = []
-        start = 0
-        while (end := data.find(b"\n", start)) >= 0:
-            if self._over:
-                self._over = False
-                out.append(None)
-            elif self._part:
-                if len(self._part) + end - start > self.cap:
-                    self.dropped += 1
-                    out.append(None)
-                else:
-                    self._part += data[start:end]
-                    out.append(bytes(self._part))
-                self._part = bytearray()
-            elif end - start > self.cap:
-                self.dropped += 1
-                out.append(None)
+        parts = data.split(b"\n")  # the new bytes only, never the kept part
+        rest = parts.pop()
+        lines: list[bytes | None] = list(parts)
+        cap = self.cap
+        if parts and (self._part or self._over):  # the first line ends the one kept so far
+            head = parts[0]
+            if self._over or len(self._part) + len(head) > cap:
+                self.dropped += not self._over
+                lines[0] = None
             else:
-                out.append(data[start:end])
-            start = end + 1
-        rest = len(data) - start
+                lines[0] = bytes(self._part) + head
+            self._part, self._over = bytearray(), False
+        if len(data) > cap:  # (else no line of it can be over the cap)
+            for i, line in enumerate(lines):
+                if line is not None and len(line) > cap:
+                    self.dropped += 1
+                    lines[i] = None
         if rest and not self._over:
-            if len(self._part) + rest > self.cap:
+            if len(self._part) + len(rest) > cap:
                 self.dropped += 1
                 self._over = True
                 self._part = bytearray()
             else:
-                self._part += data[start:]
-        return out
+                self._part += rest
+        return lines
 
     def rest(self) -> bytes | None:
         """At the end of the stream: the last line if it had no newline (``b""`` when there is

@@ -191,8 +191,11 @@ class Meter:
         if self.framing == "opaque" or self._body_truncated or not data:
             return
         try:
-            for piece in self._inflate(data):
-                self._take(piece, now)
+            if self._decoder is None:
+                self._take(data, now)
+            else:
+                for piece in self._inflate(data):
+                    self._take(piece, now)
         except Exception as exc:  # one chunk the meter cannot read must not cost the request
             self._fault("feed", exc)
 
@@ -225,21 +228,24 @@ class Meter:
             else:  # kept as far as it went, and never parsed: a body with a hole is no body
                 self._body_truncated = True
             return
-        if self.framing == "opaque":  # (the inflater gave up on this body)
-            return
-        for line in self._lines.feed(data):
-            self._line(line, now)
+        if self.framing == "ndjson":
+            for line in self._lines.feed(data):
+                if line is None:
+                    self._dropped_line()
+                elif line.strip():
+                    self._parse(line, now)
+        elif self.framing == "sse":
+            for line in self._lines.feed(data):
+                if line is None:
+                    self._dropped_line()
+                else:
+                    self._sse_line(line.rstrip(b"\r"), now)
+        # "opaque": the inflater gave up on this body
 
-    def _line(self, line: bytes | None, now: float) -> None:
-        if line is None:
-            log_once(log, "meter.line_cap", "meter: a line over %d bytes from %s was not parsed "
-                     "(it passed through unchanged)", LINE_CAP, self.record.server, level=logging.WARNING)
-            self._sse_dropped = True
-        elif self.framing == "ndjson":
-            if line.strip():
-                self._parse(line, now)
-        else:
-            self._sse_line(line.rstrip(b"\r"), now)
+    def _dropped_line(self) -> None:
+        log_once(log, "meter.line_cap", "meter: a line over %d bytes from %s was not parsed "
+                 "(it passed through unchanged)", LINE_CAP, self.record.server, level=logging.WARNING)
+        self._sse_dropped = True  # (an SSE event with a line missing is not parsed either)
 
     def _sse_line(self, line: bytes, now: float) -> None:
         if not line:  # a blank line ends the event
@@ -257,7 +263,7 @@ class Meter:
             value = value[1:] if value.startswith(b" ") else value
             self._sse_size += len(value) + 1
             if self._sse_size > LINE_CAP:  # an event of many lines: capped like one line
-                self._line(None, now)
+                self._dropped_line()
                 self._sse_data = []
             else:
                 self._sse_data.append(value)
@@ -392,9 +398,13 @@ class Meter:
         if self.framing == "json" and self._body:
             self._finish_body(now)
         elif self.framing in ("ndjson", "sse"):
-            rest = self._lines.rest()
-            if rest is None or rest.strip():
-                self._line(rest, now)  # a last line without its newline
+            rest = self._lines.rest()  # a last line without its newline
+            if rest is None:
+                self._dropped_line()
+            elif rest.strip() and self.framing == "ndjson":
+                self._parse(rest, now)
+            elif rest.strip():
+                self._sse_line(rest.rstrip(b"\r"), now)
             if self.framing == "sse":
                 self._sse_line(b"", now)  # a last event without its blank line
         times = self._token_times
