@@ -16,6 +16,7 @@ NO_METRICS = "No /metrics from llama-server.\nRestart it with --metrics to see t
 
 class LlamaCppPanel(Panel):
     title = "llama.cpp"
+    server_kind = "llamacpp"
 
     def __init__(self, runtime: Runtime, parent: QWidget | None = None) -> None:
         super().__init__(runtime, parent)

@@ -22,11 +22,12 @@ from widgets.header_strip import HeaderStrip
 from widgets.llamacpp_panel import LlamaCppPanel
 from widgets.model_panel import ModelPanel
 from widgets.overview_panel import OverviewPanel
-from widgets.panel import Panel
+from widgets.panel import Panel, TabShelf
 from widgets.prompt_panel import PromptPanel
 from widgets.requests_panel import RequestsPanel
 from widgets.servers_panel import ServersPanel
 from widgets.sessions_panel import SessionsPanel
+from widgets.smoothing_button import SmoothingButton
 from widgets.time_window import SPANS, TimeWindow
 from widgets.timeseries_plot import TimeSeriesPlot
 from widgets.vllm_panel import VllmPanel
@@ -84,6 +85,8 @@ class MainWindow(QMainWindow):
             panel.view = self.view
         for plot in self.tabs.findChildren(TimeSeriesPlot):
             plot.attach(self.view, self.history)
+        # tabs of server kinds not configured nor seen wait in a "More" menu
+        self.shelf = TabShelf(self.tabs, self.panels, (s.kind for s in runtime.settings.servers))
         self.tabs.currentChanged.connect(lambda _: self.refresh())
         central = QWidget()
         layout = QVBoxLayout(central)
@@ -127,6 +130,8 @@ class MainWindow(QMainWindow):
         self.pause_button.setToolTip("Stop the charts scrolling (recording continues)")
         self.pause_button.toggled.connect(lambda on: self.view.set_paused(on, time.time()))
         bar.addWidget(self.pause_button)
+        self.smooth_button = SmoothingButton(self.view, self.settings)
+        bar.addWidget(self.smooth_button)
         self.addToolBar(bar)
 
     def _session_start(self) -> float | None:
@@ -177,6 +182,7 @@ class MainWindow(QMainWindow):
         hub = self.runtime.hub
         alerts = self.runtime.alerts.worst_firing() if self.runtime.alerts is not None else None
         self.header.show_summary(summarize(hub.buffers, hub.health, now, alerts))
+        self.shelf.sync(list(hub.health.values()))
         current = self.tabs.currentWidget()
         if isinstance(current, Panel):
             current.refresh(now)

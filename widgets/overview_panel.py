@@ -1,4 +1,9 @@
-"""The Overview tab: six charts that answer "is it fast, is it busy, is the machine coping"."""
+"""The Overview tab: the charts that answer "is it fast, is it busy, is the machine coping".
+
+Each legend says where its figure comes from: the server's own counters or llmmon's proxy.
+The GPU charts are there only when a GPU is (without one, the other charts take the room), and
+an empty chart says what would fill it.
+"""
 from __future__ import annotations
 
 from PySide6.QtWidgets import QGridLayout, QWidget
@@ -6,12 +11,26 @@ from PySide6.QtWidgets import QGridLayout, QWidget
 from app.records import HealthState
 from app.runtime import Runtime
 from app.summary import SERVER_KINDS
-from widgets.panel import Panel
+from widgets.panel import KIND_NAMES, Panel
 from widgets.timeseries_plot import CurveSpec, MetricSpec, TimeSeriesPlot
 
 NO_SERVER = ("No LLM server found yet.\nStart Ollama (:11434), vLLM (:8000) or llama.cpp (:8080),"
              " or add a server in config.toml.")
 NO_TRAFFIC = "No generation yet.\nPoint your clients at llmmon's proxy (Requests tab) to measure them."
+TTFT_SOURCES = ("Time to first token comes from llmmon's proxy (send requests through it: its address"
+                " is in the Requests tab) or from a vLLM server's /metrics.")
+TTFT_KINDS = {"vllm"}  # servers whose own metrics report time to first token
+
+
+def ttft_empty_text(kinds_up: set[str]) -> str:
+    """What the TTFT chart says while empty: what would fill it, and why the servers that are
+    up do not (llama.cpp and Ollama report no TTFT of their own)."""
+    if not kinds_up:
+        return NO_SERVER
+    if kinds_up & TTFT_KINDS:
+        return "No request finished in the last minute.\n" + TTFT_SOURCES
+    silent = " and ".join(sorted(KIND_NAMES.get(k, k) for k in kinds_up))
+    return f"No TTFT measured yet: {silent} report{'s' if ' and ' not in silent else ''} none.\n{TTFT_SOURCES}"
 
 
 def gpu_absent_text(reason: str) -> str:
@@ -27,16 +46,16 @@ class OverviewPanel(Panel):
     def __init__(self, runtime: Runtime, parent: QWidget | None = None) -> None:
         super().__init__(runtime, parent)
         self.tokens_plot = TimeSeriesPlot("Generation speed", "tokens/s", [
-            MetricSpec("llm_tokens_per_second", "{server} {model}"),
-            MetricSpec("vllm_generation_tokens_per_second", "{server} {model}"),
-            MetricSpec("llamacpp_generation_tokens_per_second", "{server}")])
+            MetricSpec("llm_tokens_per_second", "{server} {model} · via proxy"),
+            MetricSpec("vllm_generation_tokens_per_second", "{server} {model} · server counters"),
+            MetricSpec("llamacpp_generation_tokens_per_second", "{server} server counters")])
         self.ttft_plot = TimeSeriesPlot("Time to first token", "s", [
-            MetricSpec("llm_ttft_seconds", "{server} p50", (("quantile", "0.5"),)),
-            MetricSpec("llm_ttft_seconds", "{server} p90", (("quantile", "0.9"),)),
-            MetricSpec("vllm_ttft_seconds", "{server} p50", (("quantile", "0.5"),)),
-            MetricSpec("vllm_ttft_seconds", "{server} p90", (("quantile", "0.9"),))])
+            MetricSpec("llm_ttft_seconds", "{server} p50 via proxy", (("quantile", "0.5"),)),
+            MetricSpec("llm_ttft_seconds", "{server} p90 via proxy", (("quantile", "0.9"),)),
+            MetricSpec("vllm_ttft_seconds", "{server} p50 server metrics", (("quantile", "0.5"),)),
+            MetricSpec("vllm_ttft_seconds", "{server} p90 server metrics", (("quantile", "0.9"),))])
         self.requests_plot = TimeSeriesPlot("Requests in flight", "requests", [
-            MetricSpec("llm_requests_active", "{server} active (proxy)"),
+            MetricSpec("llm_requests_active", "{server} via proxy"),
             MetricSpec("vllm_requests_running", "{server} running"),
             MetricSpec("vllm_requests_waiting", "{server} waiting"),
             MetricSpec("llamacpp_requests_processing", "{server} processing")])
@@ -49,20 +68,40 @@ class OverviewPanel(Panel):
             CurveSpec(("system_memory_percent", ()), "Memory")], y_range=(0, 100))
         self.plots = [self.tokens_plot, self.ttft_plot, self.requests_plot,
                       self.gpu_util_plot, self.gpu_memory_plot, self.system_plot]
-        grid = QGridLayout(self)
-        for i, plot in enumerate(self.plots):
-            grid.addWidget(plot, i // 3, i % 3)
+        self.grid = QGridLayout(self)
+        self.grid.setSpacing(6)
+        self.shown: list[TimeSeriesPlot] = []
+        self._lay_out(self.plots)
+
+    def _lay_out(self, plots: list[TimeSeriesPlot]) -> None:
+        """Place ``plots`` in a grid (3 wide for 5 or more, else 2) and hide the others."""
+        if plots == self.shown:
+            return
+        for plot in self.plots:
+            self.grid.removeWidget(plot)
+            plot.setVisible(plot in plots)
+        columns = 3 if len(plots) > 4 else 2
+        for i, plot in enumerate(plots):
+            self.grid.addWidget(plot, i // columns, i % columns)
+        for c in range(3):
+            self.grid.setColumnStretch(c, 1 if c < columns else 0)
+        self.shown = list(plots)
 
     def refresh(self, now: float) -> None:
         health = list(self.runtime.hub.health.values())
-        servers_up = any(h.kind in SERVER_KINDS and h.state == HealthState.UP for h in health)
-        for plot in (self.tokens_plot, self.ttft_plot, self.requests_plot):
-            plot.set_empty_text(NO_TRAFFIC if servers_up else NO_SERVER)
+        kinds_up = {h.kind for h in health if h.kind in SERVER_KINDS and h.state == HealthState.UP}
+        for plot in (self.tokens_plot, self.requests_plot):
+            plot.set_empty_text(NO_TRAFFIC if kinds_up else NO_SERVER)
+        self.ttft_plot.set_empty_text(ttft_empty_text(kinds_up))
         gpu = next((h for h in health if h.kind == "gpu"), None)
         gpu_text = (gpu_absent_text(gpu.reason)
                     if gpu is not None and gpu.state == HealthState.ABSENT else "No GPU data yet")
         for plot in (self.gpu_util_plot, self.gpu_memory_plot):
             plot.set_empty_text(gpu_text)
         buffers = self.runtime.hub.buffers
-        for plot in self.plots:
+        # Without a GPU (or before the GPU collector has looked) its charts only take room.
+        has_gpu = (gpu is not None and gpu.state not in (HealthState.ABSENT, HealthState.UNKNOWN)
+                   or bool(buffers.keys("gpu_utilization_percent")))
+        self._lay_out([p for p in self.plots if has_gpu or p not in (self.gpu_util_plot, self.gpu_memory_plot)])
+        for plot in self.shown:
             plot.refresh(buffers, now)

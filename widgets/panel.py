@@ -1,10 +1,18 @@
-"""What every tab of the main window is: a widget the UI timer asks to redraw while visible."""
+"""What every tab of the main window is: a widget the UI timer asks to redraw while visible; and
+the shelf that keeps the tabs of server kinds nobody runs here out of the way."""
 from __future__ import annotations
 
-from PySide6.QtWidgets import QWidget
+from collections.abc import Iterable
 
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QMenu, QTabWidget, QToolButton, QWidget
+
+from app.records import Health
 from app.runtime import Runtime
 from widgets.time_window import TimeWindow
+
+KIND_NAMES = {"vllm": "vLLM", "llamacpp": "llama.cpp", "ollama": "Ollama", "openai": "OpenAI-compatible"}
 
 
 class Panel(QWidget):
@@ -12,10 +20,12 @@ class Panel(QWidget):
 
     A panel reads the runtime's live buffers, hub health and store (never collectors), and
     redraws in :meth:`refresh`, which the main window calls on its UI timer only while the
-    panel's tab is the visible one.
+    panel's tab is the visible one. A panel about one kind of server sets ``server_kind``: its
+    tab shows once a server of that kind is configured or seen (see :class:`TabShelf`).
     """
 
     title = ""
+    server_kind: str | None = None
 
     def __init__(self, runtime: Runtime, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -26,3 +36,57 @@ class Panel(QWidget):
 
     def refresh(self, now: float) -> None:
         """Redraw from current data. ``now`` is the UTC epoch time of this UI tick."""
+
+
+class TabShelf:
+    """Shows a server kind's tab only once a server of that kind is configured or seen; until
+    then the tab waits in a "More" menu at the right end of the tab bar, from which the user can
+    still open it. A tab that appeared stays for the rest of the run (no flapping when the
+    server goes down: its tab then says so)."""
+
+    def __init__(self, tabs: QTabWidget, panels: list[Panel], configured_kinds: Iterable[str] = ()) -> None:
+        self.tabs = tabs
+        self.panels = panels
+        self.seen: set[str] = set(configured_kinds)
+        self.opened: set[int] = set()   # tabs the user took off the shelf
+        self.button = QToolButton()
+        self.button.setText("More")
+        self.button.setToolTip("Tabs for kinds of server not seen on this machine yet")
+        self.button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.button.setAutoRaise(True)
+        self.menu = QMenu(self.button)
+        self.button.setMenu(self.menu)
+        tabs.setCornerWidget(self.button, Qt.Corner.TopRightCorner)
+        self._shelved: list[int] | None = None
+
+    def wanted(self, index: int) -> bool:
+        kind = self.panels[index].server_kind
+        return kind is None or kind in self.seen or index in self.opened
+
+    def sync(self, health: Iterable[Health]) -> None:
+        """Show the tabs of every kind seen so far; shelve the others."""
+        self.seen.update(h.kind for h in health)
+        shelved = []
+        for i in range(len(self.panels)):
+            want = self.wanted(i)
+            if self.tabs.isTabVisible(i) != want:
+                self.tabs.setTabVisible(i, want)
+            if not want:
+                shelved.append(i)
+        if shelved != self._shelved:
+            self._shelved = shelved
+            self.menu.clear()
+            for i in shelved:
+                kind = self.panels[i].server_kind or ""
+                action = QAction(f"{self.panels[i].title} (no {KIND_NAMES.get(kind, kind)} server seen yet)", self.menu)
+                action.triggered.connect(lambda _=False, i=i: self.open(i))
+                self.menu.addAction(action)
+            self.button.setVisible(bool(shelved))
+
+    def open(self, index: int) -> None:
+        """Take a tab off the shelf and show it."""
+        self.opened.add(index)
+        self.tabs.setTabVisible(index, True)
+        self.tabs.setCurrentIndex(index)
+        self._shelved = None  # rebuild the menu on the next sync
+        self.sync(())

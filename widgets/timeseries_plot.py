@@ -1,31 +1,38 @@
-"""A live time-series chart: one pyqtgraph plot whose curves follow series in the live buffers
-(or, for long ranges, the database). Curves are created once per series and updated with
+"""A live time-series chart: a title, one pyqtgraph plot whose curves follow series in the live
+buffers (or, for long ranges, the database), and a legend table under the plot with each
+series' last / min / max / mean. Curves are created once per series and updated with
 ``setData``; a chart with nothing to show says why instead of drawing an empty grid.
 
 A chart shows either fixed series (:class:`CurveSpec`) or every series of a metric
 (:class:`MetricSpec`, e.g. one curve per GPU or per model, added as they appear).
+
+What is drawn may be smoothed (a moving average, when the window's :class:`TimeWindow` asks
+for it); the legend's figures and everything stored stay the recorded values.
 """
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt
-from PySide6.QtGui import QResizeEvent
-from PySide6.QtWidgets import QLabel, QWidget
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFont, QPalette
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from app.buffers import LiveBuffers
 from app.records import SeriesKey
 from app.storage.history import HistorySource
-from widgets.theme import colour_for_key
+from widgets.chart_legend import ChartLegend, LegendRow, rows_that_fit, stats_text
+from widgets.theme import colour_for_key, muted
 from widgets.time_window import TimeWindow
 
 BINARY_UNITS = [(2 ** 40, "TiB"), (2 ** 30, "GiB"), (2 ** 20, "MiB"), (2 ** 10, "KiB"), (1, "B")]
+FILL_ALPHA = 40
+"""Opacity (of 255) of the area under a curve: enough to read a busy series as a shape, little
+enough that overlapping series stay visible through each other."""
+UNIT_SHOWN_BY_TICKS = {"B", "s"}  # their tick labels carry the unit (GiB, ms): no unit in the title
 
 
 @dataclass(frozen=True)
@@ -64,18 +71,18 @@ class BinaryBytesAxis(pg.AxisItem):
     """A value axis for bytes with binary prefixes (GiB, not GB) and ticks on round numbers of
     the chosen unit."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.enableAutoSIPrefix(False)
 
     def _unit(self, span: float) -> tuple[float, str]:
         return next((u for u in BINARY_UNITS if span >= u[0]), BINARY_UNITS[-1])
 
-    def tickSpacing(self, minVal: float, maxVal: float, size: float) -> list[tuple[float, float]]:  # noqa: N802
+    def tickSpacing(self, minVal: float, maxVal: float, size: float):  # noqa: N802 (Qt naming)
         scale, _ = self._unit(max(abs(minVal), abs(maxVal)))
         return [(s * scale, o * scale) for s, o in super().tickSpacing(minVal / scale, maxVal / scale, size)]
 
-    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:  # noqa: N802
+    def tickStrings(self, values, scale, spacing):  # noqa: N802
         if not values:
             return []
         unit, name = self._unit(max(abs(v) for v in values))
@@ -83,79 +90,154 @@ class BinaryBytesAxis(pg.AxisItem):
         return [f"{v / unit:.{min(decimals, 3)}f} {name}" for v in values]
 
 
-class TimeSeriesPlot(pg.PlotWidget):
-    """A chart with a time axis, a unit on the value axis, a legend and a hover crosshair.
+class SecondsAxis(pg.AxisItem):
+    """A value axis for durations whose ticks say their unit: "350 ms" below a second, "1.5 s"
+    above (the chart title then needs no unit, and the axis no rotated label beside it)."""
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802
+        if not values:
+            return []
+        ms = max(abs(v) for v in values) < 1
+        unit, name = (1e-3, "ms") if ms else (1.0, "s")
+        decimals = max(0, -int(math.floor(math.log10(spacing / unit)))) if spacing > 0 else 0
+        return [f"{v / unit:.{min(decimals, 3)}f} {name}" for v in values]
+
+
+def _value_axis(unit: str) -> pg.AxisItem:
+    if unit == "B":
+        return BinaryBytesAxis("left")
+    if unit == "s":
+        return SecondsAxis("left")
+    return pg.AxisItem("left")
+
+
+@dataclass
+class _Curve:
+    item: pg.PlotDataItem
+    label: str
+    colour: str
+    scale: float
+    server: str | None = None
+    version: int = -1
+    hidden: bool = False
+    row: LegendRow | None = None
+
+
+class TimeSeriesPlot(QFrame):
+    """A chart card: title, plot with a time axis and a hover read-out, legend table below.
 
     Args:
-        title: shown above the chart.
-        unit: the value axis unit. ``"B"`` gives binary prefixes (GiB); other units get SI
-            prefixes from pyqtgraph (``"s"`` shows small values as ms).
+        title: shown above the chart, with the unit beside it.
+        unit: the values' unit. ``"B"`` gives binary prefixes (GiB) and ``"s"`` ms/s on the
+            axis ticks; other units are written beside the title.
         curves: fixed series, or metric patterns whose series are added as they appear.
         y_range: fixed value range, e.g. ``(0, 100)`` for percentages; ``None`` autoscales.
         empty_text: what the chart says while it has no data.
     """
 
-    def __init__(self, title: str, unit: str, curves: Sequence[CurveSpec | MetricSpec] | None = None,
+    def __init__(self, title: str, unit: str, curves: list[CurveSpec | MetricSpec] | None = None,
                  y_range: tuple[float, float] | None = None, parent: QWidget | None = None,
                  empty_text: str = "No data yet") -> None:
-        axes = {"bottom": pg.DateAxisItem(utcOffset=None)}
-        if unit == "B":
-            axes["left"] = BinaryBytesAxis("left")
-        super().__init__(parent=parent, axisItems=axes)
-        self.setTitle(title)
-        self.setLabel("left", units=None if unit == "B" else unit)
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setBackgroundRole(QPalette.ColorRole.Base)
+        self.setAutoFillBackground(True)
+        self.unit = unit
+        self.title = QLabel(title)
+        bold = QFont(self.title.font())
+        bold.setBold(True)
+        self.title.setFont(bold)
+        self.unit_label = QLabel("" if unit in UNIT_SHOWN_BY_TICKS else unit)
+        self.unit_label.setStyleSheet("color: palette(mid);")
+        head = QHBoxLayout()
+        head.setContentsMargins(6, 2, 6, 0)
+        head.setSpacing(8)
+        head.addWidget(self.title)
+        head.addWidget(self.unit_label)
+        head.addStretch(1)
+
+        self.plot_widget = pg.PlotWidget(axisItems={"bottom": pg.DateAxisItem(utcOffset=None),
+                                                    "left": _value_axis(unit)})
+        self.plot_widget.setFrameShape(QFrame.Shape.NoFrame)
+        self.plot_widget.setMinimumHeight(60)
+        item = self.plot_widget.getPlotItem()
+        item.layout.setContentsMargins(0, 8, 6, 0)  # room for the top tick label
         # No grid: alpha-blended grid lines cost ~4x the curves themselves in Qt's raster
         # engine (bench/render.py), and the axes' ticks carry the same information.
-        self.setMouseEnabled(x=False, y=False)
-        self.setMenuEnabled(False)
-        self.hideButtons()
+        self.plot_widget.setMouseEnabled(x=False, y=False)
+        self.plot_widget.setMenuEnabled(False)
+        self.plot_widget.hideButtons()
         self.y_range = y_range
         self._y_top: float | None = None
         if y_range is not None:
-            self.setYRange(*y_range, padding=0.02)
-        self.getPlotItem().vb.disableAutoRange(axis="y")
-        item = self.getPlotItem()
+            self.plot_widget.setYRange(*y_range, padding=0.02)
+        item.vb.disableAutoRange(axis="y")
+        tick_font = QFont(self.font())
+        tick_font.setPointSizeF(max(7.0, tick_font.pointSizeF() * 0.85))
+        for axis in ("left", "bottom"):  # small ticks: more of them fit a small chart
+            item.getAxis(axis).setStyle(tickFont=tick_font, tickTextOffset=3)
         # No pyqtgraph downsampling or clip-to-view: a curve never holds more than the ring
         # buffer (4096 points) or ~2 points per pixel from the database, and at that size
         # pyqtgraph's peak downsampling costs more per redraw than it saves (bench/render.py).
-        self.legend = self.addLegend(offset=(8, 8))
+        self.legend = ChartLegend()
+        self.legend.toggled.connect(self._toggle)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(1, 1, 1, 3)
+        layout.setSpacing(0)
+        layout.addLayout(head)
+        layout.addWidget(self.plot_widget, 1)
+        layout.addWidget(self.legend)
+
         self.specs = list(curves or [])
         self.view: TimeWindow | None = None
         self.history: HistorySource | None = None
-        self._curves: dict[SeriesKey, tuple[pg.PlotDataItem, float, int]] = {}
+        self._curves: dict[SeriesKey, _Curve] = {}
         self._range: tuple[float, float] | None = None
+        self._smooth = 0
         self.empty_text = empty_text
-        # A plain label over the chart: it wraps long explanations, which a scene item can't.
+        # A plain label over the plot and legend: it wraps long explanations, which a scene item can't.
         self._empty = QLabel(empty_text, self)
         self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._empty.setWordWrap(True)
         self._empty.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
-        self._empty.setStyleSheet("color: palette(mid); background: palette(base); padding: 12px;")
-        dashed = pg.mkPen((128, 128, 128), style=Qt.PenStyle.DashLine)
-        self._crosshair = pg.InfiniteLine(angle=90, movable=False, pen=dashed)
-        self._readout = pg.TextItem(anchor=(0, 0), fill=pg.mkBrush(0, 0, 0, 150), color="w")
+        self._empty.setAutoFillBackground(True)
+        self._empty.setBackgroundRole(QPalette.ColorRole.Base)
+        self._empty.setStyleSheet("color: palette(mid); padding: 12px;")
+        self._crosshair = pg.InfiniteLine(angle=90, movable=False,
+                                          pen=pg.mkPen((128, 128, 128), style=Qt.PenStyle.DashLine))
+        self._readout = pg.TextItem(anchor=(0, 0), fill=pg.mkBrush(0, 0, 0, 170), color="w")
         for it in (self._crosshair, self._readout):
             it.setVisible(False)
             it.setZValue(20)
-            self.addItem(it, ignoreBounds=True)
-        self.scene().sigMouseMoved.connect(self._on_mouse)
+            self.plot_widget.addItem(it, ignoreBounds=True)
+        self.plot_widget.scene().sigMouseMoved.connect(self._on_mouse)
         for spec in self.specs:
             if isinstance(spec, CurveSpec):
                 self._add(spec.key, spec.label, spec.colour, 1.0)
         for axis in ("left", "bottom"):  # starts empty: the message shows, the axes don't
             item.showAxis(axis, False)
 
+    # ------------------------------------------------------------------ pyqtgraph access
+    def getPlotItem(self) -> pg.PlotItem:  # noqa: N802 (pyqtgraph naming)
+        return self.plot_widget.getPlotItem()
+
+    @property
+    def view_box(self) -> pg.ViewBox:
+        return self.plot_widget.getPlotItem().vb
+
     # ------------------------------------------------------------------ curves
     def _add(self, key: SeriesKey, label: str, colour: str, scale: float) -> pg.PlotDataItem:
         # 1 px cosmetic pens take Qt's fast line path; 2 px lines cost +50 % per redraw.
         colour = colour or colour_for_key(key)
-        item = self.plot([], [], name=label, pen=pg.mkPen(colour, width=1), connect="finite",
-                         symbolSize=6, symbolPen=None, symbolBrush=colour)
-        self._curves[key] = (item, scale, -1)
+        item = self.plot_widget.plot([], [], name=label, pen=pg.mkPen(colour, width=1), connect="finite",
+                                     fillLevel=0.0, fillBrush=muted(colour, FILL_ALPHA),
+                                     symbolSize=6, symbolPen=None, symbolBrush=colour)
+        self._curves[key] = _Curve(item, label, colour, scale, dict(key[1]).get("server"))
         return item
 
     def curve(self, key: SeriesKey) -> pg.PlotDataItem:
-        return self._curves[key][0]
+        return self._curves[key].item
 
     def curve_keys(self) -> list[SeriesKey]:
         return list(self._curves)
@@ -169,59 +251,103 @@ class TimeSeriesPlot(pg.PlotWidget):
                 if key not in self._curves and spec.matches(key):
                     self._add(key, spec.label_for(key), "", spec.scale)
 
+    def _toggle(self, key: object) -> None:
+        """Hide or show one series (a click on its legend row)."""
+        curve = self._curves.get(key)  # type: ignore[call-overload]
+        if curve is None:
+            return
+        curve.hidden = not curve.hidden
+        curve.item.setVisible(not curve.hidden)
+        if curve.row is not None:
+            curve.row = replace(curve.row, hidden=curve.hidden)
+        self._update_legend()
+        if self.y_range is None:
+            self._fit_y()
+
     # ------------------------------------------------------------------ redraw
     def refresh(self, buffers: LiveBuffers, now: float, window_s: float | None = None) -> bool:
         """Redraw for the time ``now``. The range comes from the attached :class:`TimeWindow`
         (or the last ``window_s`` seconds without one). Returns whether any curve changed."""
         if self.view is not None:
             t0, t1 = self.view.range(now)
+            smooth = self.view.smooth_points
         else:
             t0, t1 = now - (window_s or 300.0), now
+            smooth = 0
+        if smooth != self._smooth:
+            self._smooth = smooth
+            self.force_redraw()
         self._discover(buffers, t0)
         range_moved = self._range != (t0, t1)
         changed = False
-        pixels = max(int(self.getPlotItem().vb.width()), 100)
+        pixels = max(int(self.view_box.width()), 100)
         has_data = False
-        for key, (item, scale, seen) in list(self._curves.items()):
+        fmt = self.legend_format
+        for key, curve in list(self._curves.items()):
+            item = curve.item
             version = buffers.version(key)
-            if version == seen:
+            if version == curve.version:
                 has_data = has_data or item.xData is not None and len(item.xData) > 0
                 continue
             if self.history is not None:
                 ts, values = self.history.points(key, t0, t1, pixels)
             else:
                 ts, values = buffers.window(key, since=t0)
-            if scale != 1.0:
-                values = values * scale
+            if curve.scale != 1.0:
+                values = values * curve.scale
             # A line needs two points: show a series that has only just started as dots.
             sparse = len(ts) < 3
             if sparse != (item.opts["symbol"] is not None):  # only on change: symbols are costly
                 item.setSymbol("o" if sparse else None)
-            item.setData(*break_gaps(ts, values))
-            self._curves[key] = (item, scale, version)
+            xs, ys = break_gaps(ts, values)
+            item.setData(xs, moving_average(ys, smooth) if smooth > 1 else ys)
+            curve.version = version
+            curve.row = LegendRow(key, curve.label, curve.colour, *stats_text(values, fmt), hidden=curve.hidden)
             changed = True
             has_data = has_data or len(ts) > 0
         if range_moved:
-            self.setXRange(t0, t1, padding=0)
+            self.plot_widget.setXRange(t0, t1, padding=0)
             self._range = (t0, t1)
-        if changed and self.y_range is None:
-            self._fit_y()
+        if changed:
+            self._update_legend()
+            if self.y_range is None:
+                self._fit_y()
         self._show_empty(not has_data)
         return changed
+
+    def _update_legend(self) -> None:
+        shown = [c for c in self._curves.values()
+                 if c.row is not None and c.item.xData is not None and len(c.item.xData)]
+        # One server (the usual case): name it once above the rows, not in every row.
+        servers = {c.server for c in shown}
+        server = servers.pop() if len(servers) == 1 else None
+        if server:
+            rows = [replace(c.row, label=c.row.label.removeprefix(server).strip() or c.row.label) for c in shown]
+        else:
+            rows = [c.row for c in shown]
+        self.legend.set_rows(rows, server or "")
+
+    def format(self, value: float) -> str:
+        return format_value(value, self.unit)
+
+    def legend_format(self, value: float) -> str:
+        """A legend figure: with its unit where the axis writes it too (GiB, ms, %), a bare
+        number where the unit stands beside the title (tokens/s)."""
+        return format_value(value, self.unit if self.unit in UNIT_SHOWN_BY_TICKS | {"%"} else "")
 
     def _fit_y(self) -> None:
         """Scale the value axis from zero to a bit above the highest visible value. Everything
         llmmon charts is >= 0; a zero baseline keeps a flat line from being blown up into
         noise (pyqtgraph's auto-range would show "0 ± 1e-9")."""
         top = 0.0
-        for item, _scale, _v in self._curves.values():
-            if item.yData is not None and len(item.yData):
-                peak = np.nanmax(item.yData) if not np.all(np.isnan(item.yData)) else 0.0
-                top = max(top, float(peak))
+        for curve in self._curves.values():
+            y = curve.item.yData
+            if not curve.hidden and y is not None and len(y) and not np.all(np.isnan(y)):
+                top = max(top, float(np.nanmax(y)))
         wanted = top * 1.1 if top > 0 else 1.0
         if wanted != self._y_top:  # an unchanged range must not re-layout the axes
             self._y_top = wanted
-            self.setYRange(0.0, wanted, padding=0)
+            self.plot_widget.setYRange(0.0, wanted, padding=0)
 
     def attach(self, view: TimeWindow, history: HistorySource) -> None:
         """Follow the window's time range and read long ranges from the database."""
@@ -248,47 +374,47 @@ class TimeSeriesPlot(pg.PlotWidget):
         if empty:
             self._place_empty()
 
-    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt naming)
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         super().resizeEvent(event)
         if "_empty" in self.__dict__:  # Qt resizes during __init__, before the label exists
             self._place_empty()
+            # the legend takes at most about a third of the chart; the rest is the plot
+            self.legend.set_max_rows(rows_that_fit(self.height(), self.legend._line) - 1)
 
     def _place_empty(self) -> None:
         # Cover everything below the title so an empty chart reads as a message, not as axes.
-        top = int(self.getPlotItem().titleLabel.boundingRect().height()) + 2
-        self._empty.setGeometry(0, top, self.width(), max(self.height() - top, 0))
-
+        top = self.title.geometry().bottom() + 2
+        self._empty.setGeometry(1, top, self.width() - 2, max(self.height() - top - 1, 0))
 
     def force_redraw(self) -> None:
         """Forget what was drawn so the next refresh fetches every curve again."""
-        self._curves = {k: (item, scale, -1) for k, (item, scale, _) in self._curves.items()}
+        for curve in self._curves.values():
+            curve.version = -1
         self._range = None
 
-    # ------------------------------------------------------------------ crosshair
-    def _on_mouse(self, pos: QPointF) -> None:
-        vb = self.getPlotItem().vb
-        if not self.sceneBoundingRect().contains(pos) or not vb.sceneBoundingRect().contains(pos):
+    # ------------------------------------------------------------------ hover read-out
+    def _on_mouse(self, pos) -> None:
+        vb = self.view_box
+        if not vb.sceneBoundingRect().contains(pos):
             self._crosshair.setVisible(False)
             self._readout.setVisible(False)
             return
         x = vb.mapSceneToView(pos).x()
         lines = [time.strftime("%H:%M:%S", time.localtime(x))]
-        for item, _scale, _v in self._curves.values():
-            xs, ys = item.xData, item.yData
-            if xs is None or len(xs) == 0:
+        for curve in self._curves.values():
+            xs, ys = curve.item.xData, curve.item.yData
+            if curve.hidden or xs is None or len(xs) == 0:
                 continue
             i = int(np.clip(np.searchsorted(xs, x), 0, len(xs) - 1))
-            lines.append(f"{item.name()}: {format_value(float(ys[i]), self._unit())}")
+            lines.append(f"{curve.label}: {self.format(float(ys[i]))}")
         self._crosshair.setPos(x)
         self._readout.setText("\n".join(lines))
-        (_, _), (y0, y1) = vb.viewRange()
+        (x0, x1), (_, y1) = vb.viewRange()
+        # keep the read-out inside the plot: to the left of the line in the right half
+        self._readout.setAnchor((1, 0) if x > (x0 + x1) / 2 else (0, 0))
         self._readout.setPos(x, y1)
         self._crosshair.setVisible(True)
         self._readout.setVisible(len(lines) > 1)
-
-    def _unit(self) -> str:
-        axis = self.getPlotItem().getAxis("left")
-        return "B" if isinstance(axis, BinaryBytesAxis) else (axis.labelUnits or "")
 
 
 def break_gaps(ts: np.ndarray, values: np.ndarray, min_gap_s: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
@@ -305,8 +431,33 @@ def break_gaps(ts: np.ndarray, values: np.ndarray, min_gap_s: float = 10.0) -> t
     return np.insert(ts, at, ts[holes] + steps[holes] / 2), np.insert(values, at, np.nan)
 
 
+def moving_average(values: np.ndarray, n: int) -> np.ndarray:
+    """A centred moving average over ``n`` points, for drawing. It never reaches across a NaN
+    (a hole in the data stays a hole, and the points beside it average only their own side);
+    at the ends of a run it averages the points there are, so the live edge is not pulled
+    down. Returns a new array; ``values`` is left as it is."""
+    count = len(values)
+    if n <= 1 or count < 2:
+        return values
+    index = np.arange(count)
+    finite = np.isfinite(values)
+    # the run of finite values each point belongs to: [start, end]
+    start = np.maximum.accumulate(np.where(~finite, index, -1)) + 1
+    end = np.minimum.accumulate(np.where(~finite, index, count)[::-1])[::-1] - 1
+    before, after = (n - 1) // 2, n // 2
+    lo = np.maximum(index - before, start)
+    hi = np.minimum(index + after, end)
+    sums = np.concatenate(([0.0], np.cumsum(np.where(finite, values, 0.0))))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (sums[hi + 1] - sums[lo]) / (hi - lo + 1)
+    out[~finite] = np.nan
+    return out
+
+
 def format_value(value: float, unit: str) -> str:
     """A human-readable value with its unit: binary prefixes for bytes, ms for small seconds."""
+    if not math.isfinite(value):
+        return "—"
     if unit == "B":
         scale, name = next((u for u in BINARY_UNITS if abs(value) >= u[0]), BINARY_UNITS[-1])
         return f"{value / scale:.2f} {name}" if scale > 1 else f"{value:.0f} B"
@@ -314,4 +465,6 @@ def format_value(value: float, unit: str) -> str:
         return f"{value * 1000:.1f} ms"
     if unit == "%":
         return f"{value:.1f} %"
+    if abs(value) >= 1000:
+        return f"{value:,.0f} {unit}".strip()
     return f"{value:.3g} {unit}".strip()

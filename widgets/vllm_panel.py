@@ -22,6 +22,7 @@ def _quantiles(metric: str) -> list[MetricSpec]:
 
 class VllmPanel(Panel):
     title = "vLLM"
+    server_kind = "vllm"
 
     def __init__(self, runtime: Runtime, parent: QWidget | None = None) -> None:
         super().__init__(runtime, parent)

@@ -72,6 +72,7 @@ def test_long_ranges_come_from_sqlite_downsampled_with_peaks(window: MainWindow,
     runtime.store.put(day)
     runtime.store.flush()
     runtime.hub.publish([Sample(key[0], 9 * 2**30, now, key[1])])  # the live tail
+    window.view.set_session_start(now - 2 * 86400)  # a session recording for two days
 
     queries = window.history.queries
     window.span_box.setCurrentIndex(3)  # 24 h
@@ -149,6 +150,7 @@ def test_past_session_is_shown_read_only(window: MainWindow, runtime: Runtime) -
 
 def test_model_view_shows_a_models_requests(window: MainWindow, runtime: Runtime) -> None:
     now = time.time()
+    window.view.set_session_start(now - 3600)  # the requests below lie inside the session
     runtime.store.put([
         RequestRecord(ts_start=now - 120, server="ollama", endpoint="/api/chat", model="llama3.2",
                       status=200, ttft_s=0.2, server_tokens_per_s=60.0),
