@@ -101,7 +101,7 @@ class OverviewPanel(Panel):
         buffers = self.runtime.hub.buffers
         # Without a GPU (or before the GPU collector has looked) its charts only take room.
         has_gpu = (gpu is not None and gpu.state not in (HealthState.ABSENT, HealthState.UNKNOWN)
-                   or bool(buffers.keys("gpu_utilization_percent")))
+                   or any(buffers.keys(name) for name in ("gpu_utilization_percent", "gpu_memory_used_bytes")))
         self._lay_out([p for p in self.plots if has_gpu or p not in (self.gpu_util_plot, self.gpu_memory_plot)])
         for plot in self.shown:
             plot.refresh(buffers, now)
