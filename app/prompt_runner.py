@@ -1,8 +1,9 @@
 """The prompt test: send one prompt to one or several models and measure each answer with the
 same meter the proxy uses, so the figures agree with what the proxy records.
 
-Each run streams on its own thread; the caller gets the text as it arrives (``on_text``) and the
-finished :class:`~app.records.RequestRecord` (``on_done``), which is also published through the
+Each run streams on its own thread; the caller gets the text as it arrives (``on_text``), the
+figures known so far (``on_progress``: TTFT from the first text on, and a running decode rate)
+and the finished :class:`~app.records.RequestRecord` (``on_done``), which is also published through the
 hub (``source="prompt_test"``) so the store, the request statistics and the per-model view see
 it. The prompt and the answer are kept with the record (capped): the user typed them into
 llmmon itself, and the panel's history shows them.
@@ -44,6 +45,22 @@ class PromptTarget:
     api_key: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LiveFigures:
+    """What a run has measured while its answer still streams: the time to first text (the
+    meter's TTFT, on the same clock), how many chunks with text arrived and for how long since
+    the first. The running rate counts chunks (about one token each); the finished record
+    carries the server's own count."""
+
+    ttft_s: float
+    chunks: int
+    decoding_s: float
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return (self.chunks - 1) / self.decoding_s if self.chunks > 1 and self.decoding_s > 0 else None
+
+
 @dataclass(frozen=True)
 class PromptRequest:
     """What to send. ``None`` parameters are left to the server's defaults."""
@@ -80,13 +97,19 @@ class PromptRun:
                  publish: Callable[[list[Record]], None] | None = None,
                  on_text: Callable[[str], None] | None = None,
                  on_done: Callable[[RequestRecord], None] | None = None,
-                 timeout_s: float = 300.0) -> None:
+                 timeout_s: float = 300.0,
+                 on_progress: Callable[[LiveFigures], None] | None = None) -> None:
         self.target = target
         self.request = request
         self.publish = publish
         self.on_text = on_text
         self.on_done = on_done
+        self.on_progress = on_progress
         self.timeout_s = timeout_s
+        self._t0 = 0.0
+        self._chunk_at = 0.0              # clock value of the chunk being fed to the meter
+        self._first_text: float | None = None
+        self._text_chunks = 0
         self.record = RequestRecord(ts_start=0.0, server=target.server, endpoint="", model=target.model,
                                     client="llmmon prompt test", source="prompt_test",
                                     prompt_text=request.prompt[:TEXT_CAP])
@@ -117,7 +140,7 @@ class PromptRun:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         rec = self.record
-        t0 = time.perf_counter()
+        t0 = self._t0 = time.perf_counter()
         try:
             if self._cancel.is_set():  # cancelled before the loop existed
                 raise asyncio.CancelledError
@@ -154,9 +177,21 @@ class PromptRun:
                                      headers=headers) as response:
                 rec.status = response.status_code
                 self._meter = Meter(rec, t0, response.headers.get("content-type", ""),
-                                    keep_text=TEXT_CAP, on_text=self.on_text)
+                                    keep_text=TEXT_CAP, on_text=self._text_arrived)
                 async for chunk in response.aiter_raw():
-                    self._meter.feed(chunk, time.perf_counter())
+                    self._chunk_at = time.perf_counter()
+                    self._meter.feed(chunk, self._chunk_at)
+
+    def _text_arrived(self, text: str) -> None:
+        """The meter read text from the chunk fed at ``_chunk_at``: pass it on, with the figures."""
+        if self._first_text is None:
+            self._first_text = self._chunk_at
+        self._text_chunks += 1
+        if self.on_text is not None:
+            self.on_text(text)
+        if self.on_progress is not None:
+            self.on_progress(LiveFigures(self._first_text - self._t0, self._text_chunks,
+                                         self._chunk_at - self._first_text))
 
 
 def _deliver(callback: Callable[[Any], None] | None, value: Any) -> None:

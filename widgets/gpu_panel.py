@@ -1,6 +1,7 @@
 """The GPU tab: per-GPU charts of utilisation, memory, temperature and power, which processes
 hold GPU memory, and the LLM server processes' own CPU and memory. Without an NVIDIA GPU the
-charts say so in NVML's words; the server process table still works.
+tab says so once, in NVML's words, instead of drawing four empty charts; the server process
+table still works.
 
 Thin: charts follow the live buffers; the tables show each series' value at its latest read."""
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -20,9 +20,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.buffers import LiveBuffers
-from app.records import HealthState
+from app.records import Health, HealthState
 from app.runtime import Runtime
-from widgets.panel import Panel
+from widgets.panel import Panel, chart_grid
 from widgets.timeseries_plot import MetricSpec, TimeSeriesPlot, format_value
 
 WAITING = "No GPU data yet"
@@ -37,6 +37,13 @@ def latest_rows(buffers: LiveBuffers, name: str) -> list[tuple[dict[str, str], f
         return []
     newest = max(p[0] for _, p in points)
     return [(labels, p[1]) for labels, p in points if p[0] >= newest - 0.5]
+
+
+def gpu_present(gpu: Health | None, buffers: LiveBuffers) -> bool:
+    """Whether GPU charts have anything to show: the GPU collector found a GPU (even one it
+    cannot read now), or GPU figures are arriving."""
+    return (gpu is not None and gpu.state not in (HealthState.ABSENT, HealthState.UNKNOWN)
+            or any(buffers.keys(name) for name in ("gpu_utilization_percent", "gpu_memory_used_bytes")))
 
 
 def _table(headers: list[str]) -> QTableWidget:
@@ -74,22 +81,22 @@ class GpuPanel(Panel):
         self.memory_plot = TimeSeriesPlot("Memory used", "B", [MetricSpec("gpu_memory_used_bytes", "GPU {gpu}")])
         self.temp_plot = TimeSeriesPlot("Temperature", "°C", [MetricSpec("gpu_temperature_celsius", "GPU {gpu}")])
         self.power_plot = TimeSeriesPlot("Power", "W", [MetricSpec("gpu_power_watts", "GPU {gpu} draw"),
-                                                        MetricSpec("gpu_power_limit_watts", "GPU {gpu} limit")])
+                                                        MetricSpec("gpu_power_limit_watts", "GPU {gpu} limit", fill=False)])
         self.plots = [self.util_plot, self.memory_plot, self.temp_plot, self.power_plot]
-        grid = QGridLayout()
-        for i, plot in enumerate(self.plots):
-            grid.addWidget(plot, i // 2, i % 2)
+        self.charts = chart_grid(self.plots, 2)
         self.processes = _table(["GPU", "PID", "Process", "GPU memory"])
         self.servers = _table(["LLM server", "CPU", "Memory (RSS)"])
         tables = QHBoxLayout()
+        self.boxes = []
         for title, table in (("Processes using GPU memory", self.processes),
                              ("LLM server processes (children included)", self.servers)):
             box = QGroupBox(title)
             QVBoxLayout(box).addWidget(table)
             tables.addWidget(box)
+            self.boxes.append(box)
         layout = QVBoxLayout(self)
         layout.addWidget(self.header)
-        layout.addLayout(grid, 3)
+        layout.addWidget(self.charts, 3)
         layout.addLayout(tables, 1)
 
     def refresh(self, now: float) -> None:
@@ -97,6 +104,9 @@ class GpuPanel(Panel):
         gpu = self.runtime.hub.health.get("gpu")
         absent = gpu is not None and gpu.state == HealthState.ABSENT
         message = (gpu.reason or "No NVIDIA GPU found") if gpu is not None and absent else WAITING
+        present = gpu_present(gpu, buffers)
+        self.charts.setVisible(present)
+        self.boxes[0].setVisible(present)  # no GPU: no process holds GPU memory, by definition
         for plot in self.plots:
             plot.set_empty_text(message)
             plot.refresh(buffers, now)

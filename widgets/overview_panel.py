@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QGridLayout, QWidget
 from app.records import HealthState
 from app.runtime import Runtime
 from app.summary import SERVER_KINDS
+from widgets.gpu_panel import gpu_present
 from widgets.panel import KIND_NAMES, Panel
 from widgets.timeseries_plot import CurveSpec, MetricSpec, TimeSeriesPlot
 
@@ -100,8 +101,7 @@ class OverviewPanel(Panel):
             plot.set_empty_text(gpu_text)
         buffers = self.runtime.hub.buffers
         # Without a GPU (or before the GPU collector has looked) its charts only take room.
-        has_gpu = (gpu is not None and gpu.state not in (HealthState.ABSENT, HealthState.UNKNOWN)
-                   or any(buffers.keys(name) for name in ("gpu_utilization_percent", "gpu_memory_used_bytes")))
+        has_gpu = gpu_present(gpu, buffers)
         self._lay_out([p for p in self.plots if has_gpu or p not in (self.gpu_util_plot, self.gpu_memory_plot)])
         for plot in self.shown:
             plot.refresh(buffers, now)

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QMenu, QTabWidget, QToolButton, QWidget
+from PySide6.QtWidgets import QGridLayout, QLabel, QMenu, QTabWidget, QToolButton, QWidget
 
 from app.records import Health
 from app.runtime import Runtime
@@ -36,6 +36,26 @@ class Panel(QWidget):
 
     def refresh(self, now: float) -> None:
         """Redraw from current data. ``now`` is the UTC epoch time of this UI tick."""
+
+
+def chart_grid(charts: list[QWidget], columns: int) -> QWidget:
+    """The charts in a grid, ``columns`` wide, as one widget (to hide them all at once)."""
+    host = QWidget()
+    grid = QGridLayout(host)
+    grid.setContentsMargins(0, 0, 0, 0)
+    grid.setSpacing(6)
+    for i, chart in enumerate(charts):
+        grid.addWidget(chart, i // columns, i % columns)
+    return host
+
+
+def note_label(text: str = "") -> QLabel:
+    """A centred, wrapped, muted message that stands in for charts with nothing to show."""
+    label = QLabel(text)
+    label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    label.setWordWrap(True)
+    label.setStyleSheet("color: palette(mid); padding: 24px;")
+    return label
 
 
 class TabShelf:

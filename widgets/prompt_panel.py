@@ -1,6 +1,7 @@
 """The Prompt test tab: pick one or several models, type a prompt, run it, watch each answer
-stream in side by side with its TTFT, tokens/s and token counts, cancel, and look back at
-earlier runs. The measuring is done by :mod:`app.prompt_runner`; this widget only renders."""
+stream in side by side with its TTFT (as soon as the first text arrives), a running tokens/s
+while it streams and the final figures and token counts, cancel, and look back at earlier runs.
+The measuring is done by :mod:`app.prompt_runner`; this widget only renders."""
 from __future__ import annotations
 
 import functools
@@ -30,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.prompt_runner import PromptRequest, PromptRun, PromptTarget
+from app.prompt_runner import LiveFigures, PromptRequest, PromptRun, PromptTarget
 from app.records import HealthState, RequestRecord
 from app.runtime import Runtime
 from app.secrets import get_secret
@@ -48,6 +49,7 @@ class _Relay(QObject):
     """Carries a run's text and result from its thread to the GUI thread (queued signals)."""
 
     text = Signal(int, str)
+    progress = Signal(int, object)
     done = Signal(int, object)
 
 
@@ -70,6 +72,16 @@ def figures_text(rec: RequestRecord) -> str:
     return " · ".join(parts) or "waiting for the first token…"
 
 
+def live_text(figures: LiveFigures) -> str:
+    """The figures of an answer still streaming: its TTFT, and the rate so far (counted chunks,
+    hence "≈"; the server's own count replaces it at the end)."""
+    parts = [f"TTFT {format_value(figures.ttft_s, 's')}"]
+    rate = figures.tokens_per_s
+    parts.append(f"≈ {rate:,.1f} tokens/s so far" if rate is not None else "generating…")
+    parts.append(f"{figures.chunks} chunks")
+    return " · ".join(parts)
+
+
 class ResultCard(QGroupBox):
     """One target's answer as it streams, with the figures above it."""
 
@@ -90,6 +102,9 @@ class ResultCard(QGroupBox):
         cursor.movePosition(cursor.MoveOperation.End)
         cursor.insertText(text)
 
+    def show_progress(self, figures: LiveFigures) -> None:
+        self.figures.setText(live_text(figures))
+
     def finish(self, rec: RequestRecord) -> None:
         self.figures.setText(figures_text(rec))
         colour = "#D55E00" if rec.error_type and rec.error_type != "cancelled" else ""
@@ -103,6 +118,7 @@ class PromptPanel(Panel):
         super().__init__(runtime, parent)
         self.relay = _Relay()
         self.relay.text.connect(lambda i, t: self.cards[i].append(t))
+        self.relay.progress.connect(lambda i, f: self.cards[i].show_progress(f))
         self.relay.done.connect(self._finished)
         self.runs: list[PromptRun] = []
         self.cards: list[ResultCard] = []
@@ -253,7 +269,8 @@ class PromptPanel(Panel):
             self.cards.append(card)
             run = PromptRun(target, request, self.runtime.hub.publish,
                             on_text=functools.partial(self.relay.text.emit, i),
-                            on_done=functools.partial(self.relay.done.emit, i))
+                            on_done=functools.partial(self.relay.done.emit, i),
+                            on_progress=functools.partial(self.relay.progress.emit, i))
             self.runs.append(run)
             run.start()
         self._running = len(self.runs)  # counted here: a run's thread outlives its done signal

@@ -42,18 +42,21 @@ class CurveSpec:
     key: SeriesKey
     label: str
     colour: str = ""
+    fill: bool = True
 
 
 @dataclass(frozen=True)
 class MetricSpec:
     """Every series of metric ``name`` whose labels include ``match``; the legend is ``legend``
     formatted with the series' labels (e.g. ``"GPU {gpu}"``), ``scale`` multiplies values
-    (e.g. 100 to show a 0–1 ratio as %)."""
+    (e.g. 100 to show a 0–1 ratio as %). ``fill=False`` draws a line with no shaded area, for
+    a capacity or a limit (total slots, power limit) that would shade the whole chart."""
 
     name: str
     legend: str = "{name}"
     match: tuple[tuple[str, str], ...] = ()
     scale: float = 1.0
+    fill: bool = True
 
     def label_for(self, key: SeriesKey) -> str:
         labels = dict(key[1])
@@ -223,7 +226,7 @@ def area_columns(x: np.ndarray, y: np.ndarray, transform, clip: QRectF | None
 @dataclass
 class _Curve:
     item: pg.PlotDataItem
-    fill: AreaFill
+    fill: AreaFill | None
     label: str
     colour: str
     scale: float
@@ -324,7 +327,7 @@ class TimeSeriesPlot(QFrame):
         self.plot_widget.scene().sigMouseMoved.connect(self._on_mouse)
         for spec in self.specs:
             if isinstance(spec, CurveSpec):
-                self._add(spec.key, spec.label, spec.colour, 1.0)
+                self._add(spec.key, spec.label, spec.colour, 1.0, spec.fill)
         for axis in ("left", "bottom"):  # starts empty: the message shows, the axes don't
             item.showAxis(axis, False)
 
@@ -337,14 +340,15 @@ class TimeSeriesPlot(QFrame):
         return self.plot_widget.getPlotItem().vb
 
     # ------------------------------------------------------------------ curves
-    def _add(self, key: SeriesKey, label: str, colour: str, scale: float) -> pg.PlotDataItem:
+    def _add(self, key: SeriesKey, label: str, colour: str, scale: float, shaded: bool = True) -> pg.PlotDataItem:
         # 1 px cosmetic pens take Qt's fast line path; 2 px lines cost +50 % per redraw.
         colour = colour or colour_for_key(key)
         item = self.plot_widget.plot([], [], name=label, pen=pg.mkPen(colour, width=1), connect="finite",
                                      symbolSize=6, symbolPen=None, symbolBrush=colour)
-        fill = AreaFill(colour)
-        fill.setZValue(item.zValue() - 1)
-        self.plot_widget.addItem(fill, ignoreBounds=True)
+        fill = AreaFill(colour) if shaded else None
+        if fill is not None:
+            fill.setZValue(item.zValue() - 1)
+            self.plot_widget.addItem(fill, ignoreBounds=True)
         self._curves[key] = _Curve(item, fill, label, colour, scale, dict(key[1]).get("server"))
         return item
 
@@ -361,7 +365,7 @@ class TimeSeriesPlot(QFrame):
             keys = self.history.keys(spec.name, t0) if self.history else buffers.keys(spec.name)
             for key in keys:
                 if key not in self._curves and spec.matches(key):
-                    self._add(key, spec.label_for(key), "", spec.scale)
+                    self._add(key, spec.label_for(key), "", spec.scale, spec.fill)
 
     def _toggle(self, key: object) -> None:
         """Hide or show one series (a click on its legend row)."""
@@ -370,7 +374,8 @@ class TimeSeriesPlot(QFrame):
             return
         curve.hidden = not curve.hidden
         curve.item.setVisible(not curve.hidden)
-        curve.fill.setVisible(not curve.hidden)
+        if curve.fill is not None:
+            curve.fill.setVisible(not curve.hidden)
         if curve.row is not None:
             curve.row = replace(curve.row, hidden=curve.hidden)
         self._update_legend()
@@ -415,7 +420,8 @@ class TimeSeriesPlot(QFrame):
             xs, ys = break_gaps(ts, values)
             ys = moving_average(ys, smooth) if smooth > 1 else ys
             item.setData(xs, ys)
-            curve.fill.set_data(xs, ys)
+            if curve.fill is not None:
+                curve.fill.set_data(xs, ys)
             curve.version = version
             curve.row = LegendRow(key, curve.label, curve.colour, *stats_text(values, fmt), hidden=curve.hidden)
             changed = True

@@ -1,13 +1,14 @@
 """The vLLM tab: what each vLLM server reports about itself (its Prometheus ``/metrics``):
 the queue (running and waiting requests), KV-cache usage, token throughput, and time to first
-token and inter-token latency as p50/p90/p99 over the last minute."""
+token and inter-token latency as p50/p90/p99 over the last minute. With no vLLM server seen,
+one message says how to add one instead of six empty charts."""
 from __future__ import annotations
 
-from PySide6.QtWidgets import QGridLayout, QWidget
+from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from app.records import HealthState
 from app.runtime import Runtime
-from widgets.panel import Panel
+from widgets.panel import Panel, chart_grid, note_label
 from widgets.timeseries_plot import MetricSpec, TimeSeriesPlot
 
 NO_VLLM = ("No vLLM server found.\nStart vLLM on :8000, or add it in config.toml with kind = \"vllm\"\n"
@@ -39,9 +40,12 @@ class VllmPanel(Panel):
         self.e2e_plot = TimeSeriesPlot("Request latency, end to end (last minute)", "s",
                                        _quantiles("vllm_e2e_latency_seconds"))
         self.plots = [self.queue_plot, self.kv_plot, self.tokens_plot, self.ttft_plot, self.itl_plot, self.e2e_plot]
-        grid = QGridLayout(self)
-        for i, plot in enumerate(self.plots):
-            grid.addWidget(plot, i // 3, i % 3)
+        self.charts = chart_grid(self.plots, 3)
+        self.note = note_label(NO_VLLM)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.note)
+        layout.addWidget(self.charts, 1)
+        self.charts.hide()
 
     def refresh(self, now: float) -> None:
         servers = [h for h in self.runtime.hub.health.values() if h.kind == "vllm"]
@@ -52,6 +56,9 @@ class VllmPanel(Panel):
             text = "vLLM not reachable: " + "; ".join(f"{h.source}: {h.reason or h.state.value}" for h in servers)
         else:
             text = "No data yet"
+        self.note.setText(text)
+        self.note.setVisible(not servers)
+        self.charts.setVisible(bool(servers))
         for plot in self.plots:
             plot.set_empty_text(NO_REQUESTS if up and plot in (self.ttft_plot, self.itl_plot, self.e2e_plot)
                                 else text)
