@@ -80,8 +80,9 @@ class GpuPanel(Panel):
                                         y_range=(0, 100))
         self.memory_plot = TimeSeriesPlot("Memory used", "B", [MetricSpec("gpu_memory_used_bytes", "GPU {gpu}")])
         self.temp_plot = TimeSeriesPlot("Temperature", "°C", [MetricSpec("gpu_temperature_celsius", "GPU {gpu}")])
-        self.power_plot = TimeSeriesPlot("Power", "W", [MetricSpec("gpu_power_watts", "GPU {gpu} draw"),
-                                                        MetricSpec("gpu_power_limit_watts", "GPU {gpu} limit", fill=False)])
+        self.power_plot = TimeSeriesPlot("Power", "W", [
+            MetricSpec("gpu_power_watts", "GPU {gpu} draw"),
+            MetricSpec("gpu_power_limit_watts", "GPU {gpu} limit", fill=False)])
         self.plots = [self.util_plot, self.memory_plot, self.temp_plot, self.power_plot]
         self.charts = chart_grid(self.plots, 2)
         self.processes = _table(["GPU", "PID", "Process", "GPU memory"])
