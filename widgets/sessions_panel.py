@@ -3,6 +3,10 @@ them: start a new one, stop, rename and annotate (edit the cells), open a past o
 dashboard, export to CSV, delete (after confirming). The header line shows the database's size
 and what the next retention clean-up will remove; so does each row's Retention cell.
 
+Requests and tokens are counted twice, each with its source: what llmmon measured (its proxy
+and prompt tests) and what the servers' own counters saw (clients that talk to a server
+directly show only there; see :mod:`app.storage.server_counts`).
+
 The list is read on a worker thread (a big database takes a moment); edits go to the store's
 writer thread. Neither blocks the window.
 """
@@ -29,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from app.runtime import Runtime
 from app.storage.retention import GB, RetentionPlan, db_usage, retention_plan
+from app.storage.server_counts import ServerCounts, session_server_counts
 from app.storage.sessions import (
     SessionInfo,
     delete_session,
@@ -72,6 +77,25 @@ def format_time(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
+def count_cell(measured: int, server: int | None, servers: tuple[str, ...], estimated: bool,
+               noun: str) -> tuple[str, str]:
+    """A count with where it comes from: ``"3 via llmmon · ≈20 seen by server"``, and a tooltip
+    naming the sources ("≈": summed from the servers' rates, see app.storage.server_counts)."""
+    text = f"{measured:,} via llmmon" if server is not None or measured else "0"
+    tip = (f"{measured:,} {noun} measured by llmmon itself: requests sent through its proxy or its "
+           "prompt test.")
+    if server is not None:
+        about = "≈" if estimated else ""
+        text += f" · {about}{server:,} seen by server"
+        tip += (f"\n{about}{server:,} {noun} according to the servers' own counters ({', '.join(servers)}), "
+                "clients that talk to them directly included"
+                + (" (summed from the per-second rates llmmon recorded)." if estimated else "."))
+    elif noun == "requests":
+        tip += ("\nNo server counted requests during this session (llama.cpp's /metrics counts "
+                "tokens only: see Tokens).")
+    return text, tip
+
+
 class SessionsPanel(Panel):
     """The session browser. ``openSessionRequested(id)`` asks the dashboard to show a session."""
 
@@ -89,6 +113,8 @@ class SessionsPanel(Panel):
         self.reload_again = False   # something changed while a read was under way
         self.loaded_at = float("-inf")
         self.row_sizes: tuple[float, dict[str, float]] | None = None   # (measured at, bytes per row)
+        # what the servers' counters saw, per session; an ended session's figures never change
+        self.server_counts: dict[int, ServerCounts] = {}
         self.confirm_box: QMessageBox | None = None
         self.export_dialog: ExportDialog | None = None
 
@@ -164,14 +190,18 @@ class SessionsPanel(Panel):
 
         sizes = self.row_sizes
         reuse = sizes[1] if sizes is not None and time.time() - sizes[0] < ROW_SIZES_S else None
+        known = dict(self.server_counts)
 
-        def work() -> tuple[list[SessionInfo], RetentionPlan, float]:
+        def work() -> tuple[list[SessionInfo], RetentionPlan, float, dict[int, ServerCounts]]:
             now = time.time()
             conn = store.reader()
             try:
                 usage = db_usage(conn, reuse)
-                return (list_sessions(conn, now, usage),
-                        retention_plan(conn, settings.retention_days, max_bytes, now, usage), now)
+                sessions = list_sessions(conn, now, usage)
+                counts = {s.id: known[s.id] if s.id in known and not s.recording
+                          else session_server_counts(conn, s.id, s.started, s.ended, now) for s in sessions}
+                return (sessions, retention_plan(conn, settings.retention_days, max_bytes, now, usage), now,
+                        counts)
             finally:
                 conn.close()
         run_in_thread("llmmon-sessions", work, self._loaded)
@@ -185,9 +215,10 @@ class SessionsPanel(Panel):
             self._set_status(f"Cannot read the sessions: {result}", error=True)
             return
         # The only other thing the worker hands over: work()'s result in reload().
-        sessions, plan, now = cast(tuple[list[SessionInfo], RetentionPlan, float], result)
+        sessions, plan, now, counts = cast(tuple[list[SessionInfo], RetentionPlan, float, dict[int, ServerCounts]],
+                                           result)
         selected = self.selected()
-        self.sessions, self.plan = sessions, plan
+        self.sessions, self.plan, self.server_counts = sessions, plan, counts
         if self.row_sizes is None or self.row_sizes[1] is not plan.usage.bytes_per_row:
             self.row_sizes = (now, plan.usage.bytes_per_row)
         self.summary.setText(self._summary_text(plan))
@@ -199,14 +230,22 @@ class SessionsPanel(Panel):
                          "part": f"before {time.strftime('%d %b %H:%M', time.localtime(plan.cutoff))} removed"
                          if plan.cutoff else "",
                          "": ""}[effect]
+            seen = counts.get(s.id, ServerCounts())
+            requests = count_cell(s.requests, seen.requests, seen.request_servers, seen.requests_estimated,
+                                  "requests")
+            tokens = count_cell(s.prompt_tokens + s.completion_tokens, seen.tokens, seen.token_servers,
+                                seen.tokens_estimated, "tokens (prompt and generated)")
             cells = [s.name, format_time(s.started), "recording" if s.ended is None else format_time(s.ended),
                      format_duration(s.duration(now)), ", ".join(s.servers), ", ".join(s.models),
-                     f"{s.requests:,}", f"{s.prompt_tokens + s.completion_tokens:,}", f"{s.alerts_fired:,}",
+                     requests[0], tokens[0], f"{s.alerts_fired:,}",
                      format_bytes(s.approx_bytes), retention, s.note]
+            tips = {COLUMNS.index("Requests"): requests[1], COLUMNS.index("Tokens"): tokens[1]}
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(" ".join(text.split()) if column in LISTS else text)
                 if column in LISTS:
                     item.setToolTip(text)
+                elif column in tips:
+                    item.setToolTip(tips[column])
                 item.setData(Qt.ItemDataRole.UserRole, s.id)
                 if column not in (NAME, NOTE):
                     item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)

@@ -44,8 +44,8 @@ def cell(panel: SessionsPanel, row: int, column: str) -> str:
 def test_lists_sessions_with_what_they_recorded(panel: SessionsPanel) -> None:
     assert [cell(panel, r, "Name") for r in range(2)] == ["now", "earlier"]
     assert cell(panel, 0, "Ended") == "recording"
-    assert cell(panel, 1, "Requests") == "8"
-    assert cell(panel, 1, "Tokens") == f"{105 + 394:,}"
+    assert cell(panel, 1, "Requests") == "8 via llmmon"  # no server counted requests
+    assert cell(panel, 1, "Tokens") == f"{105 + 394:,} via llmmon"
     assert cell(panel, 1, "Alerts") == "1"
     assert cell(panel, 1, "Servers") == SERVER
     assert MODELS[0] in cell(panel, 1, "Models") and "tiny-llama" in cell(panel, 1, "Models")

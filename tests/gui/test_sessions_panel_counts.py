@@ -1,0 +1,34 @@
+"""The Sessions list counts requests twice, each with its source: what went through llmmon, and
+what the server's own counters saw (clients talking to it directly included). The real vLLM
+collector polls the simulated server's recorded /metrics pages into the runtime's store."""
+from __future__ import annotations
+
+from app.runtime import Runtime
+from collectors.vllm import VllmCollector
+from tests.sim.vllm import SimVllm, page
+from tests.support.polling import Clock, counter_sum, poll_into
+from tests.support.session_data import recorded_requests
+from widgets.sessions_panel import COLUMNS, SessionsPanel
+
+
+def test_requests_say_where_each_count_comes_from(qtbot, runtime: Runtime) -> None:
+    served = int(counter_sum(page("metrics_v1_after_24_requests.txt"), "vllm:request_success_total")
+                 - counter_sum(page("metrics_v1_idle.txt"), "vllm:request_success_total"))
+    through_llmmon = recorded_requests()
+    runtime.store.put(through_llmmon)
+    clock = Clock()
+    with SimVllm() as sim:
+        collector = VllmCollector(sim.url, name="vllm@sim", clock=clock, monotonic=clock)
+        poll_into(runtime.store, collector, clock, 2)
+        sim.advance()  # the server served requests llmmon's proxy never saw
+        poll_into(runtime.store, collector, clock, 2)
+        collector.close()
+    runtime.store.flush()
+    panel = SessionsPanel(runtime)
+    qtbot.addWidget(panel)
+    panel.resize(1300, 400)
+    panel.show()
+    qtbot.waitUntil(lambda: panel.table.rowCount() == 1 and bool(panel.server_counts), timeout=10_000)
+    item = panel.table.item(0, COLUMNS.index("Requests"))
+    assert item.text() == f"{len(through_llmmon)} via llmmon · ≈{served} seen by server"
+    assert "vllm@sim" in item.toolTip() and "directly" in item.toolTip()

@@ -1,0 +1,30 @@
+"""Polling a real collector into a real store on an injected clock: each poll exactly one
+second after the last, for sample stamps and rate timing alike, so what the rates sum to is
+exactly what the server's counters say (no scheduling jitter)."""
+from __future__ import annotations
+
+import time
+
+from collectors.prometheus import parse_scrape
+
+
+class Clock:
+    """A clock for ``clock=`` and ``monotonic=`` of a collector, moved on by :func:`poll_into`."""
+
+    def __init__(self) -> None:
+        self.t = time.time()
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def poll_into(store, collector, clock: Clock, times: int) -> None:
+    """Poll ``times`` times, one second apart, queueing what each poll returns in ``store``."""
+    for _ in range(times):
+        clock.t += 1.0
+        store.put(collector.poll())
+
+
+def counter_sum(text: str, name: str) -> float:
+    """The sum of every series of counter ``name`` in a Prometheus page."""
+    return sum(v for (n, _labels), v in parse_scrape(text).items() if n == name)
