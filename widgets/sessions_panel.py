@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.runtime import Runtime
+from app.storage.queries import session_range
 from app.storage.retention import GB, RetentionPlan, db_usage, retention_plan
 from app.storage.server_counts import ServerCounts, session_server_counts
 from app.storage.sessions import (
@@ -309,10 +310,10 @@ class SessionsPanel(Panel):
 
     # ------------------------------------------------------------------ actions
     def start_new(self) -> None:
-        self._act(self.runtime.store.begin_session, "New session started.")
+        self._act(self.runtime.store.begin_session, "New session started.", session_changed=True)
 
     def stop(self) -> None:
-        self._act(self.runtime.store.end_session, "Session stopped.")
+        self._act(self.runtime.store.end_session, "Session stopped.", session_changed=True)
 
     def open_selected(self) -> None:
         chosen = self.selected()
@@ -364,19 +365,32 @@ class SessionsPanel(Panel):
             self.open_selected()
 
     # ------------------------------------------------------------------ plumbing
-    def _act(self, wait: Callable[[], object], message: str) -> None:
+    def _act(self, wait: Callable[[], object], message: str, session_changed: bool = False) -> None:
         """Wait for a store call off the GUI thread (a locked database can hold the writer up),
-        then show ``message`` or the error, and read the list again."""
-        def work() -> str:
+        then show ``message`` or the error, and read the list again. When the recording session
+        changed, the charts' time range follows it (a new session's charts start at its start)."""
+        store = self.runtime.store
+
+        def work() -> tuple[str, bool, float | None]:
             wait()
-            return message
+            if not session_changed or store.session_id is None:
+                return message, session_changed, None
+            conn = store.reader()
+            try:
+                found = session_range(conn, store.session_id)
+            finally:
+                conn.close()
+            return message, True, found[0] if found else None
         run_in_thread("llmmon-session-action", work, self._acted)
 
     def _action_done(self, outcome: object) -> None:
         if isinstance(outcome, Exception):
             self._set_status(f"Error: {outcome}", error=True)
         else:
-            self._set_status(str(outcome))
+            message, session_changed, started = outcome
+            self._set_status(message)
+            if session_changed and self.view is not None:
+                self.view.set_session_start(started)
         self.reload()
 
     def _set_status(self, text: str, error: bool = False) -> None:
