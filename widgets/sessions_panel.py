@@ -79,10 +79,13 @@ def format_time(ts: float) -> str:
 
 
 def count_cell(measured: int, server: int | None, servers: tuple[str, ...], estimated: bool,
-               noun: str) -> tuple[str, str]:
+               noun: str, tokens_only: bool = False) -> tuple[str, str]:
     """A count with where it comes from: ``"3 via llmmon · ≈20 seen by server"``, and a tooltip
-    naming the sources ("≈": summed from the servers' rates, see app.storage.server_counts)."""
-    text = f"{measured:,} via llmmon" if server is not None or measured else "0"
+    naming the sources ("≈": summed from the servers' rates, see app.storage.server_counts).
+    ``tokens_only``: the session's servers counted tokens but not requests (llama.cpp)."""
+    text = f"{measured:,} via llmmon" if server is not None or measured or tokens_only else "0"
+    if server is None and tokens_only:
+        text += " · server counts tokens only"
     tip = (f"{measured:,} {noun} measured by llmmon itself: requests sent through its proxy or its "
            "prompt test.")
     if server is not None:
@@ -233,7 +236,7 @@ class SessionsPanel(Panel):
                          "": ""}[effect]
             seen = counts.get(s.id, ServerCounts())
             requests = count_cell(s.requests, seen.requests, seen.request_servers, seen.requests_estimated,
-                                  "requests")
+                                  "requests", tokens_only=seen.tokens is not None)
             tokens = count_cell(s.prompt_tokens + s.completion_tokens, seen.tokens, seen.token_servers,
                                 seen.tokens_estimated, "tokens (prompt and generated)")
             cells = [s.name, format_time(s.started), "recording" if s.ended is None else format_time(s.ended),

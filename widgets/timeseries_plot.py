@@ -33,6 +33,9 @@ FILL_ALPHA = 48
 """Opacity (of 255) of the area under a curve: enough to read a busy series as a shape, little
 enough that overlapping series stay visible through each other."""
 UNIT_SHOWN_BY_TICKS = {"B", "s"}  # their tick labels carry the unit (GiB, ms): no unit in the title
+UNSHADED_UNITS = {"s", "°C"}
+"""Units whose values are levels, not amounts: a latency's percentiles or a temperature have no
+"area under" worth shading (and overlapping percentile areas would hide each other)."""
 
 
 @dataclass(frozen=True)
@@ -345,7 +348,7 @@ class TimeSeriesPlot(QFrame):
         colour = colour or colour_for_key(key)
         item = self.plot_widget.plot([], [], name=label, pen=pg.mkPen(colour, width=1), connect="finite",
                                      symbolSize=6, symbolPen=None, symbolBrush=colour)
-        fill = AreaFill(colour) if shaded else None
+        fill = AreaFill(colour) if shaded and self.unit not in UNSHADED_UNITS else None
         if fill is not None:
             fill.setZValue(item.zValue() - 1)
             self.plot_widget.addItem(fill, ignoreBounds=True)
