@@ -14,11 +14,10 @@ from app.storage.sessions import list_sessions
 from app.storage.store import Store
 from collectors.llamacpp import LlamaCppCollector
 from collectors.vllm import VllmCollector
-from tests.sim.server import Reply, SimServer
+from tests.sim.llamacpp import SimLlamaServer
+from tests.sim.llamacpp import page as llama_page
 from tests.sim.vllm import SimVllm, page
 from tests.support.polling import Clock, counter_sum, poll_into
-
-LLAMA = Path(__file__).parents[1] / "sim" / "recordings" / "llamaserver"
 
 
 @pytest.fixture
@@ -59,26 +58,18 @@ def test_vllm_requests_and_tokens_from_its_counters(store: Store) -> None:
 
 
 def test_llamacpp_tokens_from_its_raw_counters_restart_included(store: Store) -> None:
-    pages = {name: (LLAMA / name).read_text(encoding="utf-8") for name in ("metrics", "metrics_after")}
-    served = {"page": "metrics"}
-    sim = SimServer({
-        "/health": lambda _r: Reply.json({"status": "ok"}),
-        "/props": lambda _r: Reply(200, (LLAMA / "props").read_bytes()),
-        "/slots": lambda _r: Reply(200, (LLAMA / "slots").read_bytes()),
-        "/metrics": lambda _r: Reply.text(pages[served["page"]]),
-    })
-    one_batch = sum(counter_sum(pages["metrics_after"], n) - counter_sum(pages["metrics"], n)
+    one_batch = sum(counter_sum(llama_page("metrics_after"), n) - counter_sum(llama_page("metrics"), n)
                     for n in ("llamacpp:prompt_tokens_total", "llamacpp:tokens_predicted_total"))
     assert one_batch > 0
     clock = Clock()
-    with sim:
+    with SimLlamaServer() as sim:
         collector = LlamaCppCollector(sim.url, name="llama.cpp@sim", clock=clock, monotonic=clock)
         poll_into(store, collector, clock, 2)
-        served["page"] = "metrics_after"  # a batch of requests
+        sim.advance()   # a batch of requests
         poll_into(store, collector, clock, 2)
-        served["page"] = "metrics"        # the server restarted: counters back to zero
+        sim.restart()   # counters back to zero
         poll_into(store, collector, clock, 2)
-        served["page"] = "metrics_after"  # and served the same batch again
+        sim.advance()   # and the same batch again
         poll_into(store, collector, clock, 2)
         collector.close()
     counts = counts_now(store, clock)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PySide6.QtCore import QRect, QSettings
+from PySide6.QtCore import QPoint, QRect, QSettings, Qt
 from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QApplication
 
@@ -219,3 +219,19 @@ def test_empty_ttft_chart_says_what_would_fill_it(window: MainWindow, runtime: R
     assert "llama.cpp reports none" in text
     assert "proxy" in text and "vLLM" in text
     assert "No generation yet" not in text
+
+
+def test_clicking_a_legend_row_hides_and_shows_its_series(qtbot, window: MainWindow, runtime: Runtime) -> None:
+    llama_cpp_minutes(runtime)
+    window.refresh()
+    QApplication.processEvents()
+    plot = window.panel(OverviewPanel).system_plot
+    legend = plot.legend
+    row = next(i for i, r in enumerate(legend.rows) if r.label == "CPU")
+    at = QPoint(40, int((row + 1.5) * legend.fontMetrics().height()))  # below the header line
+    assert legend.row_at(at.y()) == row
+    qtbot.mouseClick(legend, Qt.MouseButton.LeftButton, pos=at)
+    assert not plot.curve(("system_cpu_percent", ())).isVisible() and legend.rows[row].hidden
+    assert plot.getPlotItem().vb.viewRange()[1][1] == pytest.approx(100, abs=3)  # fixed 0-100 % axis
+    qtbot.mouseClick(legend, Qt.MouseButton.LeftButton, pos=at)
+    assert plot.curve(("system_cpu_percent", ())).isVisible() and not legend.rows[row].hidden

@@ -4,7 +4,10 @@ collector polls the simulated server's recorded /metrics pages into the runtime'
 from __future__ import annotations
 
 from app.runtime import Runtime
+from collectors.llamacpp import LlamaCppCollector
 from collectors.vllm import VllmCollector
+from tests.sim.llamacpp import SimLlamaServer
+from tests.sim.llamacpp import page as llama_page
 from tests.sim.vllm import SimVllm, page
 from tests.support.polling import Clock, counter_sum, poll_into
 from tests.support.session_data import recorded_requests
@@ -32,3 +35,24 @@ def test_requests_say_where_each_count_comes_from(qtbot, runtime: Runtime) -> No
     item = panel.table.item(0, COLUMNS.index("Requests"))
     assert item.text() == f"{len(through_llmmon)} via llmmon · ≈{served} seen by server"
     assert "vllm@sim" in item.toolTip() and "directly" in item.toolTip()
+
+
+def test_a_llama_cpp_session_says_its_server_counts_tokens_only(qtbot, runtime: Runtime) -> None:
+    clock = Clock()
+    with SimLlamaServer() as sim:
+        collector = LlamaCppCollector(sim.url, name="llama.cpp@sim", clock=clock, monotonic=clock)
+        poll_into(runtime.store, collector, clock, 2)
+        sim.advance()  # requests straight to the server, none through llmmon
+        poll_into(runtime.store, collector, clock, 2)
+        collector.close()
+    runtime.store.flush()
+    generated = int(counter_sum(llama_page("metrics_after"), "llamacpp:tokens_predicted_total")
+                    + counter_sum(llama_page("metrics_after"), "llamacpp:prompt_tokens_total"))
+    panel = SessionsPanel(runtime)
+    qtbot.addWidget(panel)
+    panel.show()
+    qtbot.waitUntil(lambda: panel.table.rowCount() == 1 and bool(panel.server_counts), timeout=10_000)
+    requests = panel.table.item(0, COLUMNS.index("Requests"))
+    assert requests.text() == "0 via llmmon · server counts tokens only"
+    assert "llama.cpp's /metrics counts tokens only" in requests.toolTip()
+    assert panel.table.item(0, COLUMNS.index("Tokens")).text() == f"0 via llmmon · {generated:,} seen by server"
