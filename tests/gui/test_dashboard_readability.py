@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PySide6.QtCore import QPoint, QRect, QSettings, Qt
-from PySide6.QtGui import QFontMetrics
+from PySide6.QtGui import QFontMetrics, QTransform
 from PySide6.QtWidgets import QApplication
 
 from app.records import Health, HealthState, Sample, labels_of
@@ -24,7 +24,7 @@ from widgets.main_window import MainWindow
 from widgets.overview_panel import OverviewPanel
 from widgets.sessions_panel import SessionsPanel
 from widgets.time_window import MIN_SPAN_S
-from widgets.timeseries_plot import TimeSeriesPlot, moving_average
+from widgets.timeseries_plot import TimeSeriesPlot, area_columns, moving_average
 from widgets.vllm_panel import VllmPanel
 
 LLAMA = "llama.cpp@workstation"
@@ -235,3 +235,19 @@ def test_clicking_a_legend_row_hides_and_shows_its_series(qtbot, window: MainWin
     assert plot.getPlotItem().vb.viewRange()[1][1] == pytest.approx(100, abs=3)  # fixed 0-100 % axis
     qtbot.mouseClick(legend, Qt.MouseButton.LeftButton, pos=at)
     assert plot.curve(("system_cpu_percent", ())).isVisible() and not legend.rows[row].hidden
+
+
+def test_shading_follows_the_line_and_stops_at_gaps() -> None:
+    # 1 value unit = 1 pixel up, 1 s = 10 pixels right; the value 0 is at y = 100
+    to_pixels = QTransform(10, 0, 0, -1, 0, 100)
+    ts = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    values = np.array([10.0, 10.0, 50.0, np.nan, 20.0, 20.0, 20.0])  # a hole at t=3
+    first, tops, base = area_columns(ts, values, to_pixels, None)
+    assert first == 0 and base == 100
+    column = {int(first + i): top for i, top in enumerate(tops)}
+    assert column[5] == pytest.approx(90)   # under the line at 10
+    assert column[15] == pytest.approx(68)  # on the rise to 50 (column centre at t = 1.55: 32)
+    assert all(math.isnan(column[c]) for c in range(20, 40))  # no shading across the hole
+    assert column[45] == pytest.approx(80)
+    spike = area_columns(np.array([0.0, 0.01, 0.02, 5.0]), np.array([0.0, 90.0, 0.0, 0.0]), to_pixels, None)
+    assert spike[1][0] == pytest.approx(10)  # a spike inside one pixel column still shades up to its peak
