@@ -85,7 +85,7 @@ def timed_redraws(step, rounds: int = 60) -> tuple[list[float], list[float], int
     return wall[5:], cpu[5:], PAINTS.count  # first rounds include lazy initialisation
 
 
-def bench_live(now: float) -> tuple[list[float], list[float], int, int]:
+def bench_live(now: float) -> tuple[list[float], list[float], list[float], list[float], int, int]:
     buffers = LiveBuffers()
     for p in range(N_PLOTS):
         buffers.add(Sample("bench_metric", 50 + 40 * ((i * 7 + p) % 100) / 100, now - HOUR + i,
@@ -198,9 +198,9 @@ def main() -> None:
         cpu, rss = idle_cost([sys.executable, "main.py", "--db", db], args.idle_seconds, env)
         empty = ("from PySide6.QtWidgets import QApplication, QMainWindow; a = QApplication([]); "
                  "w = QMainWindow(); w.show(); a.exec()")
-        base_cpu, base_rss = idle_cost([sys.executable, "-c", empty], args.idle_seconds, env)
+        empty_cpu, empty_rss = idle_cost([sys.executable, "-c", empty], args.idle_seconds, env)
         print(f"idle app, all collectors at 1 s: {cpu:.2f} % of one core, RSS {rss:.0f} MB; "
-              f"empty PySide6 window: {base_cpu:.2f} %, {base_rss:.0f} MB; targets <= 2 %, <= 200 MB")
+              f"empty PySide6 window: {empty_cpu:.2f} %, {empty_rss:.0f} MB; targets <= 2 %, <= 200 MB")
     app.quit()
 
 

@@ -2,7 +2,7 @@
 the shelf that keeps the tabs of server kinds nobody runs here out of the way."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
@@ -38,7 +38,7 @@ class Panel(QWidget):
         """Redraw from current data. ``now`` is the UTC epoch time of this UI tick."""
 
 
-def chart_grid(charts: list[QWidget], columns: int) -> QWidget:
+def chart_grid(charts: Sequence[QWidget], columns: int) -> QWidget:
     """The charts in a grid, ``columns`` wide, as one widget (to hide them all at once)."""
     host = QWidget()
     grid = QGridLayout(host)

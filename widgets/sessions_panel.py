@@ -390,7 +390,8 @@ class SessionsPanel(Panel):
         if isinstance(outcome, Exception):
             self._set_status(f"Error: {outcome}", error=True)
         else:
-            message, session_changed, started = outcome
+            # The only other thing the worker hands over: work()'s result in _act().
+            message, session_changed, started = cast(tuple[str, bool, float | None], outcome)
             self._set_status(message)
             if session_changed and self.view is not None:
                 self.view.set_session_start(started)

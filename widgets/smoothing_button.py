@@ -35,9 +35,9 @@ class SmoothingButton(QToolButton):
             self.width_actions[points] = action
         self.setMenu(menu)
         saved = settings.value(POINTS_SETTING, DEFAULT_POINTS, type=int)
-        self.points = saved if saved in SMOOTHING_CHOICES else DEFAULT_POINTS
+        self.points = saved if isinstance(saved, int) and saved in SMOOTHING_CHOICES else DEFAULT_POINTS
         self.width_actions[self.points].setChecked(True)
-        self.setChecked(settings.value(ON_SETTING, False, type=bool))
+        self.setChecked(settings.value(ON_SETTING, False, type=bool) is True)
         self.toggled.connect(lambda _on: self._apply())
         self._apply()
 

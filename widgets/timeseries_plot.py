@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPalette
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPalette, QResizeEvent, QTransform
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from app.buffers import LiveBuffers
@@ -77,18 +79,18 @@ class BinaryBytesAxis(pg.AxisItem):
     """A value axis for bytes with binary prefixes (GiB, not GB) and ticks on round numbers of
     the chosen unit."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.enableAutoSIPrefix(False)
 
     def _unit(self, span: float) -> tuple[float, str]:
         return next((u for u in BINARY_UNITS if span >= u[0]), BINARY_UNITS[-1])
 
-    def tickSpacing(self, minVal: float, maxVal: float, size: float):  # noqa: N802 (Qt naming)
+    def tickSpacing(self, minVal: float, maxVal: float, size: float) -> list[tuple[float, float]]:  # noqa: N802
         scale, _ = self._unit(max(abs(minVal), abs(maxVal)))
         return [(s * scale, o * scale) for s, o in super().tickSpacing(minVal / scale, maxVal / scale, size)]
 
-    def tickStrings(self, values, scale, spacing):  # noqa: N802
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:  # noqa: N802
         if not values:
             return []
         unit, name = self._unit(max(abs(v) for v in values))
@@ -100,7 +102,7 @@ class SecondsAxis(pg.AxisItem):
     """A value axis for durations whose ticks say their unit: "350 ms" below a second, "1.5 s"
     above (the chart title then needs no unit, and the axis no rotated label beside it)."""
 
-    def tickStrings(self, values, scale, spacing):  # noqa: N802
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:  # noqa: N802
         if not values:
             return []
         ms = max(abs(v) for v in values) < 1
@@ -138,7 +140,8 @@ class AreaFill(pg.GraphicsObject):
                                 | (c.blue() * a // 255))
         self._x = self._y = np.empty(0)
         self._bounds = QRectF()
-        self._cache: tuple[tuple, QImage | None, QPointF] | None = None  # the last image and where
+        # the last image, where it goes, and for which view (transform and clip)
+        self._cache: tuple[tuple[Any, ...], QImage | None, QPointF] | None = None
 
     def set_data(self, xs: np.ndarray, ys: np.ndarray) -> None:
         self.prepareGeometryChange()
@@ -155,7 +158,7 @@ class AreaFill(pg.GraphicsObject):
     def boundingRect(self) -> QRectF:  # noqa: N802 (Qt naming)
         return self._bounds
 
-    def paint(self, painter: QPainter, *_args) -> None:
+    def paint(self, painter: QPainter, *_args: Any) -> None:
         t = painter.transform()
         clip = t.mapRect(painter.clipBoundingRect()) if painter.hasClipping() else None
         key = (t.m11(), t.m22(), t.dx(), t.dy(), clip.getRect() if clip is not None else None)
@@ -166,7 +169,7 @@ class AreaFill(pg.GraphicsObject):
             painter.resetTransform()
             painter.drawImage(at, image)
 
-    def _image(self, transform, clip: QRectF | None) -> tuple[QImage | None, QPointF]:
+    def _image(self, transform: QTransform, clip: QRectF | None) -> tuple[QImage | None, QPointF]:
         found = area_columns(self._x, self._y, transform, clip)
         if found is None:
             return None, QPointF()
@@ -182,7 +185,7 @@ class AreaFill(pg.GraphicsObject):
         return image, QPointF(left, top)
 
 
-def area_columns(x: np.ndarray, y: np.ndarray, transform, clip: QRectF | None
+def area_columns(x: np.ndarray, y: np.ndarray, transform: QTransform, clip: QRectF | None
                  ) -> tuple[int, np.ndarray, float] | None:
     """Where the area under a curve reaches in each device pixel column: ``(first column,
     top y of each column (NaN: nothing to shade), baseline y)``, or None if nothing shows.
@@ -251,7 +254,7 @@ class TimeSeriesPlot(QFrame):
         empty_text: what the chart says while it has no data.
     """
 
-    def __init__(self, title: str, unit: str, curves: list[CurveSpec | MetricSpec] | None = None,
+    def __init__(self, title: str, unit: str, curves: Sequence[CurveSpec | MetricSpec] | None = None,
                  y_range: tuple[float, float] | None = None, parent: QWidget | None = None,
                  empty_text: str = "No data yet") -> None:
         super().__init__(parent)
@@ -440,15 +443,15 @@ class TimeSeriesPlot(QFrame):
         return changed
 
     def _update_legend(self) -> None:
-        shown = [c for c in self._curves.values()
+        shown = [(c.server, c.row) for c in self._curves.values()
                  if c.row is not None and c.item.xData is not None and len(c.item.xData)]
         # One server (the usual case): name it once above the rows, not in every row.
-        servers = {c.server for c in shown}
+        servers = {server for server, _row in shown}
         server = servers.pop() if len(servers) == 1 else None
         if server:
-            rows = [replace(c.row, label=c.row.label.removeprefix(server).strip() or c.row.label) for c in shown]
+            rows = [replace(row, label=row.label.removeprefix(server).strip() or row.label) for _s, row in shown]
         else:
-            rows = [c.row for c in shown]
+            rows = [row for _s, row in shown]
         self.legend.set_rows(rows, server or "")
 
     def format(self, value: float) -> str:
@@ -498,7 +501,7 @@ class TimeSeriesPlot(QFrame):
         if empty:
             self._place_empty()
 
-    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt naming)
         super().resizeEvent(event)
         if "_empty" in self.__dict__:  # Qt resizes during __init__, before the label exists
             self._place_empty()
@@ -517,7 +520,7 @@ class TimeSeriesPlot(QFrame):
         self._range = None
 
     # ------------------------------------------------------------------ hover read-out
-    def _on_mouse(self, pos) -> None:
+    def _on_mouse(self, pos: QPointF) -> None:
         vb = self.view_box
         if not vb.sceneBoundingRect().contains(pos):
             self._crosshair.setVisible(False)
@@ -573,7 +576,7 @@ def moving_average(values: np.ndarray, n: int) -> np.ndarray:
     hi = np.minimum(index + after, end)
     sums = np.concatenate(([0.0], np.cumsum(np.where(finite, values, 0.0))))
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = (sums[hi + 1] - sums[lo]) / (hi - lo + 1)
+        out: np.ndarray = (sums[hi + 1] - sums[lo]) / (hi - lo + 1)
     out[~finite] = np.nan
     return out
 

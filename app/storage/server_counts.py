@@ -70,7 +70,7 @@ def _integral(conn: sqlite3.Connection, series_id: int, session_id: int, low: fl
     # The first sample's interval began before the session (or before a scrape it can't see):
     # count it over the session's typical interval between scrapes.
     typical = span / (n - 1) if n > 1 else 0.0
-    return total + (first_value or 0.0) * typical
+    return float(total) + float(first_value or 0.0) * typical
 
 
 def _increase(conn: sqlite3.Connection, series_id: int, session_id: int, low: float, high: float) -> float:
@@ -80,7 +80,7 @@ def _increase(conn: sqlite3.Connection, series_id: int, session_id: int, low: fl
         "  SELECT value, value - lag(value) OVER (ORDER BY ts) AS step FROM samples"
         "  WHERE series_id=? AND session_id=? AND ts BETWEEN ? AND ?) WHERE step IS NOT NULL",
         (series_id, session_id, low, high)).fetchone()
-    return total
+    return float(total)
 
 
 def _has_samples(conn: sqlite3.Connection, series_id: int, session_id: int, low: float, high: float) -> bool:
