@@ -31,7 +31,7 @@ class LlamaCppPanel(Panel):
             MetricSpec("llamacpp_requests_processing", "{server} processing"),
             MetricSpec("llamacpp_requests_deferred", "{server} deferred (waiting for a slot)")])
         self.decode_plot = TimeSeriesPlot("Decode calls", "calls/s", [
-            MetricSpec("llamacpp_decode_calls_per_second", "{server}")])
+            MetricSpec("llamacpp_decode_calls_per_second", "{server} llama_decode() calls")])
         self.plots = [self.tokens_plot, self.slots_plot, self.queue_plot, self.decode_plot]
         self.charts = chart_grid(self.plots, 2)
         self.note = note_label(NO_LLAMACPP)
