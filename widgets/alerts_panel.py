@@ -33,7 +33,8 @@ from PySide6.QtWidgets import (
 
 from app.alerts.engine import AlertEngine, AlertView, labels_text
 from app.alerts.history import HistoryFilter, alert_history, last_event_id
-from app.alerts.rules import DEFAULT_RULES_PATH, Rule, replace_rule, set_notify_option
+from app.alerts.rule_file import replace_rule, set_notify_option
+from app.alerts.rules import DEFAULT_RULES_PATH, Rule
 from app.runtime import Runtime
 from widgets.panel import Panel
 from widgets.rule_editor import RuleEditor
