@@ -10,11 +10,12 @@ tick the engine aggregates each series over the rule's window and moves the aler
 
 Each transition — and each acknowledge or snooze — becomes one :class:`~app.records.AlertEvent`
 published through the hub (the store writes it to ``alert_events``) and one
-:class:`Transition` handed to the listeners (the notifier, the GUI). Time comes from an
+:class:`~app.alerts.transition.Transition` handed to the listeners (the notifier, the GUI). Time comes from an
 injectable clock, so tests drive hours of alerting in microseconds.
 
 >>> from app.buffers import LiveBuffers
 >>> from app.alerts.rules import Rule
+>>> from app.records import Sample
 >>> buffers = LiveBuffers()
 >>> engine = AlertEngine(buffers, [Rule("hot", "gpu_temperature_celsius", threshold=85, for_s=60)])
 >>> buffers.add([Sample("gpu_temperature_celsius", 90.0, 0.0, (("gpu", "0"),))])
@@ -35,7 +36,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from app.alerts.notify import build_notifier
 from app.alerts.rules import Rule, RuleFile, ensure_user_rules, format_duration, load_rules, percentile_of
+from app.alerts.transition import Transition
 from app.records import AlertEvent, Labels, Record, SeriesKey
 
 if TYPE_CHECKING:
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AlertEngine", "AlertView", "Transition", "SeriesSource", "aggregate", "replay",
+__all__ = ["AlertEngine", "AlertView", "SeriesSource", "aggregate", "replay",
            "ReplayResult", "SEVERITY_RANK"]
 
 SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 3}
@@ -60,15 +63,6 @@ class SeriesSource(Protocol):
     def keys(self, name: str | None = None) -> list[SeriesKey]: ...
 
     def window(self, key: SeriesKey, since: float | None = None) -> tuple[np.ndarray, np.ndarray]: ...
-
-
-@dataclass(frozen=True)
-class Transition:
-    """One change of one alert, as the notifier and the GUI see it."""
-
-    event: AlertEvent
-    title: str
-    notify: bool     # False for pending/cleared, acknowledge/snooze, and snoozed alerts
 
 
 @dataclass(frozen=True)
@@ -258,8 +252,6 @@ class AlertEngine:
     def from_hub(cls, hub: Hub, path: Path | None = None) -> AlertEngine:
         """The app's engine: the user's rule file (created from the defaults on first run),
         reading the hub's buffers, publishing through it, notifying through the sinks."""
-        from app.alerts.notify import build_notifier  # notify imports this module's types
-
         engine = cls(hub.buffers, publish=hub.publish, clock=hub.clock)
         engine.load(ensure_user_rules(path))
         engine.notifier = build_notifier(engine.rule_file.notifications, clock=hub.clock)

@@ -28,7 +28,6 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import httpx
 
@@ -41,11 +40,9 @@ except ImportError:  # pragma: no cover - not on Linux
     DBusAddress = None
 
 from app.alerts.rules import NotifySettings
+from app.alerts.transition import Transition
 from app.records import AlertEvent
 from app.secrets import get_secret, keyring_status
-
-if TYPE_CHECKING:
-    from app.alerts.engine import Transition
 
 log = logging.getLogger(__name__)
 
