@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
-from app.toml_lines import key_line, key_lines
+from app.toml_lines import Key, key_line, key_lines
 
 log = logging.getLogger(__name__)
 
@@ -239,9 +239,6 @@ PROXY: dict[str, Check] = {
 ROUTE: dict[str, Check] = {"upstream": url, "listen": listen, "kind": choice(*SERVER_KINDS), "name": text}
 TABLES = {"general": "[general]", "servers": "[[servers]]", "proxy": "[proxy]"}
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
-
-Key = tuple[str | int, ...]
-
 
 def key_text(key: Key) -> str:
     """``("servers", 1, "url")`` as ``servers[1].url``; a name that is not a bare TOML key in

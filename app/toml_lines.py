@@ -18,7 +18,7 @@ import re
 import tomllib
 from collections.abc import Sequence
 
-Path = tuple[str | int, ...]
+Key = tuple[str | int, ...]
 """A key as tomllib's nesting sees it: names, and indexes into arrays of tables."""
 
 _KEY_PART = re.compile(r"""\s*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)\s*""")
@@ -51,11 +51,11 @@ def _read_key(text: str) -> tuple[tuple[str, ...], str]:
     return (), text
 
 
-def key_lines(text: str) -> list[tuple[Path, int]]:
+def key_lines(text: str) -> list[tuple[Key, int]]:
     """Every table header and key in ``text`` as ``(path, 1-based line)``, in file order."""
-    out: list[tuple[Path, int]] = []
+    out: list[tuple[Key, int]] = []
     arrays: dict[tuple[str, ...], int] = {}  # array-of-tables path (names) -> its current index
-    current: Path = ()
+    current: Key = ()
     in_string = ""
     for number, line in enumerate(text.splitlines(), start=1):
         if in_string:
@@ -90,7 +90,7 @@ def key_lines(text: str) -> list[tuple[Path, int]]:
     return out
 
 
-def key_line(text: str | Sequence[tuple[Path, int]], path: Path) -> int | None:
+def key_line(text: str | Sequence[tuple[Key, int]], path: Key) -> int | None:
     """The line where ``path`` is written; else the first line inside it (a table only written
     through its sub-tables); else that of its nearest written parent; ``None`` when not even
     the first part is written. ``text`` may be :func:`key_lines`' result."""

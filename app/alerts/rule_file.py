@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import re
 
-from app.alerts.rules import _RULE_SUBTABLE, _TABLE, Rule, _Chunk, _chunks, _parse_chunk, format_duration
+from app.alerts.rules import Rule, RuleChunk, format_duration, rule_chunks
+
+_TABLE = re.compile(r"^\s*\[")                 # any table header
+_RULE_SUBTABLE = re.compile(r"^\s*\[\s*rule\s*\.")  # [rule.match], [rule.baseline]
 
 
 def _toml_str(text: str) -> str:
@@ -56,7 +59,7 @@ def _toml_number(x: float) -> str:
     return str(int(x)) if x == int(x) and abs(x) < 1e15 else repr(x)
 
 
-def _rule_span(chunk: _Chunk) -> tuple[int, int]:
+def _rule_span(chunk: RuleChunk) -> tuple[int, int]:
     """0-based ``[start, end)`` of the lines that belong to the rule itself: trailing blank and
     comment lines (usually the next rule's heading) and any other table stay where they are."""
     end = len(chunk.lines)
@@ -77,9 +80,10 @@ def replace_rule(text: str, name: str, rule: Rule | None) -> str:
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     new = rule_to_toml(rule).splitlines(keepends=True) if rule is not None else []
-    for chunk in _chunks("".join(lines))[1]:
-        data, _ = _parse_chunk(chunk, "")
-        if data and data["rule"][0].get("name") == name:
+    for chunk in rule_chunks("".join(lines))[1]:
+        data, _ = chunk.parse("")
+        rules = data.get("rule") if data else None
+        if isinstance(rules, list) and rules and isinstance(rules[0], dict) and rules[0].get("name") == name:
             start, end = _rule_span(chunk)
             return "".join(lines[:start] + new + lines[end:])
     if rule is None:
