@@ -2,6 +2,7 @@
 environment that keeps llmmon away from the real user's files."""
 from __future__ import annotations
 
+import socket
 import sqlite3
 import threading
 import time
@@ -49,3 +50,10 @@ def user_dirs_env(home: Path) -> dict[str, str]:
     return {"XDG_DATA_HOME": str(home / "data"), "XDG_CONFIG_HOME": str(home / "config"),
             "XDG_STATE_HOME": str(home / "state"), "XDG_CACHE_HOME": str(home / "cache"),
             "LLMMON_CONFIG": str(home / "config" / "llmmon" / "config.toml")}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
