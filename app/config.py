@@ -24,6 +24,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import platformdirs
@@ -168,8 +169,8 @@ def text(value: object) -> str:
 
 def choice(*options: str) -> Check:
     def check(value: object) -> str:
-        if value in options:
-            return value  # type: ignore[return-value]
+        if isinstance(value, str) and value in options:
+            return value
         raise Invalid(f"must be one of {', '.join(options)}")
     return check
 
@@ -287,7 +288,7 @@ class _Reader:
         where = f"{self.path} line {line}" if line else str(self.path)
         self._problems.append((line or 0, f"{where}: {key_text(key)} {message}"))
 
-    def table(self, raw: dict, key: Key, checks: dict[str, Check], defaults: object, what: str,
+    def table(self, raw: dict[str, Any], key: Key, checks: dict[str, Check], defaults: object, what: str,
               required: tuple[str, ...] = (), nested: tuple[str, ...] = (),
               entry: str = "") -> dict[str, object] | None:
         """The good values of one table (``nested`` tables are read by the caller). A bad value
@@ -315,9 +316,10 @@ class _Reader:
             self.problem(key, f"needs {' and '.join(missing)}; {skipped}")
         return values if usable and not missing else None
 
-    def tables(self, raw: dict, key: Key, what: str) -> list[tuple[Key, dict]]:
-        """The elements of an array of tables, each with its key; anything else is reported."""
-        value = raw.get(key[-1])
+    def tables(self, raw: dict[str, Any], key: Key, what: str) -> list[tuple[Key, dict[str, Any]]]:
+        """The elements of the array of tables ``raw[key[-1]]``, each with its key; anything
+        else is reported."""
+        value = raw.get(str(key[-1]))
         if value is None:
             return []
         if not isinstance(value, list):
@@ -331,7 +333,7 @@ class _Reader:
                 self.problem((*key, i), f"must be a {what} table, not {_shown(item)}; ignored")
         return out
 
-    def settings(self, raw: dict) -> Settings:
+    def settings(self, raw: dict[str, Any]) -> Settings:
         settings = Settings()
         for name in raw:
             if name not in TABLES:
@@ -354,7 +356,7 @@ class _Reader:
             self.problem(("proxy",), f"must be a table ([proxy]), not {_shown(proxy)}; using the defaults")
         return settings
 
-    def proxy(self, raw: dict) -> ProxySettings:
+    def proxy(self, raw: dict[str, Any]) -> ProxySettings:
         values = self.table(raw, ("proxy",), PROXY, ProxySettings(), "[proxy]", nested=("routes",))
         proxy = ProxySettings(**(values or {}))  # type: ignore[arg-type]
         default = ProxyRoute("", 0)
@@ -362,7 +364,7 @@ class _Reader:
             route = self.table(entry, key, ROUTE, default, "[[proxy.routes]]",
                                required=("upstream", "listen"), entry="route")
             if route is not None:
-                host, port = route.pop("listen")  # type: ignore[misc]
+                host, port = cast(tuple[str, int], route.pop("listen"))
                 proxy.routes.append(ProxyRoute(listen_host=host, listen_port=port, **route))  # type: ignore[arg-type]
         return proxy
 

@@ -97,9 +97,9 @@ def test_every_export_file_round_trips_any_text(series, requests, events, alerts
     assert got == query(db, "SELECT model, client, error FROM requests ORDER BY ts_start")
     assert [g for g in got if utf8(g)] == [r for r in requests if utf8(r)]
     header, *rows = files["events.csv"]
-    got = [unescape(r[header.index("message")]) for r in rows]
-    assert got == [m for (m,) in query(db, "SELECT message FROM events ORDER BY ts")]
-    assert [g for g in got if utf8(g)] == [m for m, _ in events if utf8(m)]
+    messages = [unescape(r[header.index("message")]) for r in rows]
+    assert messages == [m for (m,) in query(db, "SELECT message FROM events ORDER BY ts")]
+    assert [m for m in messages if utf8(m)] == [m for m, _ in events if utf8(m)]
     header, *rows = files["alerts.csv"]
     got = [(unescape(r[2]), unescape(r[-1])) for r in rows]
     assert got == query(db, "SELECT rule, message FROM alert_events ORDER BY ts")
