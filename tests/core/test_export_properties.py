@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import csv
 import json
+from datetime import datetime
 from pathlib import Path
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from app.export import CsvExport, ExportRequest
+from app.export import SAMPLE_FIXED, CsvExport, ExportRequest
 from app.records import AlertEvent, Event, RequestRecord, Sample, labels_of
 from app.storage.store import Store, connect
 from tests.support import query
@@ -78,33 +79,42 @@ def test_every_export_file_round_trips_any_text(series, requests, events, alerts
                     assert not cell.startswith(DANGEROUS_FIRST), (name, column, cell)
 
     # Each text cell is the recorded text: what the database holds, and, for any text UTF-8 can
-    # carry, exactly what was recorded (a lone surrogate is the store's to clean).
+    # carry, exactly what was recorded (lone surrogates are the store's to clean).
+    def sample(name: str, labels: dict[str, str], value: float) -> tuple[object, ...]:
+        return name, sorted((k, v) for k, v in labels.items() if v), value
+
+    def column_key(column: str) -> str:
+        return column[6:] if column.startswith("label_") and column[6:] in SAMPLE_FIXED else column
+
     header, *rows = files["samples.csv"]
-    db_series = query(db, "SELECT s.name, s.labels, p.value FROM samples p JOIN series s ON s.id = p.series_id")
-    label_columns = [unescape(c) for c in header[3:-1]]
-
-    def sample_key(name: str, labels: dict, value: float) -> tuple:
-        return name, tuple(sorted((k, v) for k, v in labels.items() if v)), value
-
-    from_csv = sorted(sample_key(unescape(r[2]), dict(zip(label_columns, map(unescape, r[3:-1]), strict=True)),
-                                 float(r[-1])) for r in rows)
-    assert from_csv == sorted(sample_key(n, json.loads(labels), v) for n, labels, v in db_series)
-    recorded = sorted(sample_key(n, labels, float(v)) for n, labels, v in series)
-    assert [k for k in from_csv if utf8(k)] == [k for k in recorded if utf8(k)]
+    keys = [column_key(unescape(c)) for c in header[3:-1]]
+    from_csv = {round(instant(r[0]) - now): sample(unescape(r[2]), dict(zip(keys, map(unescape, r[3:-1]), strict=True)),
+                                                   float(r[-1])) for r in rows}
+    from_db = {round(ts - now): sample(name, json.loads(labels), value) for name, labels, ts, value in
+               query(db, "SELECT s.name, s.labels, p.ts, p.value FROM samples p JOIN series s ON s.id = p.series_id")}
+    assert from_csv == from_db
+    for i, (name, labels, value) in enumerate(series):
+        if utf8((name, labels)):
+            assert from_csv[i] == sample(name, labels, float(value))
 
     header, *rows = files["requests.csv"]
     got = [tuple(unescape(r[header.index(c)]) for c in ("model", "client", "error")) for r in rows]
     assert got == query(db, "SELECT model, client, error FROM requests ORDER BY ts_start")
-    assert [g for g in got if utf8(g)] == [r for r in requests if utf8(r)]
+    assert [g for g, r in zip(got, requests, strict=True) if utf8(r)] == [r for r in requests if utf8(r)]
     header, *rows = files["events.csv"]
     messages = [unescape(r[header.index("message")]) for r in rows]
     assert messages == [m for (m,) in query(db, "SELECT message FROM events ORDER BY ts")]
-    assert [m for m in messages if utf8(m)] == [m for m, _ in events if utf8(m)]
+    assert [g for g, (m, _) in zip(messages, events, strict=True) if utf8(m)] == [m for m, _ in events if utf8(m)]
     header, *rows = files["alerts.csv"]
     got = [(unescape(r[2]), unescape(r[-1])) for r in rows]
     assert got == query(db, "SELECT rule, message FROM alert_events ORDER BY ts")
-    assert [g for g in got if utf8(g)] == [(rule, m) for rule, m, _ in alerts if utf8((rule, m))]
+    originals = [(rule, m) for rule, m, _ in alerts]
+    assert [g for g, o in zip(got, originals, strict=True) if utf8(o)] == [o for o in originals if utf8(o)]
     event(f"texts UTF-8 cannot carry: {not all(utf8(x) for x in (series, requests, events, alerts))}")
+
+
+def instant(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
 
 
 def utf8(value: object) -> bool:
