@@ -202,27 +202,28 @@ def url(value: object) -> str:
     return written.rstrip("/")
 
 
-def listen(value: object) -> tuple[str, int]:
-    """``8001`` or ``"HOST:8001"`` as ``(host, port)``; loopback when no host is written."""
-    problem = Invalid('must be a port (1 to 65535) or "HOST:PORT"')
+def parse_listen(value: object) -> tuple[str, int] | None:
+    """``8001`` or ``"HOST:8001"`` as ``(host, port)``, loopback when no host is written;
+    ``None`` when it is neither. The port's range is not checked here: :func:`listen` does
+    (the config file), and so does the proxy before it binds (``--listen``)."""
     if isinstance(value, int) and not isinstance(value, bool):
         host, port = "", str(value)
     elif isinstance(value, str):
         host, _, port = value.strip().rpartition(":")
     else:
-        raise problem
+        return None
     host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
-    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535 or not _host(host):
-        raise problem
+    if not port.isascii() or not port.isdigit() or not _host(host):
+        return None
     return host, int(port)
 
 
-def parse_listen(value: object) -> tuple[str, int] | None:
-    """:func:`listen`, or ``None`` when ``value`` is not a port or ``HOST:PORT``."""
-    try:
-        return listen(value)
-    except Invalid:
-        return None
+def listen(value: object) -> tuple[str, int]:
+    """:func:`parse_listen` with a port from 1 to 65535."""
+    parsed = parse_listen(value)
+    if parsed is None or not 1 <= parsed[1] <= 65535:
+        raise Invalid('must be a port (1 to 65535) or "HOST:PORT"')
+    return parsed
 
 
 # ---------------------------------------------------------------------------- the file
