@@ -21,8 +21,10 @@ from tests.support.session_data import DANGEROUS_FIRST, unescape
 
 NASTY = st.sampled_from(["\r", "\n", "\r\n", '"', ",", "\x00", "=", "+", "-", "@", "\t", "'", "'=", "\ud800",
                          "\udfff", "\ud83d\ude80", "=HYPERLINK(\"x\")", "\u2028", " "])
-TEXT = st.lists(NASTY | st.text(st.characters(exclude_categories=()), max_size=4), max_size=5).map("".join)
-KEYS = st.sampled_from(["model", "gpu", "server"]) | TEXT.filter(bool)
+PIECES = NASTY | st.text(st.characters(exclude_categories=()), min_size=1, max_size=4)
+TEXT = st.lists(PIECES, max_size=5).map("".join)
+NAME = st.lists(PIECES, min_size=1, max_size=5).map("".join)  # never empty
+KEYS = st.sampled_from(["model", "gpu", "server"]) | NAME
 LABELS = st.dictionaries(KEYS, TEXT, max_size=3)
 NUMBERS = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-10**6, 10**6)
 REQUEST_NUMBERS = ("status", "stream", "prompt_tokens", "completion_tokens", "tokens_estimated", "bytes_in",
@@ -36,7 +38,7 @@ def csv_rows(path: Path) -> list[list[str]]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(series=st.lists(st.tuples(TEXT.filter(bool), LABELS, NUMBERS), min_size=1, max_size=4),
+@given(series=st.lists(st.tuples(NAME, LABELS, NUMBERS), min_size=1, max_size=4),
        requests=st.lists(st.tuples(TEXT, TEXT, TEXT), max_size=3),
        events=st.lists(st.tuples(TEXT, LABELS), max_size=2),
        alerts=st.lists(st.tuples(TEXT, TEXT, LABELS), max_size=2))
