@@ -4,16 +4,32 @@ Paths come from ``platformdirs`` so they follow each OS's conventions; the datab
 overridden with ``--db`` or the ``LLMMON_DB`` environment variable, the config file with
 ``LLMMON_CONFIG``. Settings live in a TOML file the user can edit; secrets never do (they go
 to the OS keyring, see ``app/secrets.py``).
+
+A typo never stops the app. Every value is checked on its own into its typed, in-range form
+(booleans are TOML booleans, numbers finite and bounded, URLs have a host and a port from 1 to
+65535); a bad one keeps its default, a table of the wrong type (``general = 5``) is ignored as
+a whole, and each gives a problem naming the key and its line::
+
+    config.toml line 3: general.retention_days must be a number of days from 0 to 36,500
+    (0 or "never": no limit), not true; using 30
 """
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
 import os
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 import platformdirs
+
+from app.toml_lines import Key, key_line, key_lines
 
 log = logging.getLogger(__name__)
 
@@ -92,66 +108,285 @@ class Settings:
     proxy: ProxySettings = field(default_factory=ProxySettings)
 
 
+# ---------------------------------------------------------------------------- value checks
+SERVER_KINDS = ("auto", "ollama", "vllm", "openai", "llamacpp")
+MAX_RETENTION_DAYS = 36_500          # a hundred years
+MAX_RETENTION_GB = 1_000_000         # a petabyte
+MAX_INTERVAL_S = 3600.0
+MIN_INTERVAL_S = 0.25                # faster polling would cost more than it shows
+MAX_CONTENT_CHARS = 10_000_000
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_HOST = re.compile(r"[\w.-]+")       # a name or an IPv4 address (IPv6 is checked by ipaddress)
+
+
+class Invalid(ValueError):
+    """A setting's value cannot be used; the message says what it should be."""
+
+
+Check = Callable[[object], object]
+
+
+def boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise Invalid("must be true or false (without quotes)")
+
+
+def number(low: float, high: float, unit: str = "") -> Check:
+    """A finite int or float in ``[low, high]``, as a float."""
+    def check(value: object) -> float:
+        # Compared before any float(): a 400-digit integer is out of range, not an overflow.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise Invalid(f"must be a number from {low:g} to {high:g}{unit}")
+        return float(value)
+    return check
+
+
+def whole(low: int, high: int) -> Check:
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise Invalid(f"must be a whole number from {low:,} to {high:,}")
+        return value
+    return check
+
+
+def limit(high: float, unit: str) -> Check:
+    """A retention limit: a positive number, or 0 / ``"never"`` for none (``None``)."""
+    def check(value: object) -> float | None:
+        if value == "never" or (not isinstance(value, bool) and value == 0):
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high:
+            raise Invalid(f'must be a number of {unit} from 0 to {high:,} (0 or "never": no limit)')
+        return float(value)
+    return check
+
+
+def text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise Invalid("must be a text in quotes")
+
+
+def choice(*options: str) -> Check:
+    def check(value: object) -> str:
+        if isinstance(value, str) and value in options:
+            return value
+        raise Invalid(f"must be one of {', '.join(options)}")
+    return check
+
+
+def _host(host: str) -> bool:
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    return bool(_HOST.fullmatch(host))
+
+
+def url(value: object) -> str:
+    """An ``http(s)://host[:port][/path]`` text (the scheme may be left out), without its
+    trailing ``/``."""
+    written = text(value).strip()
+    problem = Invalid('must be a URL such as "http://gpu-box:8000" (host, and a port from 1 to 65535)')
+    if not written or any(c.isspace() or not c.isprintable() for c in written):
+        raise problem
+    parts = urlsplit(written if "://" in written else "http://" + written)
+    try:
+        port = parts.port
+    except ValueError:
+        raise problem from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or not _host(parts.hostname) or port == 0:
+        raise problem
+    return written.rstrip("/")
+
+
 def parse_listen(value: object) -> tuple[str, int] | None:
-    """``8001`` or ``"HOST:8001"`` as ``(host, port)``; loopback when no host is written."""
-    host, _, port = str(value).rpartition(":")
-    if isinstance(value, bool) or not port.isdigit():
+    """``8001`` or ``"HOST:8001"`` as ``(host, port)``, loopback when no host is written;
+    ``None`` when it is neither. The port's range is not checked here: :func:`listen` does
+    (the config file), and so does the proxy before it binds (``--listen``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        host, port = "", str(value)
+    elif isinstance(value, str):
+        host, _, port = value.strip().rpartition(":")
+    else:
         return None
-    return host or "127.0.0.1", int(port)
+    host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
+    if not port.isascii() or not port.isdigit() or not _host(host):
+        return None
+    return host, int(port)
 
 
-def _load_proxy(raw: object, path: Path, problems: list[str]) -> ProxySettings:
-    proxy = ProxySettings()
-    if not isinstance(raw, dict):
+def listen(value: object) -> tuple[str, int]:
+    """:func:`parse_listen` with a port from 1 to 65535."""
+    parsed = parse_listen(value)
+    if parsed is None or not 1 <= parsed[1] <= 65535:
+        raise Invalid('must be a port (1 to 65535) or "HOST:PORT"')
+    return parsed
+
+
+# ---------------------------------------------------------------------------- the file
+GENERAL: dict[str, Check] = {
+    "retention_days": limit(MAX_RETENTION_DAYS, "days"),
+    "retention_gb": limit(MAX_RETENTION_GB, "GB"),
+    "system_interval_s": number(MIN_INTERVAL_S, MAX_INTERVAL_S, " seconds"),
+    "discover_local": boolean,
+}
+SERVER: dict[str, Check] = {"url": url, "kind": choice(*SERVER_KINDS), "name": text, "api_key_ref": text}
+PROXY: dict[str, Check] = {
+    "enabled": boolean, "include_usage": boolean, "store_content": boolean,
+    "content_max_chars": whole(1, MAX_CONTENT_CHARS),
+}
+ROUTE: dict[str, Check] = {"upstream": url, "listen": listen, "kind": choice(*SERVER_KINDS), "name": text}
+TABLES = {"general": "[general]", "servers": "[[servers]]", "proxy": "[proxy]"}
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
+
+def key_text(key: Key) -> str:
+    """``("servers", 1, "url")`` as ``servers[1].url``; a name that is not a bare TOML key in
+    quotes, as TOML writes it (``general."a.b"``)."""
+    def part(k: str | int) -> str:
+        if isinstance(k, int):
+            return f"[{k}]"
+        return "." + (k if _BARE_KEY.fullmatch(k) else json.dumps(k, ensure_ascii=False))
+    return "".join(map(part, key)).lstrip(".")
+
+
+def _shown(value: object) -> str:
+    """A value as the user wrote it in TOML, shortened."""
+    if value is None:
+        shown = "no limit"
+    elif isinstance(value, bool):
+        shown = "true" if value else "false"
+    elif isinstance(value, float):
+        shown = f"{value:g}"
+    elif isinstance(value, str):
+        shown = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, dict):
+        shown = "a table"
+    elif isinstance(value, list):
+        shown = "a list"
+    else:
+        shown = str(value)
+    return shown if len(shown) <= 40 else shown[:37] + "…"
+
+
+class _Reader:
+    """Checks the parsed file key by key, collecting line-numbered problems."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = key_lines(text)
+        self._problems: list[tuple[int, str]] = []
+
+    @property
+    def problems(self) -> list[str]:
+        """In the order of the file's lines."""
+        return [message for _, message in sorted(self._problems, key=lambda p: p[0])]
+
+    def problem(self, key: Key, message: str) -> None:
+        line = key_line(self.lines, key)
+        where = f"{self.path} line {line}" if line else str(self.path)
+        self._problems.append((line or 0, f"{where}: {key_text(key)} {message}"))
+
+    def table(self, raw: dict[str, Any], key: Key, checks: dict[str, Check], defaults: object, what: str,
+              required: tuple[str, ...] = (), nested: tuple[str, ...] = (),
+              entry: str = "") -> dict[str, object] | None:
+        """The good values of one table (``nested`` tables are read by the caller). A bad value
+        is reported and keeps its default; a bad or missing ``required`` one makes it ``None``
+        (the ``entry``, e.g. "server", is skipped)."""
+        values: dict[str, object] = {}
+        skipped = f"this {entry} is skipped"
+        usable = True
+        for name, value in raw.items():
+            check = checks.get(name)
+            if name in nested:
+                continue
+            if check is None:
+                takes = ", ".join([*checks, *nested])
+                self.problem((*key, name), f"is not a setting of {what} (it takes {takes}); ignored")
+                continue
+            try:
+                values[name] = check(value)
+            except Invalid as exc:
+                usable = usable and name not in required
+                fallback = skipped if name in required else f"using {_shown(getattr(defaults, name))}"
+                self.problem((*key, name), f"{exc}, not {_shown(value)}; {fallback}")
+        missing = [n for n in required if n not in raw]
+        if missing:
+            self.problem(key, f"needs {' and '.join(missing)}; {skipped}")
+        return values if usable and not missing else None
+
+    def tables(self, raw: dict[str, Any], key: Key, what: str) -> list[tuple[Key, dict[str, Any]]]:
+        """The elements of the array of tables ``raw[key[-1]]``, each with its key; anything
+        else is reported."""
+        value = raw.get(str(key[-1]))
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem(key, f"must be a list of {what} tables, not {_shown(value)}; ignored")
+            return []
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, dict):
+                out.append(((*key, i), item))
+            else:
+                self.problem((*key, i), f"must be a {what} table, not {_shown(item)}; ignored")
+        return out
+
+    def settings(self, raw: dict[str, Any]) -> Settings:
+        settings = Settings()
+        for name in raw:
+            if name not in TABLES:
+                self.problem((name,), f"is not a setting (config.toml holds {', '.join(TABLES.values())}); ignored")
+        general = raw.get("general", {})
+        if isinstance(general, dict):
+            for name, value in (self.table(general, ("general",), GENERAL, settings, "[general]") or {}).items():
+                setattr(settings, name, value)
+        else:
+            self.problem(("general",), f"must be a table ([general]), not {_shown(general)}; using the defaults")
+        for key, entry in self.tables(raw, ("servers",), "[[servers]]"):
+            values = self.table(entry, key, SERVER, ServerEntry(""), "[[servers]]", required=("url",),
+                                entry="server")
+            if values is not None:
+                settings.servers.append(ServerEntry(**values))  # type: ignore[arg-type]
+        proxy = raw.get("proxy", {})
+        if isinstance(proxy, dict):
+            settings.proxy = self.proxy(proxy)
+        else:
+            self.problem(("proxy",), f"must be a table ([proxy]), not {_shown(proxy)}; using the defaults")
+        return settings
+
+    def proxy(self, raw: dict[str, Any]) -> ProxySettings:
+        values = self.table(raw, ("proxy",), PROXY, ProxySettings(), "[proxy]", nested=("routes",))
+        proxy = ProxySettings(**(values or {}))  # type: ignore[arg-type]
+        default = ProxyRoute("", 0)
+        for key, entry in self.tables(raw, ("proxy", "routes"), "[[proxy.routes]]"):
+            route = self.table(entry, key, ROUTE, default, "[[proxy.routes]]",
+                               required=("upstream", "listen"), entry="route")
+            if route is not None:
+                host, port = cast(tuple[str, int], route.pop("listen"))
+                proxy.routes.append(ProxyRoute(listen_host=host, listen_port=port, **route))  # type: ignore[arg-type]
         return proxy
-    for key in ("enabled", "include_usage", "store_content"):
-        if isinstance(raw.get(key), bool):
-            setattr(proxy, key, raw[key])
-    if isinstance(raw.get("content_max_chars"), int) and raw["content_max_chars"] > 0:
-        proxy.content_max_chars = raw["content_max_chars"]
-    for i, entry in enumerate(raw.get("routes", [])):
-        listen = parse_listen(entry.get("listen")) if isinstance(entry, dict) else None
-        if listen is None or not isinstance(entry.get("upstream"), str):
-            problems.append(f'{path}: proxy.routes[{i}] needs upstream = "http://..." and listen = PORT or "HOST:PORT"')
-            continue
-        proxy.routes.append(ProxyRoute(
-            upstream=entry["upstream"].rstrip("/"), listen_port=listen[1], listen_host=listen[0],
-            kind=str(entry.get("kind", "auto")), name=str(entry.get("name", ""))))
-    return proxy
 
 
 def load_settings(path: Path | None = None) -> tuple[Settings, list[str]]:
-    """Read the config file. A missing file gives the defaults; a broken one gives the defaults
-    and a list of human-readable problems (the app shows them and keeps running)."""
+    """Read the config file; never raises. A missing file gives the defaults. Each bad value
+    keeps its default and gives a problem naming the key and its line; a file that is not
+    TOML gives the defaults and one problem. The app shows the problems and keeps running."""
     path = path or config_path()
-    settings = Settings()
-    if not path.exists():
-        return settings, []
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
-        return settings, [f"{path}: {exc} (using defaults)"]
-    problems: list[str] = []
-    general = raw.get("general", {})
-    for key in ("retention_days", "retention_gb"):  # limits: a positive number, or 0/"never"
-        if key not in general:
-            continue
-        value = general[key]
-        if value in (0, None, "never"):
-            setattr(settings, key, None)
-        elif isinstance(value, (int, float)) and value > 0:
-            setattr(settings, key, float(value))
-        else:
-            problems.append(f"{path}: general.{key} must be a positive number")
-    if isinstance(general.get("system_interval_s"), (int, float)) and general["system_interval_s"] >= 0.25:
-        settings.system_interval_s = float(general["system_interval_s"])
-    settings.discover_local = bool(general.get("discover_local", True))
-    for i, entry in enumerate(raw.get("servers", [])):
-        if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
-            problems.append(f"{path}: servers[{i}] needs a url")
-            continue
-        settings.servers.append(ServerEntry(
-            url=entry["url"].rstrip("/"), kind=str(entry.get("kind", "auto")),
-            name=str(entry.get("name", "")), api_key_ref=str(entry.get("api_key_ref", ""))))
-    settings.proxy = _load_proxy(raw.get("proxy"), path, problems)
-    return settings, problems
+        if not path.exists():
+            return Settings(), []
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        return Settings(), [f"{path}: cannot read it ({exc}); using the defaults"]
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError
+        message = str(exc) if isinstance(exc, tomllib.TOMLDecodeError) else "nested too deeply"
+        m = _TOML_POSITION.search(message)
+        where = f"{path} line {m.group(1)}, column {m.group(2)}" if m else str(path)
+        return Settings(), [f"{where}: {_TOML_POSITION.sub('', message)}; the file is not used (defaults instead)"]
+    reader = _Reader(path, text)
+    settings = reader.settings(raw)
+    return settings, reader.problems

@@ -17,8 +17,11 @@ header row; every row carries its time twice in ISO 8601, ``ts_utc`` (``…Z``) 
 ``requests.csv``, ``alerts.csv``, ``events.csv``
     One row per request, alert transition and event; the metric pattern does not apply.
 
-Safe for spreadsheets: text cells that begin with ``=``, ``+``, ``-``, ``@``, tab or carriage
-return get a leading ``'`` (OWASP's advice against formula injection); numeric columns are
+Safe for spreadsheets: every file goes through one writer (:class:`CsvFile`): cells are quoted
+as RFC 4180 says (a line break or a quote inside a label cannot break a row), text cells that
+begin with ``=``, ``+``, ``-``, ``@``, tab, carriage return or line feed get a leading ``'``
+(OWASP's advice against formula injection; so does a text that begins with ``'``, so dropping
+one leading ``'`` always restores the text), header cells included; numeric columns are
 written as plain numbers. Everything streams from SQLite in chunks (memory stays flat
 however big the session is) inside one read transaction (a consistent snapshot while the
 app keeps recording). Files are written as ``*.part`` and renamed only when all are complete:
@@ -62,7 +65,10 @@ log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 20_000
 _US = 1_000_000
-_DANGEROUS_FIRST = ("=", "+", "-", "@", "\t", "\r")
+_DANGEROUS_FIRST = ("=", "+", "-", "@", "\t", "\r", "\n")
+# A text that already starts with ' gets one more: a spreadsheet hides exactly one leading ',
+# so it shows the original text, and a reader undoes the escaping by dropping one.
+_ESCAPED_FIRST = (*_DANGEROUS_FIRST, "'")
 _EOL = "\r\n"  # RFC 4180 line ends, as the csv module writes them
 
 Progress = Callable[[float, str], None]
@@ -109,8 +115,13 @@ class ExportResult:
 # ----------------------------------------------------------------------------- cell helpers
 def safe_text(text: str) -> str:
     """``text`` made inert for spreadsheets (OWASP CSV injection): a leading ``'`` when it
-    starts with a character that would make it a formula."""
-    return "'" + text if text.startswith(_DANGEROUS_FIRST) else text
+    starts with a character that would make it a formula (or with ``'`` itself, so that
+    dropping one leading ``'`` always gives the original text back).
+
+    >>> safe_text("=1+2"), safe_text("'=1+2"), safe_text("llama3")
+    ("'=1+2", "''=1+2", 'llama3')
+    """
+    return "'" + text if text.startswith(_ESCAPED_FIRST) else text
 
 
 def _cell(value: object) -> object:
@@ -122,11 +133,37 @@ def _cell(value: object) -> object:
     return value
 
 
-def _csv_cells(cells: Iterable[object]) -> str:
-    """Cells encoded as the csv module would (quoting commas, quotes, newlines), no line end."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow(cells)
-    return buffer.getvalue()
+class CsvFile:
+    """The one way every export file is written: the csv module's RFC 4180 quoting (a cell
+    holding a comma, a quote, a CR or an LF is quoted, so no text can break a row), every text
+    cell made safe for spreadsheets (:func:`safe_text`), numbers as plain numbers, NULL empty.
+
+    The csv module quotes a line break only when it is part of the writer's line terminator,
+    so every cell goes through a writer whose terminator is ``\\r\\n`` (a writer with no
+    terminator left a model named ``"m\\r=1+2"`` unquoted: a ragged row and a formula cell).
+    """
+
+    def __init__(self, f: io.TextIOBase) -> None:
+        self._f = f
+        self._writer = csv.writer(f, lineterminator=_EOL)
+
+    def row(self, cells: Iterable[object]) -> None:
+        self._writer.writerow([_cell(c) for c in cells])
+
+    def rows(self, rows: Iterable[Iterable[object]]) -> None:
+        self._writer.writerows([_cell(c) for c in row] for row in rows)
+
+    @staticmethod
+    def encode(cells: Iterable[object]) -> str:
+        """Cells as :meth:`row` writes them, without the line end: a piece of a row that
+        :meth:`write_encoded` assembles (``samples.csv`` encodes each series' cells once)."""
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator=_EOL).writerow([_cell(c) for c in cells])
+        return buffer.getvalue()[:-len(_EOL)]
+
+    def write_encoded(self, text: str) -> None:
+        """Rows already made of :meth:`encode`'d pieces, plain numbers and ISO times."""
+        self._f.write(text)
 
 
 def _offset_text(seconds: int) -> str:
@@ -179,10 +216,12 @@ def _label_columns(keys: Iterable[str], fixed: Sequence[str]) -> list[tuple[str,
 
 
 def _series_column(name: str, labels: dict[str, str]) -> str:
+    """``name{key="value",…}``, label values escaped as Prometheus does (and CR as ``\\r``,
+    so a column name is one line even for a tool that splits lines without a CSV parser)."""
     if not labels:
         return name
     def quote(v: str) -> str:
-        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     return name + "{" + ",".join(f'{k}="{quote(v)}"' for k, v in sorted(labels.items())) + "}"
 
 
@@ -248,8 +287,10 @@ class CsvExport:
             for name, write, begin, end in writers:
                 self._check()
                 self.progress(begin, name)
-                with open(parts[name], "w", encoding="utf-8-sig", newline="") as f:
-                    rows[name] = write(f, self._file_progress(name, begin, end))
+                # backslashreplace: a text Python holds but UTF-8 cannot (a lone surrogate) is
+                # written as \\udc80 rather than failing the export.
+                with open(parts[name], "w", encoding="utf-8-sig", errors="backslashreplace", newline="") as f:
+                    rows[name] = write(CsvFile(f), self._file_progress(name, begin, end))
             for name, part in parts.items():
                 os.replace(part, out / name)
         except sqlite3.OperationalError:
@@ -321,12 +362,11 @@ class CsvExport:
         """Progress through one file (0…1) as the export's, that file being its [begin, end] share."""
         return lambda x: self.progress(begin + x * (end - begin), name)
 
-    def _write_samples(self, f: io.TextIOBase, progress: Callable[[float], None]) -> int:
+    def _write_samples(self, f: CsvFile, progress: Callable[[float], None]) -> int:
         labels = _label_columns((k for _, lab in self.series.values() for k in lab), SAMPLE_FIXED)
-        header = ["ts_utc", "ts_local", "metric", *(c for _, c in labels), "value"]
-        f.write(_csv_cells(safe_text(c) for c in header) + _EOL)
+        f.row(["ts_utc", "ts_local", "metric", *(c for _, c in labels), "value"])
         # Everything between the timestamps and the value is constant per series: encode once.
-        middle = {sid: _csv_cells([safe_text(name), *(safe_text(lab.get(k, "")) for k, _ in labels), ""])
+        middle = {sid: f.encode([name, *(lab.get(k, "") for k, _ in labels), ""])
                   for sid, (name, lab) in self.series.items()}
         span = max(1.0, self.high - self.low)
         # ifnull: a missing value becomes an empty cell; str() of a float is its shortest
@@ -338,17 +378,15 @@ class CsvExport:
         while rows := cursor.fetchmany(CHUNK_ROWS):
             self._check()
             prefixes = _time_prefixes(np.fromiter((r[1] for r in rows), np.float64, len(rows)))
-            f.write("".join([f"{p}{middle[r[0]]}{r[2]}{_EOL}" for p, r in zip(prefixes, rows, strict=True)]))
+            f.write_encoded("".join([f"{p}{middle[r[0]]}{r[2]}{_EOL}" for p, r in zip(prefixes, rows, strict=True)]))
             written += len(rows)
             progress(min(1.0, max(0.0, (rows[-1][1] - self.low) / span)))  # rows come in recording order
         return written
 
-    def _write_wide(self, f: io.TextIOBase, progress: Callable[[float], None]) -> int:
+    def _write_wide(self, f: CsvFile, progress: Callable[[float], None]) -> int:
         columns = list(self.series)  # ordered by name, labels
         index = {sid: i for i, sid in enumerate(columns)}
-        header = ["ts_utc", "ts_local", *(_series_column(*self.series[s]) for s in columns)]
-        writer = csv.writer(f)
-        writer.writerow([safe_text(c) for c in header])
+        f.row(["ts_utc", "ts_local", *(_series_column(*self.series[s]) for s in columns)])
         res = float(self.request.resolution_s)
         cursor = self.conn.execute(
             f"SELECT CAST(ts / ? AS INTEGER) AS b, series_id, avg(value) FROM samples NOT INDEXED "
@@ -361,7 +399,7 @@ class CsvExport:
 
         def flush() -> None:
             utc, local = iso_times([b * res for b, _ in pending])
-            writer.writerows([u, loc, *vals] for u, loc, (_, vals) in zip(utc, local, pending, strict=True))
+            f.rows([u, loc, *vals] for u, loc, (_, vals) in zip(utc, local, pending, strict=True))
             pending.clear()
 
         while rows := cursor.fetchmany(CHUNK_ROWS):
@@ -381,19 +419,19 @@ class CsvExport:
             flush()
         return written
 
-    def _write_requests(self, f: io.TextIOBase, progress: Callable[[float], None]) -> int:
+    def _write_requests(self, f: CsvFile, progress: Callable[[float], None]) -> int:
         where, params = self._time_where("ts_start")
         cursor = self.conn.execute(
             f"SELECT ts_start, {', '.join(REQUEST_COLUMNS)} FROM requests WHERE {where} ORDER BY ts_start", params)
         return self._write_rows(f, ["ts_utc", "ts_local", *REQUEST_COLUMNS], cursor, lambda row: row)
 
-    def _write_alerts(self, f: io.TextIOBase, progress: Callable[[float], None]) -> int:
+    def _write_alerts(self, f: CsvFile, progress: Callable[[float], None]) -> int:
         return self._write_labelled(f, "alert_events", ["rule", "state", "severity"], ["value", "message"], ALERT_FIXED)
 
-    def _write_events(self, f: io.TextIOBase, progress: Callable[[float], None]) -> int:
+    def _write_events(self, f: CsvFile, progress: Callable[[float], None]) -> int:
         return self._write_labelled(f, "events", ["kind", "source"], ["message"], EVENT_FIXED)
 
-    def _write_labelled(self, f: io.TextIOBase, table: str, before: list[str], after: list[str],
+    def _write_labelled(self, f: CsvFile, table: str, before: list[str], after: list[str],
                         fixed: Sequence[str]) -> int:
         """alerts/events: ``ts_utc, ts_local, <before>, <one column per label key>, <after>``."""
         where, params = self._time_where("ts")
@@ -412,15 +450,14 @@ class CsvExport:
         header = ["ts_utc", "ts_local", *before, *(c for _, c in labels), *after]
         return self._write_rows(f, header, cursor, shape)
 
-    def _write_rows(self, f: io.TextIOBase, header: list[str], cursor: sqlite3.Cursor,
+    def _write_rows(self, f: CsvFile, header: list[str], cursor: sqlite3.Cursor,
                     shape: Callable[[tuple[Any, ...]], tuple[Any, ...]]) -> int:
-        """Rows whose first column is a timestamp, every other cell made safe."""
-        writer = csv.writer(f)
-        writer.writerow([safe_text(c) for c in header])
+        """Rows whose first column is a timestamp."""
+        f.row(header)
         written = 0
         while rows := cursor.fetchmany(CHUNK_ROWS):
             self._check()
             utc, local = iso_times([r[0] for r in rows])
-            writer.writerows([u, loc, *map(_cell, shape(r)[1:])] for u, loc, r in zip(utc, local, rows, strict=True))
+            f.rows([u, loc, *shape(r)[1:]] for u, loc, r in zip(utc, local, rows, strict=True))
             written += len(rows)
         return written

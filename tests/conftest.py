@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import user_dirs_env
+
 # Before anything imports Qt. Tests that need a real X server start Xvfb themselves.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -16,13 +18,9 @@ pytest_plugins = ["tests.support.keyring_memory", "tests.support.webhook_receive
 @pytest.fixture(autouse=True)
 def isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep every test away from the real user's data, config and logs."""
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    for name, value in user_dirs_env(tmp_path_factory.mktemp("home")).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.delenv("LLMMON_DB", raising=False)
-    monkeypatch.setenv("LLMMON_CONFIG", str(home / "config" / "llmmon" / "config.toml"))
 
 
 @pytest.fixture

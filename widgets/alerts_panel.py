@@ -33,7 +33,8 @@ from PySide6.QtWidgets import (
 
 from app.alerts.engine import AlertEngine, AlertView, labels_text
 from app.alerts.history import HistoryFilter, alert_history, last_event_id
-from app.alerts.rules import DEFAULT_RULES_PATH, Rule, replace_rule, set_notify_option
+from app.alerts.rule_file import replace_rule, set_notify_option
+from app.alerts.rules import DEFAULT_RULES_PATH, Rule
 from app.runtime import Runtime
 from widgets.panel import Panel
 from widgets.rule_editor import RuleEditor
@@ -94,6 +95,7 @@ class AlertsPanel(Panel):
         self.engine = runtime.alerts
         self.clock = clock
         self._active: list[AlertView] = []
+        self._problems: list[str] = []
         self._history_key: tuple[object, ...] | None = None
         self._sinks_checked = float("-inf")
         self._conn: sqlite3.Connection | None = None
@@ -208,6 +210,8 @@ class AlertsPanel(Panel):
             return
         self.refresh_active(now)
         self.refresh_history()
+        if self.engine.problems != self._problems:  # a rule started or stopped failing
+            self.show_problems()
         if now - self._sinks_checked >= SINK_STATUS_EVERY_S:
             self._sinks_checked = now
             self.show_sinks()
@@ -277,13 +281,17 @@ class AlertsPanel(Panel):
             parts.append("tray: ✗ no system tray on this desktop")
         self.sinks.setText("Notifications — " + " · ".join(parts))
 
-    def show_rules(self) -> None:
-        rule_file = self._engine.rule_file
-        problems = rule_file.problems
+    def show_problems(self) -> None:
+        """The rule file's problems and the rules that fail to evaluate (the engine's problems)."""
+        problems = self._engine.problems
+        self._problems = problems
         self.problems.setText(
-            (f"{len(problems)} problem{'s' if len(problems) > 1 else ''} in the rule file "
-             "(those rules are skipped):\n" + "\n".join(problems)) if problems else "")
+            (f"{len(problems)} problem{'s' if len(problems) > 1 else ''} with the alert rules "
+             "(those rules are not evaluated):\n" + "\n".join(problems)) if problems else "")
         self.problems.setVisible(bool(problems))
+
+    def show_rules(self) -> None:
+        self.show_problems()
         rules = self._engine.rules
         _fill(self.rules, [["✓" if r.enabled else "—", r.label, r.metric, r.match_text() or "all",
                             r.condition_text(), r.severity] for r in rules], 5)
@@ -295,7 +303,7 @@ class AlertsPanel(Panel):
             self.rule_filter.addItem(r.label, r.name)
         self.rule_filter.setCurrentIndex(max(0, self.rule_filter.findData(current)))
         self.rule_filter.blockSignals(False)
-        path = rule_file.path
+        path = self._engine.rule_file.path
         editable = path is not None and path != DEFAULT_RULES_PATH
         self.rule_path.setText(f"Rule file: {path}" + ("" if editable else " (read-only: the shipped defaults)"))
         for button in (self.new_button, self.edit_button, self.toggle_button, self.delete_button):

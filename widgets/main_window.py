@@ -99,8 +99,11 @@ class MainWindow(QMainWindow):
 
         self.db_label = QLabel()
         self.store_label = QLabel()
+        self.config_label = QLabel()  # config.toml mistakes: each kept its default, the app runs
         self.statusBar().addWidget(self.db_label, 1)
+        self.statusBar().addPermanentWidget(self.config_label)
         self.statusBar().addPermanentWidget(self.store_label)
+        self._show_config_problems(runtime.problems)
 
         quit_action = QAction("&Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
@@ -116,6 +119,13 @@ class MainWindow(QMainWindow):
         self.refresh()
 
     # ------------------------------------------------------------------ building
+    def _show_config_problems(self, problems: list[str]) -> None:
+        n = len(problems)
+        self.config_label.setText(f"config.toml: {n} mistake{'s' if n > 1 else ''} (defaults used)" if n else "")
+        self.config_label.setToolTip("\n".join(problems))
+        self.config_label.setStyleSheet("color: #D55E00" if n else "")
+        self.config_label.setVisible(bool(n))
+
     def _build_toolbar(self) -> None:
         bar = QToolBar("Time range")
         bar.setObjectName("time-range")

@@ -1,3 +1,4 @@
-"""Alerts: ``rules`` parses and writes the TOML rule file, ``engine`` evaluates the rules over
-the live series (pending → firing → resolved), ``notify`` delivers what changed to the sinks
-(desktop, tray, webhook), ``history`` reads past alert events. Nothing here imports Qt."""
+"""Alerts: ``rules`` parses the TOML rule file and ``rule_file`` edits it, ``engine`` evaluates
+the rules over the live series (pending → firing → resolved), ``notify`` delivers what changed
+(each a ``transition``) to the sinks (desktop, tray, webhook), ``history`` reads past alert
+events. Nothing here imports Qt."""

@@ -10,11 +10,12 @@ tick the engine aggregates each series over the rule's window and moves the aler
 
 Each transition — and each acknowledge or snooze — becomes one :class:`~app.records.AlertEvent`
 published through the hub (the store writes it to ``alert_events``) and one
-:class:`Transition` handed to the listeners (the notifier, the GUI). Time comes from an
+:class:`~app.alerts.transition.Transition` handed to the listeners (the notifier, the GUI). Time comes from an
 injectable clock, so tests drive hours of alerting in microseconds.
 
 >>> from app.buffers import LiveBuffers
 >>> from app.alerts.rules import Rule
+>>> from app.records import Sample
 >>> buffers = LiveBuffers()
 >>> engine = AlertEngine(buffers, [Rule("hot", "gpu_temperature_celsius", threshold=85, for_s=60)])
 >>> buffers.add([Sample("gpu_temperature_celsius", 90.0, 0.0, (("gpu", "0"),))])
@@ -35,7 +36,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from app.alerts.notify import build_notifier
 from app.alerts.rules import Rule, RuleFile, ensure_user_rules, format_duration, load_rules, percentile_of
+from app.alerts.transition import Transition
 from app.records import AlertEvent, Labels, Record, SeriesKey
 
 if TYPE_CHECKING:
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AlertEngine", "AlertView", "Transition", "SeriesSource", "aggregate", "replay",
+__all__ = ["AlertEngine", "AlertView", "SeriesSource", "aggregate", "replay",
            "ReplayResult", "SEVERITY_RANK"]
 
 SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 3}
@@ -60,15 +63,6 @@ class SeriesSource(Protocol):
     def keys(self, name: str | None = None) -> list[SeriesKey]: ...
 
     def window(self, key: SeriesKey, since: float | None = None) -> tuple[np.ndarray, np.ndarray]: ...
-
-
-@dataclass(frozen=True)
-class Transition:
-    """One change of one alert, as the notifier and the GUI see it."""
-
-    event: AlertEvent
-    title: str
-    notify: bool     # False for pending/cleared, acknowledge/snooze, and snoozed alerts
 
 
 @dataclass(frozen=True)
@@ -125,6 +119,11 @@ def aggregate(aggregation: str, ts: np.ndarray, values: np.ndarray) -> float | N
     """
     if len(values) == 0:
         return None
+    with np.errstate(all="ignore"):  # inf - inf in a percentile is nan, which compares false: no warning
+        return _aggregate(aggregation, ts, values)
+
+
+def _aggregate(aggregation: str, ts: np.ndarray, values: np.ndarray) -> float | None:
     if aggregation == "last":
         return float(values[-1])
     if aggregation == "avg":
@@ -249,6 +248,8 @@ class AlertEngine:
         self._alerts: dict[tuple[str, Labels], _Alert] = {}
         self._listeners: list[Listener] = []
         self._started_at: float | None = None
+        self._errors: dict[str, str] = {}          # rule name -> why its last evaluation failed
+        self._logged: set[tuple[str, str]] = set()  # (rule, error type) already logged
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -258,8 +259,6 @@ class AlertEngine:
     def from_hub(cls, hub: Hub, path: Path | None = None) -> AlertEngine:
         """The app's engine: the user's rule file (created from the defaults on first run),
         reading the hub's buffers, publishing through it, notifying through the sinks."""
-        from app.alerts.notify import build_notifier  # notify imports this module's types
-
         engine = cls(hub.buffers, publish=hub.publish, clock=hub.clock)
         engine.load(ensure_user_rules(path))
         engine.notifier = build_notifier(engine.rule_file.notifications, clock=hub.clock)
@@ -273,7 +272,10 @@ class AlertEngine:
 
     @property
     def problems(self) -> list[str]:
-        return list(self.rule_file.problems)
+        """What is wrong with the rules: the rule file's problems, then the rules whose last
+        evaluation failed."""
+        with self._lock:
+            return [*self.rule_file.problems, *self._errors.values()]
 
     def load(self, path: Path) -> RuleFile:
         """(Re)read a rule file and use its rules; returns what was read."""
@@ -304,6 +306,7 @@ class AlertEngine:
                                                   message="the rule was changed or removed"))
                 del self._alerts[key]
             self._rules = new
+            self._errors = {name: error for name, error in self._errors.items() if name in new}
         self._emit(transitions, now)
 
     # ------------------------------------------------------------------ listeners
@@ -318,7 +321,10 @@ class AlertEngine:
 
     def _emit(self, transitions: list[Transition], now: float) -> None:
         if transitions and self.publish is not None:
-            self.publish([t.event for t in transitions])
+            try:
+                self.publish([t.event for t in transitions])
+            except Exception:  # the listeners still hear about it
+                log.exception("alert events could not be published")
         for fn in self._listeners:
             try:
                 fn(transitions, now)
@@ -337,29 +343,45 @@ class AlertEngine:
                 if not rule.enabled:
                     continue
                 try:
-                    observations = _observe(rule, self.source, now, self._started_at)
-                except Exception:  # one bad rule or series must not stop the others
-                    log.exception("alert rule %s could not be evaluated", rule.name)
-                    continue
-                seen = set()
-                for obs in observations:
-                    key = (rule.name, obs.labels)
-                    seen.add(key)
-                    alert = self._alerts.get(key)
-                    if alert is None:
-                        if not obs.active:
-                            continue
-                        alert = self._alerts[key] = _Alert(rule.name, obs.labels)
-                    transitions.extend(self._step(rule, alert, obs, now))
-                for key, alert in list(self._alerts.items()):
-                    if key[0] == rule.name and key not in seen:  # the series went away
-                        transitions.extend(self._step(rule, alert, _Observation(alert.labels, None, False, False), now))
-                for key in [k for k, a in self._alerts.items()
-                            if k[0] == rule.name and a.state == "inactive"
-                            and not self._cooling(rule, a, now) and not a.snoozed(now)]:
-                    del self._alerts[key]  # nothing left to remember (no cooldown running)
+                    transitions.extend(self._evaluate_rule(rule, now, self._started_at))
+                except Exception as exc:  # one bad rule or series must not stop the others
+                    self._rule_failed(rule, exc)
+                else:
+                    self._errors.pop(rule.name, None)
         self._emit(transitions, now)
         return transitions
+
+    def _evaluate_rule(self, rule: Rule, now: float, started_at: float) -> list[Transition]:
+        transitions: list[Transition] = []
+        seen = set()
+        for obs in _observe(rule, self.source, now, started_at):
+            key = (rule.name, obs.labels)
+            seen.add(key)
+            alert = self._alerts.get(key)
+            if alert is None:
+                if not obs.active:
+                    continue
+                alert = self._alerts[key] = _Alert(rule.name, obs.labels)
+            transitions.extend(self._step(rule, alert, obs, now))
+        for key, alert in list(self._alerts.items()):
+            if key[0] == rule.name and key not in seen:  # the series went away
+                transitions.extend(self._step(rule, alert, _Observation(alert.labels, None, False, False), now))
+        for key in [k for k, a in self._alerts.items()
+                    if k[0] == rule.name and a.state == "inactive"
+                    and not self._cooling(rule, a, now) and not a.snoozed(now)]:
+            del self._alerts[key]  # nothing left to remember (no cooldown running)
+        return transitions
+
+    def _rule_failed(self, rule: Rule, exc: Exception) -> None:
+        """Mark ``rule`` as erroring (shown in :attr:`problems` until it evaluates again); the
+        traceback is logged once per rule and kind of error, not on every tick."""
+        where = f" (line {rule.line})" if rule.line else ""
+        self._errors[rule.name] = (f"rule {rule.name!r}{where} cannot be evaluated: {type(exc).__name__}: "
+                                   f"{exc}; the other rules go on")
+        kind = (rule.name, type(exc).__name__)
+        if kind not in self._logged:
+            self._logged.add(kind)
+            log.error("alert %s (logged once for this rule and error)", self._errors[rule.name], exc_info=exc)
 
     def _step(self, rule: Rule, alert: _Alert, obs: _Observation, now: float) -> list[Transition]:
         alert.value = obs.value

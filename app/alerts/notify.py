@@ -6,19 +6,24 @@ about (pending, acknowledged, snoozed), and sends **at most one notification per
 that arrives meanwhile is grouped into the next one ("3 firing, 1 resolved"). Together with
 each rule's cooldown this makes notification storms impossible, however many rules trip.
 
-Sinks (glances-style, one small class each; delivery happens on the notifier's own thread):
+Sinks (glances-style, one small class each). Local sinks are called on the notifier's own
+thread; each remote sink has its own thread and queue, so a slow webhook never delays the
+desktop or the tray:
 
 * :class:`DesktopSink` — a native notification over D-Bus (``org.freedesktop.Notifications``)
   with ``jeepney``, no Qt. Reports itself unavailable when there is no session bus or no
   notification daemon; the tray sink (``widgets/tray.py``, the only Qt sink) is then used.
-* :class:`WebhookSink` — a POST of generic JSON, or a Slack-compatible ``{"text": ...}``. The
-  URL lives in the OS keyring only (``app/secrets.py``) and is scrubbed from log records.
+* :class:`WebhookSink` — a POST of generic JSON, or a Slack-compatible ``{"text": ...}``, with
+  one deadline for the whole delivery. The URL lives in the OS keyring only
+  (``app/secrets.py``) and is scrubbed from log records.
 
 Local sinks (desktop, tray) are alternatives — the first available one shows the
 notification; remote sinks (webhook) all get it.
 """
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import queue
 import socket
@@ -28,7 +33,6 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import httpx
 
@@ -41,11 +45,9 @@ except ImportError:  # pragma: no cover - not on Linux
     DBusAddress = None
 
 from app.alerts.rules import NotifySettings
+from app.alerts.transition import Transition
 from app.records import AlertEvent
 from app.secrets import get_secret, keyring_status
-
-if TYPE_CHECKING:
-    from app.alerts.engine import Transition
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,8 @@ def compose(transitions: list[Transition], now: float) -> Notification:
 
 # ---------------------------------------------------------------------------- sinks
 class Sink(ABC):
-    """A way to tell the user. ``send`` runs on the notifier thread and must not block long."""
+    """A way to tell the user. A local sink's ``send`` runs on the notifier thread and must be
+    quick; a remote sink's runs on its own lane and must end by its own deadline."""
 
     kind = ""
 
@@ -210,7 +213,7 @@ class WebhookSink(Sink):
     Args:
         format: ``"json"`` (llmmon's generic payload) or ``"slack"`` (``{"text": ...}``,
             also understood by Mattermost, Rocket.Chat and Discord's ``/slack`` endpoints).
-        timeout: seconds for the whole request.
+        timeout: seconds for the whole delivery (connecting, sending, the full answer).
     """
 
     kind = "webhook"
@@ -245,41 +248,140 @@ class WebhookSink(Sink):
             return False
         _redactor.add(url)
         try:
-            with httpx.Client(timeout=self.timeout) as client:
-                response = client.post(url, json=self.payload(notification))
-        except Exception as exc:  # invalid URL, refused, timeout: say what, never where
+            status = asyncio.run(self._post(url, self.payload(notification)))
+        except TimeoutError:
+            log.warning("webhook failed: no complete answer within its %g s deadline", self.timeout)
+            return False
+        except Exception as exc:  # invalid URL, refused, cut off: say what, never where
             log.warning("webhook failed: %s: %s", type(exc).__name__, _redactor.scrub(str(exc)))
             return False
-        if not 200 <= response.status_code < 300:
-            log.warning("webhook answered HTTP %d", response.status_code)
+        if not 200 <= status < 300:
+            log.warning("webhook answered HTTP %d", status)
             return False
         return True
 
+    async def _post(self, url: str, payload: dict[str, object]) -> int:
+        # One deadline for the whole delivery: httpx's own timeouts are per operation, so a
+        # server trickling a byte every few seconds would never trip them.
+        async with asyncio.timeout(self.timeout), httpx.AsyncClient(timeout=self.timeout) as client:
+            return (await client.post(url, json=payload)).status_code
+
 
 # ---------------------------------------------------------------------------- notifier
+REMOTE_QUEUE = 100   # notifications a remote sink may fall behind by before the oldest are dropped
+
+
+class _FailureLog:
+    """Logs a failure with its traceback the first time per (what, kind of error); repeats go
+    to DEBUG, so a sink that fails on every notification does not flood the log."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        key = (what, type(exc).__name__)
+        with self._lock:
+            first = key not in self._seen
+            self._seen.add(key)
+        if first:
+            log.error("%s failed: %s: %s (logged once for this kind of error)", what, type(exc).__name__,
+                      _redactor.scrub(str(exc)), exc_info=exc)
+        else:
+            log.debug("%s failed again: %s", what, type(exc).__name__)
+
+
+class _Lane:
+    """A remote sink's own thread and queue: a webhook that is slow (or never answers) holds up
+    only its own later notifications, never the desktop, the tray or the engine. When
+    ``size`` are waiting, the oldest is dropped, counted and logged."""
+
+    def __init__(self, sink: Sink, send: Callable[[Sink, Notification], bool],
+                 done: Callable[[int, str, bool], None], size: int) -> None:
+        self.sink = sink
+        self.dropped = 0
+        self._send = send
+        self._done = done
+        self._waiting: deque[tuple[int, Notification]] = deque()
+        self._size = size
+        self._stopping = False
+        self._wake = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=f"llmmon-notify-{sink.kind}", daemon=True)
+        self._thread.start()
+
+    def put(self, seq: int, notification: Notification) -> None:
+        dropped = None
+        with self._wake:
+            if len(self._waiting) >= self._size:
+                dropped = self._waiting.popleft()
+                self.dropped += 1
+            self._waiting.append((seq, notification))
+            self._wake.notify()
+        if dropped is not None:
+            log.warning("%s sink: %d notifications waiting, dropped the oldest (%r); %d dropped so far",
+                        self.sink.kind, self._size, dropped[1].title, self.dropped)
+            self._done(dropped[0], self.sink.kind, False)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._waiting and not self._stopping:
+                    self._wake.wait()
+                if not self._waiting:
+                    return
+                seq, notification = self._waiting.popleft()
+            self._done(seq, self.sink.kind, self._send(self.sink, notification))
+
+    def stop(self, timeout: float) -> None:
+        """Deliver what is waiting (each within the sink's own deadline), then end the thread."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join(timeout)
+
+
+@dataclass
+class _Outcome:
+    """One notification's delivery while its remote sinks are still at it."""
+
+    notification: Notification
+    delivered: list[str]
+    failed: list[str]
+    remote: list[str]            # the remote sinks' kinds, in sink order
+    results: dict[str, bool]     # kind -> delivered, as the lanes report
 
 
 class Notifier:
-    """Turns alert transitions into grouped notifications and delivers them on its thread.
+    """Turns alert transitions into grouped notifications and delivers them.
+
+    The notifier's thread shows each notification on the first available local sink (desktop
+    or tray: quick, local) and hands it to each remote sink's own lane (thread and queue).
+    A failing sink or notification is logged (once per kind of error) and never stops either.
 
     Args:
         sinks: where notifications can go (the tray sink is added by the GUI).
         settings: which sinks are switched on, and the grouping interval.
         clock: UTC epoch seconds (only used when ``submit`` is not given ``now``).
+        remote_queue: how many notifications a remote sink may fall behind by.
     """
 
     def __init__(self, sinks: list[Sink], settings: NotifySettings | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, remote_queue: int = REMOTE_QUEUE) -> None:
         self.sinks = list(sinks)
         self.settings = settings or NotifySettings()
         self.clock = clock
+        self.remote_queue = remote_queue
         self.sent: deque[Notification] = deque(maxlen=200)      # what was decided, newest last
-        self.deliveries: deque[Delivery] = deque(maxlen=200)    # what reached which sink
+        self.deliveries: deque[Delivery] = deque(maxlen=200)    # what reached which sink, once all answered
         self._waiting: list[Transition] = []
         self._next_at = float("-inf")
         self._lock = threading.Lock()
         self._outbox: queue.SimpleQueue[Notification | None] = queue.SimpleQueue()  # None: stop
         self._thread: threading.Thread | None = None
+        self._lanes: dict[int, _Lane] = {}           # id(sink) -> its lane
+        self._outcomes: dict[int, _Outcome] = {}     # notification number -> its delivery so far
+        self._seq = itertools.count()
+        self._failures = _FailureLog()
 
     def configure(self, settings: NotifySettings) -> None:
         self.settings = settings
@@ -294,6 +396,11 @@ class Notifier:
         return {"desktop": self.settings.desktop, "tray": self.settings.tray,
                 "webhook": self.settings.webhook != "off"}.get(sink.kind, True)
 
+    def dropped(self, sink: Sink) -> int:
+        """How many notifications ``sink`` lost because it fell too far behind."""
+        lane = self._lanes.get(id(sink))
+        return lane.dropped if lane is not None else 0
+
     # ------------------------------------------------------------------ deciding
     def submit(self, transitions: list[Transition], now: float | None = None) -> None:
         """Take the engine's transitions (an engine listener); send when the group is due."""
@@ -302,16 +409,21 @@ class Notifier:
             self._waiting.extend(t for t in transitions if t.notify)
             if not self._waiting or now < self._next_at:
                 return
-            notification = compose(self._waiting, now)
-            self._waiting = []
+            group, self._waiting = self._waiting, []
             self._next_at = now + self.settings.group_seconds
+            try:
+                notification = compose(group, now)
+            except Exception as exc:  # never let one odd transition block every later one
+                self._failures.failed("composing a notification", exc)
+                return
             self.sent.append(notification)
         log.info("notification: %s", notification.title)
         self._outbox.put(notification)
 
     # ------------------------------------------------------------------ delivering
-    def deliver(self, notification: Notification) -> Delivery:
-        """Send to the first available local sink and to every remote sink."""
+    def deliver(self, notification: Notification) -> None:
+        """Show on the first available local sink now; queue for every remote sink. The
+        :class:`Delivery` is added to :attr:`deliveries` once every sink has answered."""
         delivered: list[str] = []
         failed: list[str] = []
         local = sorted((s for s in self.sinks if s.kind in LOCAL_ORDER and self.enabled(s)),
@@ -322,18 +434,44 @@ class Notifier:
                 delivered.append(sink.kind)
                 break
             failed.append(sink.kind)
+        seq = next(self._seq)
+        with self._lock:
+            self._outcomes[seq] = _Outcome(notification, delivered, failed, [s.kind for s in remote], {})
+        if not remote:
+            self._finish(seq)
         for sink in remote:
-            (delivered if self._send(sink, notification) else failed).append(sink.kind)
-        delivery = Delivery(notification, tuple(delivered), tuple(failed))
-        self.deliveries.append(delivery)
-        return delivery
+            self._lane(sink).put(seq, notification)
 
-    @staticmethod
-    def _send(sink: Sink, notification: Notification) -> bool:
+    def _lane(self, sink: Sink) -> _Lane:
+        with self._lock:
+            lane = self._lanes.get(id(sink))
+            if lane is None:
+                lane = self._lanes[id(sink)] = _Lane(sink, self._send, self._remote_done, self.remote_queue)
+            return lane
+
+    def _remote_done(self, seq: int, kind: str, ok: bool) -> None:
+        with self._lock:
+            outcome = self._outcomes.get(seq)
+            if outcome is None:
+                return
+            outcome.results[kind] = ok
+        self._finish(seq)
+
+    def _finish(self, seq: int) -> None:
+        with self._lock:
+            outcome = self._outcomes[seq]
+            if len(outcome.results) < len(outcome.remote):
+                return
+            del self._outcomes[seq]
+        delivered = [*outcome.delivered, *(k for k in outcome.remote if outcome.results[k])]
+        failed = [*outcome.failed, *(k for k in outcome.remote if not outcome.results[k])]
+        self.deliveries.append(Delivery(outcome.notification, tuple(delivered), tuple(failed)))
+
+    def _send(self, sink: Sink, notification: Notification) -> bool:
         try:
             return sink.send(notification)
-        except Exception:
-            log.exception("notification sink %s failed", sink.kind)
+        except Exception as exc:
+            self._failures.failed(f"notification sink {sink.kind}", exc)
             return False
 
     def start(self) -> None:
@@ -343,14 +481,22 @@ class Notifier:
 
     def _run(self) -> None:
         while (item := self._outbox.get()) is not None:
-            self.deliver(item)
+            try:
+                self.deliver(item)
+            except Exception as exc:  # the thread outlives any one notification
+                self._failures.failed("delivering a notification", exc)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Deliver what is queued, then stop the thread."""
+        """Deliver what is queued (remote sinks within their deadlines), then stop the threads."""
         if self._thread is not None:
             self._outbox.put(None)
             self._thread.join(timeout)
             self._thread = None
+        with self._lock:
+            lanes = list(self._lanes.values())
+            self._lanes.clear()
+        for lane in lanes:
+            lane.stop(timeout)
 
 
 def build_notifier(settings: NotifySettings, clock: Callable[[], float] = time.time) -> Notifier:

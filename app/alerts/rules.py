@@ -1,4 +1,5 @@
-"""Alert rules: what they are, and reading/writing the TOML rule file the user can edit.
+"""Alert rules: what they are, and reading the TOML rule file the user can edit (editing it is
+in ``rule_file``).
 
 A rule watches one metric (any series name from ``docs/metrics.md``), selects series with label
 matchers, aggregates each series over a window, compares the result with a threshold and fires
@@ -17,20 +18,19 @@ error or a bad value skips only that rule, with a message naming the file and li
 """
 from __future__ import annotations
 
-import itertools
-import json
 import logging
-import math
 import re
 import shutil
 import tomllib
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from app.config import config_path
 from app.records import Labels
+from app.toml_lines import Key, key_line
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,13 @@ RULE_KEYS = ("name", "title", "description", "metric", "match", "aggregation", "
 BASELINE_KEYS = ("aggregation", "window", "min_samples")
 NOTIFY_KEYS = ("desktop", "tray", "webhook", "group_seconds")
 
-_HEADER = re.compile(r"^\s*\[\[\s*rule\s*\]\]\s*(#.*)?$")
-_TABLE = re.compile(r"^\s*\[")                 # any table header
-_RULE_SUBTABLE = re.compile(r"^\s*\[\s*rule\s*\.")  # [rule.match], [rule.baseline]
+_HEADER = re.compile(r"""^\s*\[\[\s*(rule|"rule"|'rule')\s*\]\]\s*(#.*)?$""")
 _PERCENTILE = re.compile(r"^p(\d{1,2}(\.\d+)?)$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+MAX_DURATION_S = 366 * 86400.0   # windows, for, cooldown, absent_for: a year is plenty
+MAX_NUMBER = 1e300               # thresholds: finite, and far from overflowing when compared
+MAX_MIN_SAMPLES = 1_000_000
 _TOML_LINE = re.compile(r"at line (\d+)")
 
 
@@ -144,18 +145,25 @@ class RuleFile:
 
 # ---------------------------------------------------------------------------- durations
 def parse_duration(value: object) -> float:
-    """Seconds from a number or a text like ``"30s"``, ``"5m"``, ``"1h30m"``; raises ValueError."""
+    """Seconds from a number or a text like ``"30s"``, ``"5m"``, ``"1h30m"``, at most
+    :data:`MAX_DURATION_S`; raises ValueError."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 5m or 1h")
     if isinstance(value, (int, float)):
-        if value < 0 or not math.isfinite(value):
-            raise ValueError("a duration must be zero or more seconds")
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text and _DURATION_PART.sub("", text).strip() == "":
-            return sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
-    raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 5m, 1h)")
+        seconds: float = value
+    elif isinstance(value, str) and (text := value.strip().lower()) and _DURATION_PART.sub("", text).strip() == "":
+        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
+    else:
+        raise ValueError(f"{_short(value)} is not a duration (use e.g. 30s, 5m, 1h)")
+    # Compared before float(): a 400-digit number of seconds is out of range, not an overflow.
+    if not 0 <= seconds <= MAX_DURATION_S:
+        raise ValueError(f"a duration must be from 0s to {format_duration(MAX_DURATION_S)}, not {_short(value)}")
+    return float(seconds)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "…"
 
 
 def format_duration(seconds: float) -> str:
@@ -209,8 +217,8 @@ def _duration(raw: dict[str, Any], key: str, default: float) -> float:
 
 
 def _number(value: object, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RuleError(f"{key} must be a number, not {value!r}", key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -MAX_NUMBER <= value <= MAX_NUMBER:
+        raise RuleError(f"{key} must be a number, not {_short(value)}", key)
     return float(value)
 
 
@@ -243,8 +251,8 @@ def _baseline(value: object) -> Baseline:
         raise RuleError(f"unknown baseline key(s) {', '.join(unknown)} (use {', '.join(BASELINE_KEYS)})",
                         "baseline")
     min_samples = value.get("min_samples", 10)
-    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
-        raise RuleError("baseline.min_samples must be a whole number ≥ 1", "baseline")
+    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or not 1 <= min_samples <= MAX_MIN_SAMPLES:
+        raise RuleError(f"baseline.min_samples must be a whole number from 1 to {MAX_MIN_SAMPLES:,}", "baseline")
     window = _duration(value, "window", 3600.0)
     if not window:
         raise RuleError("baseline.window must be longer than zero", "baseline")
@@ -289,7 +297,7 @@ def rule_from_dict(raw: dict[str, Any], line: int = 0) -> Rule:
     message = _text(raw, "message")
     try:
         message.format_map(_Blank())
-    except (ValueError, IndexError) as exc:
+    except Exception as exc:  # a bad field ({x.y}, {0[}, {!z}): the template is unusable, whatever the error
         raise RuleError(f"message template: {exc}", "message") from None
     window = _duration(raw, "window", 60.0)
     aggregation = _aggregation(raw.get("aggregation", "last"), "aggregation")
@@ -344,34 +352,35 @@ def _notify_settings(raw: object) -> tuple[NotifySettings, list[tuple[str, str]]
 
 # ---------------------------------------------------------------------------- the file
 @dataclass(frozen=True)
-class _Chunk:
+class RuleChunk:
+    """A stretch of the file that parses on its own: the preamble, or one ``[[rule]]`` table
+    with whatever follows it up to the next one."""
+
     first: int          # 1-based line number of the chunk's first line
     lines: list[str]
 
-    def key_line(self, key: str) -> int:
-        """The line of ``key = ...`` inside this chunk (the chunk's first line when absent).
-        ``table.key`` finds ``key`` inside a ``[rule.table]`` sub-table."""
-        table, _, inner = key.partition(".")
-        if table:
-            pattern = re.compile(rf"^\s*{re.escape(table)}\s*=|^\s*\[\s*rule\s*\.\s*{re.escape(table)}\s*\]")
-            for i, line in enumerate(self.lines):
-                if pattern.match(line):
-                    if inner and line.lstrip().startswith("["):
-                        return self._line_after(i, inner)
-                    return self.first + i
-        return self.first
+    def key_line(self, key: Key) -> int:
+        """The file line of ``key`` (a path as tomllib nests it, e.g. ``("rule", 0, "match",
+        "server")``), or of the nearest part of it that is written; else the chunk's first."""
+        return self.first - 1 + (key_line("".join(self.lines), key) or 1)
 
-    def _line_after(self, start: int, key: str) -> int:
-        pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
-        for i in range(start + 1, len(self.lines)):
-            if _TABLE.match(self.lines[i]):
-                break
-            if pattern.match(self.lines[i]):
-                return self.first + i
-        return self.first + start
+    def rule_key_line(self, key: str) -> int:
+        """The line of a rule's key as :class:`RuleError` names it (``"match.server"``)."""
+        return self.key_line(("rule", 0, *key.split(".", 1)) if key else ("rule", 0))
+
+    def parse(self, source: str) -> tuple[dict[str, Any], str] | tuple[None, str]:
+        """The chunk's TOML, or ``None`` and a line-numbered message."""
+        try:
+            return tomllib.loads("".join(self.lines)), ""
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
+            message = str(exc) if isinstance(exc, tomllib.TOMLDecodeError) else "nested too deeply"
+            m = _TOML_LINE.search(message)
+            line = self.first + int(m.group(1)) - 1 if m else self.first
+            message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
+            return None, f"{source} line {line}: {message}"
 
 
-def _chunks(text: str) -> tuple[_Chunk, list[_Chunk]]:
+def rule_chunks(text: str) -> tuple[RuleChunk, list[RuleChunk]]:
     """The preamble and one chunk per ``[[rule]]`` table, so each parses (and fails) alone.
 
     tomllib reports neither the line of a table nor more than one error per document;
@@ -379,68 +388,65 @@ def _chunks(text: str) -> tuple[_Chunk, list[_Chunk]]:
     """
     lines = text.splitlines(keepends=True)
     starts = [i for i, line in enumerate(lines) if _HEADER.match(line)]
-    preamble = _Chunk(1, lines[:starts[0]] if starts else lines)
-    bounds = itertools.pairwise([*starts, len(lines)])
-    return preamble, [_Chunk(a + 1, lines[a:b]) for a, b in bounds]
-
-
-def _parse_chunk(chunk: _Chunk, source: str) -> tuple[dict[str, Any], str] | tuple[None, str]:
-    try:
-        return tomllib.loads("".join(chunk.lines)), ""
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        m = _TOML_LINE.search(message)
-        line = chunk.first + int(m.group(1)) - 1 if m else chunk.first
-        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
-        return None, f"{source} line {line}: {message}"
+    preamble = RuleChunk(1, lines[:starts[0]] if starts else lines)
+    return preamble, [RuleChunk(a + 1, lines[a:b]) for a, b in pairwise([*starts, len(lines)])]
 
 
 def parse_rules(text: str, source: str = "alert_rules.toml") -> RuleFile:
     """Parse the text of a rule file; never raises. Bad rules are skipped and reported."""
     result = RuleFile()
-    preamble, chunks = _chunks(text)
-    top: dict[str, tuple[object, _Chunk]] = {}
+    preamble, chunks = rule_chunks(text)
+    top: dict[str, tuple[object, RuleChunk]] = {}
     names: dict[str, int] = {}
 
-    def take_top_level(data: dict[str, Any], chunk: _Chunk) -> None:
+    def take_top_level(data: dict[str, Any], chunk: RuleChunk) -> None:
         for key, value in data.items():
             if key == "rule":
-                continue
-            if key in top:
-                result.problems.append(f"{source} line {chunk.key_line(key)}: [{key}] is defined twice")
+                if chunk is preamble and value != []:
+                    result.problems.append(f"{source} line {chunk.key_line((key,))}: write each rule as a "
+                                           "[[rule]] table (in double brackets); ignored")
+            elif key in top:
+                result.problems.append(f"{source} line {chunk.key_line((key,))}: [{key}] is defined twice")
             else:
                 top[key] = (value, chunk)
 
-    data, error = _parse_chunk(preamble, source)
+    def take_rule(raw: object, chunk: RuleChunk) -> None:
+        if not isinstance(raw, dict):
+            result.problems.append(f"{source} line {chunk.first}: a rule must be a [[rule]] table (rule skipped)")
+            return
+        label = f"rule {raw.get('name')!r}: " if isinstance(raw.get("name"), str) else ""
+        try:
+            rule = rule_from_dict(raw, chunk.first)
+        except RuleError as exc:
+            result.problems.append(f"{source} line {chunk.rule_key_line(exc.key)}: {label}{exc} (rule skipped)")
+            return
+        if rule.name in names:
+            result.problems.append(f"{source} line {chunk.rule_key_line('name')}: rule name {rule.name!r} is "
+                                   f"already used on line {names[rule.name]} (rule skipped)")
+            return
+        names[rule.name] = chunk.first
+        result.rules.append(rule)
+
+    data, error = preamble.parse(source)
     if data is None:
         result.problems.append(f"{error} (the settings before the first [[rule]] are ignored)")
     elif data:
         take_top_level(data, preamble)
     for chunk in chunks:
-        data, error = _parse_chunk(chunk, source)
+        data, error = chunk.parse(source)
         if data is None:
             result.problems.append(f"{error} (rule skipped)")
             continue
         take_top_level(data, chunk)
-        raw = data["rule"][0]
-        label = f"rule {raw.get('name')!r}: " if isinstance(raw.get("name"), str) else ""
-        try:
-            rule = rule_from_dict(raw, chunk.first)
-        except RuleError as exc:
-            result.problems.append(f"{source} line {chunk.key_line(exc.key)}: {label}{exc} (rule skipped)")
-            continue
-        if rule.name in names:
-            result.problems.append(f"{source} line {chunk.key_line('name')}: rule name {rule.name!r} is "
-                                   f"already used on line {names[rule.name]} (rule skipped)")
-            continue
-        names[rule.name] = chunk.first
-        result.rules.append(rule)
+        raws = data.get("rule")
+        for raw in raws if isinstance(raws, list) else [raws]:
+            take_rule(raw, chunk)
     for key, (value, chunk) in top.items():
         if key == "notifications":
             result.notifications, problems = _notify_settings(value)
-            result.problems.extend(f"{source} line {chunk.key_line(k)}: {p}" for k, p in problems)
+            result.problems.extend(f"{source} line {chunk.key_line((key, k))}: {p}" for k, p in problems)
         else:
-            result.problems.append(f"{source} line {chunk.key_line(key)}: unknown setting {key!r} "
+            result.problems.append(f"{source} line {chunk.key_line((key,))}: unknown setting {key!r} "
                                    "(the file holds [notifications] and [[rule]] tables)")
     return result
 
@@ -475,101 +481,3 @@ def ensure_user_rules(path: Path | None = None) -> Path:
             log.warning("alert rules: cannot create %s (%s); using the defaults", path, exc)
             return DEFAULT_RULES_PATH
     return path
-
-
-# ---------------------------------------------------------------------------- writing
-def _toml_str(text: str) -> str:
-    # JSON string escapes are a subset of TOML basic-string escapes.
-    return json.dumps(text, ensure_ascii=False)
-
-
-def rule_to_toml(rule: Rule) -> str:
-    """The ``[[rule]]`` table of a rule, with only the keys that differ from the defaults."""
-    lines = ["[[rule]]", f"name = {_toml_str(rule.name)}"]
-    if rule.title:
-        lines.append(f"title = {_toml_str(rule.title)}")
-    if rule.description:
-        lines.append(f"description = {_toml_str(rule.description)}")
-    lines.append(f"metric = {_toml_str(rule.metric)}")
-    if rule.match:
-        items = []
-        for key, patterns in rule.match:
-            value = _toml_str(patterns[0]) if len(patterns) == 1 else "[" + ", ".join(map(_toml_str, patterns)) + "]"
-            items.append(f"{key} = {value}")
-        lines.append("match = { " + ", ".join(items) + " }")
-    lines.append(f"aggregation = {_toml_str(rule.aggregation)}")
-    lines.append(f"window = {_toml_str(format_duration(rule.window))}")
-    if rule.baseline is not None:
-        b = rule.baseline
-        lines.append(f'baseline = {{ aggregation = {_toml_str(b.aggregation)}, '
-                     f'window = {_toml_str(format_duration(b.window))}, min_samples = {b.min_samples} }}')
-    if rule.threshold is not None:
-        lines.append(f"op = {_toml_str(rule.op)}")
-        if isinstance(rule.threshold, tuple):
-            lines.append(f"threshold = [{_toml_number(rule.threshold[0])}, {_toml_number(rule.threshold[1])}]")
-        else:
-            lines.append(f"threshold = {_toml_number(rule.threshold)}")
-    if rule.absent_for is not None:
-        lines.append(f"absent_for = {_toml_str(format_duration(rule.absent_for))}")
-    lines.append(f"for = {_toml_str(format_duration(rule.for_s))}")
-    lines.append(f"cooldown = {_toml_str(format_duration(rule.cooldown))}")
-    lines.append(f"severity = {_toml_str(rule.severity)}")
-    if rule.message:
-        lines.append(f"message = {_toml_str(rule.message)}")
-    if not rule.enabled:
-        lines.append("enabled = false")
-    return "\n".join(lines) + "\n"
-
-
-def _toml_number(x: float) -> str:
-    return str(int(x)) if x == int(x) and abs(x) < 1e15 else repr(x)
-
-
-def _rule_span(chunk: _Chunk) -> tuple[int, int]:
-    """0-based ``[start, end)`` of the lines that belong to the rule itself: trailing blank and
-    comment lines (usually the next rule's heading) and any other table stay where they are."""
-    end = len(chunk.lines)
-    for i, line in enumerate(chunk.lines[1:], start=1):
-        if _TABLE.match(line) and not _RULE_SUBTABLE.match(line):
-            end = i
-            break
-    while end > 1 and (not chunk.lines[end - 1].strip() or chunk.lines[end - 1].lstrip().startswith("#")):
-        end -= 1
-    start = chunk.first - 1
-    return start, start + end
-
-
-def replace_rule(text: str, name: str, rule: Rule | None) -> str:
-    """The file text with rule ``name`` replaced by ``rule`` (deleted when ``None``), or ``rule``
-    appended when no rule has that name. Everything else (comments, broken rules) is kept."""
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n"
-    new = rule_to_toml(rule).splitlines(keepends=True) if rule is not None else []
-    for chunk in _chunks("".join(lines))[1]:
-        data, _ = _parse_chunk(chunk, "")
-        if data and data["rule"][0].get("name") == name:
-            start, end = _rule_span(chunk)
-            return "".join(lines[:start] + new + lines[end:])
-    if rule is None:
-        return "".join(lines)
-    return "".join(lines) + ("\n" if lines and lines[-1].strip() else "") + "".join(new)
-
-
-def set_notify_option(text: str, key: str, value: str) -> str:
-    """The file text with ``[notifications] key = value`` (``value`` is TOML, e.g. ``'"slack"'``);
-    the line is replaced in place (keeping its comment), added to the table, or the table is
-    added at the top."""
-    lines = text.splitlines(keepends=True)
-    table = next((i for i, line in enumerate(lines) if re.match(r"^\s*\[\s*notifications\s*\]", line)), None)
-    if table is None:
-        return f"[notifications]\n{key} = {value}\n\n" + text
-    end = next((i for i in range(table + 1, len(lines)) if _TABLE.match(lines[i])), len(lines))
-    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=[^#\n]*(#.*)?")
-    for i in range(table + 1, end):
-        m = pattern.match(lines[i])
-        if m:
-            lines[i] = f"{key} = {value}" + (f"  {m.group(1)}" if m.group(1) else "") + "\n"
-            return "".join(lines)
-    lines.insert(table + 1, f"{key} = {value}\n")
-    return "".join(lines)

@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.alerts.engine import AlertEngine, Transition, aggregate, replay
-from app.alerts.rules import Baseline, Rule
+from app.alerts.engine import AlertEngine, aggregate, replay
+from app.alerts.rules import Baseline, Rule, user_rules_path
+from app.alerts.transition import Transition
 from app.buffers import LiveBuffers
 from app.hub import Hub
 from app.records import Sample, labels_of
 from app.storage.store import Store
-from tests.support import query
+from tests.support import query, wait_until
 
 
 class FakeClock:
@@ -242,3 +243,63 @@ def test_replay_counts_what_a_rule_would_have_done(clock) -> None:
     assert result.summary() == "Would have fired 3 times in the last 1h (1 series checked)."
     assert replay(Rule("cpu", "system_cpu_percent", ">", 80.0, for_s=180), buffers, start, clock.t).fired == 0
     assert replay(Rule("cpu", "system_cpu_percent", ">", 80.0, cooldown=3600), buffers, start, clock.t).fired == 1
+
+
+def test_an_absurd_duration_is_a_rule_error_on_its_line_and_the_other_rules_fire(hub, clock) -> None:
+    huge = "9" * 309
+    user_rules_path().parent.mkdir(parents=True, exist_ok=True)
+    user_rules_path().write_text(
+        '[[rule]]\nname = "wide"\nmetric = "gpu_temperature_celsius"\naggregation = "avg"\n'
+        f'window = {huge}\nthreshold = 1\n\n'
+        f'[[rule]]\nname = "patient"\nmetric = "gpu_temperature_celsius"\nthreshold = 1\nfor = "{huge}d"\n\n'
+        '[[rule]]\nname = "hot"\nmetric = "gpu_temperature_celsius"\nthreshold = 85\n', encoding="utf-8")
+    engine = AlertEngine.from_hub(hub)  # what the app does at start-up with the user's file
+    assert [p.partition(", not")[0] for p in engine.problems] == [
+        "alert_rules.toml line 5: rule 'wide': window: a duration must be from 0s to 366d",
+        "alert_rules.toml line 12: rule 'patient': for: a duration must be from 0s to 366d"]
+    feed(hub, clock, "gpu_temperature_celsius", 90, gpu="0")
+    assert [(t.event.rule, t.event.state) for t in engine.evaluate()] == [("hot", "firing")]
+    assert stored_events(hub) == [("hot", "firing", "warning", '{"gpu":"0"}', 90.0)]
+
+
+class TornSource:
+    """The live buffers, except that reading one metric fails while ``torn`` (a bug in a
+    buffer, a series whose arrays went bad): what one broken rule looks like to the engine."""
+
+    def __init__(self, buffers: LiveBuffers, metric: str) -> None:
+        self.buffers = buffers
+        self.metric = metric
+        self.torn = True
+
+    def keys(self, name: str | None = None):
+        return self.buffers.keys(name)
+
+    def window(self, key, since=None):
+        if self.torn and key[0] == self.metric:
+            raise RuntimeError("torn buffer")
+        return self.buffers.window(key, since)
+
+
+def test_a_rule_that_fails_is_shown_logged_once_and_the_others_keep_firing(hub, clock, caplog) -> None:
+    source = TornSource(hub.buffers, "system_cpu_percent")
+    engine = AlertEngine(source, [Rule("cpu", "system_cpu_percent", ">", 90.0, line=7),
+                                  Rule("hot", "gpu_temperature_celsius", ">", 85.0)],
+                         publish=hub.publish, clock=clock, interval=0.001)
+    ticks = []
+    engine.add_listener(lambda transitions, now: ticks.append(transitions))
+    feed(hub, clock, "system_cpu_percent", 99)
+    feed(hub, clock, "gpu_temperature_celsius", 90, gpu="0")
+    engine.start()  # its own thread, ticking every millisecond on the fake clock
+    try:
+        wait_until(lambda: len(ticks) >= 5, what="five evaluations")
+        assert engine._thread is not None and engine._thread.is_alive()
+        assert [(t.event.rule, t.event.state) for t in ticks[0]] == [("hot", "firing")]
+        assert engine.problems == ["rule 'cpu' (line 7) cannot be evaluated: RuntimeError: torn buffer; "
+                                   "the other rules go on"]
+        logged = [r for r in caplog.records if "rule 'cpu'" in r.getMessage()]
+        assert len(logged) == 1 and logged[0].exc_info is not None  # once, with its traceback
+        source.torn = False
+        wait_until(lambda: engine.problems == [], what="the rule evaluating again")
+        wait_until(lambda: ("cpu", "firing") in [(r[0], r[1]) for r in stored_events(hub)], what="cpu firing")
+    finally:
+        engine.stop()

@@ -94,11 +94,15 @@ def test_desktop_falls_back_to_the_tray_when_there_is_no_notification_daemon() -
     tray, webhook = RecordingSink("tray"), RecordingSink("webhook")
     notifier = Notifier([desktop, tray, webhook], NotifySettings(webhook="json"))
     n = Notification("CRITICAL: LLM server down", "ollama@127.0.0.1:11434 is down", "critical", (), 0.0)
-    delivery = notifier.deliver(n)
+    notifier.deliver(n)
+    wait_until(lambda: notifier.deliveries, what="the webhook lane's answer")
+    delivery = notifier.deliveries[0]
     assert delivery.delivered == ("tray", "webhook") and delivery.failed == ("desktop",)
     assert tray.shown == [n]
     notifier.configure(NotifySettings(tray=False, webhook="off"))
-    assert notifier.deliver(n).delivered == ()  # switched off in the rule file
+    notifier.deliver(n)
+    assert notifier.deliveries[-1].delivered == ()  # switched off in the rule file
+    notifier.stop()
 
 
 def test_webhook_posts_json_and_slack_to_a_real_receiver(memory_keyring, webhook_receiver) -> None:
@@ -177,3 +181,109 @@ def test_the_memory_keyring_round_trip(memory_keyring) -> None:
     secrets.delete_secret("api_key")
     secrets.delete_secret("api_key")  # deleting twice is fine
     assert secrets.get_secret("api_key") is None
+
+
+class GpuFire:
+    """GPUs overheating one after another: each ``next()`` fires one more alert, and with
+    ``group_seconds = 0`` each becomes one notification."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.buffers = LiveBuffers()
+        self.engine = AlertEngine(self.buffers, [Rule("hot", "gpu_temperature_celsius", ">", 85.0,
+                                                      severity="critical")])
+        self.engine.add_listener(notifier.submit)
+        self.gpu = 0
+
+    def next(self, n: int = 1) -> None:
+        for _ in range(n):
+            t = float(self.gpu)
+            self.buffers.add([Sample("gpu_temperature_celsius", 95.0, t, labels_of(gpu=str(self.gpu)))])
+            assert [tr.event.state for tr in self.engine.evaluate(t)] == ["firing"]
+            self.gpu += 1
+
+
+def stuck_webhook(receiver, timeout: float) -> WebhookSink:
+    receiver.trickle = 0.05  # a byte every 50 ms: no read ever waits long, the answer never ends
+    secrets.set_secret(WEBHOOK_SECRET, receiver.url("/hook"))
+    return WebhookSink("json", timeout=timeout)
+
+
+def test_a_trickling_webhook_never_holds_up_the_tray(memory_keyring, webhook_receiver) -> None:
+    tray = RecordingSink("tray")
+    notifier = Notifier([tray, stuck_webhook(webhook_receiver, timeout=60)],
+                        NotifySettings(group_seconds=0, webhook="json"))
+    notifier.start()
+    try:
+        GpuFire(notifier).next(9)
+        wait_until(lambda: len(tray.shown) == 9, what="all nine alerts in the tray")
+        wait_until(lambda: webhook_receiver.received, what="the first webhook POST")
+        # Meanwhile the webhook is still stuck in its first answer, the other eight queued.
+        assert len(webhook_receiver.received) == 1 and list(notifier.deliveries) == []
+        assert [n.title for n in tray.shown] == ["CRITICAL: hot"] * 9
+    finally:
+        webhook_receiver.release()
+        notifier.stop()
+
+
+def test_a_webhook_delivery_ends_at_its_deadline_with_a_logged_error(memory_keyring, webhook_receiver,
+                                                                      caplog) -> None:
+    tray = RecordingSink("tray")
+    notifier = Notifier([tray, stuck_webhook(webhook_receiver, timeout=0.3)],
+                        NotifySettings(group_seconds=0, webhook="json"))
+    notifier.start()
+    try:
+        GpuFire(notifier).next(2)
+        wait_until(lambda: len(notifier.deliveries) == 2, what="both webhook deliveries to end")
+    finally:
+        notifier.stop()
+    assert [(d.delivered, d.failed) for d in notifier.deliveries] == [(("tray",), ("webhook",))] * 2
+    assert len(webhook_receiver.received) == 2  # each POST went out, and each was cut off in time
+    failures = [r.getMessage() for r in caplog.records if r.getMessage().startswith("webhook failed")]
+    assert failures == ["webhook failed: no complete answer within its 0.3 s deadline"] * 2
+
+
+def test_a_webhook_too_far_behind_drops_its_oldest_notifications(memory_keyring, webhook_receiver, caplog) -> None:
+    tray = RecordingSink("tray")
+    webhook = stuck_webhook(webhook_receiver, timeout=60)
+    notifier = Notifier([tray, webhook], NotifySettings(group_seconds=0, webhook="json"), remote_queue=2)
+    notifier.start()
+    fire = GpuFire(notifier)
+    try:
+        fire.next()
+        wait_until(lambda: webhook_receiver.received, what="the first POST, now stuck")
+        fire.next(5)  # two may wait behind it: three are dropped, oldest first
+        wait_until(lambda: notifier.dropped(webhook) == 3, what="three dropped")
+        assert len(tray.shown) == 6
+    finally:
+        webhook_receiver.release()
+        notifier.stop()
+    drops = [r.getMessage() for r in caplog.records if "dropped the oldest" in r.getMessage()]
+    assert drops == [f"webhook sink: 2 notifications waiting, dropped the oldest ('CRITICAL: hot'); {n} dropped so far"
+                     for n in (1, 2, 3)]
+    assert len(notifier.deliveries) == 6 and all(d.delivered == ("tray",) for d in notifier.deliveries)
+    gpus = [d.notification.events[0].labels for d in notifier.deliveries][:3]
+    assert gpus == [labels_of(gpu=str(g)) for g in (1, 2, 3)]  # the dropped ones, recorded as failed
+
+
+class BrokenSink(RecordingSink):
+    """A desktop sink whose library raises something nobody expected."""
+
+    def send(self, notification: Notification) -> bool:
+        raise RuntimeError("D-Bus library bug")
+
+
+def test_a_sink_that_raises_is_logged_once_and_the_next_sink_takes_over(caplog) -> None:
+    tray = RecordingSink("tray")
+    notifier = Notifier([BrokenSink("desktop"), tray], NotifySettings(group_seconds=0))
+    notifier.start()
+    try:
+        GpuFire(notifier).next(3)
+        wait_until(lambda: len(notifier.deliveries) == 3, what="three deliveries")
+        assert notifier._thread is not None and notifier._thread.is_alive()
+    finally:
+        notifier.stop()
+    assert [(d.delivered, d.failed) for d in notifier.deliveries] == [(("tray",), ("desktop",))] * 3
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in errors] == [
+        "notification sink desktop failed: RuntimeError: D-Bus library bug (logged once for this kind of error)"]
+    assert errors[0].exc_info is not None

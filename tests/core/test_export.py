@@ -11,13 +11,17 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
+import openai
 import pytest
 
+from app.config import ProxyRoute, Settings
 from app.export import CsvExport, ExportCancelled, ExportRequest, iso_times
 from app.records import Sample
+from app.runtime import Runtime
 from app.storage.store import Store, connect
 from collectors.system import SystemCollector
-from tests.support import query
+from tests.sim.upstream import SimUpstream
+from tests.support import free_port, query, wait_until
 from tests.support.session_data import DANGEROUS_FIRST, HOSTILE, MODELS, record_session, unescape
 
 
@@ -141,8 +145,8 @@ def test_wide_file_holds_the_mean_of_each_bucket(recorded, tmp_path: Path) -> No
     stored = query(db_file, "SELECT s.name, s.labels, p.ts, p.value FROM samples p JOIN series s "
                             "ON s.id = p.series_id WHERE p.session_id=?", (sid,))
 
-    def quote(v: str) -> str:  # Prometheus' escaping of label values
-        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    def quote(v: str) -> str:  # Prometheus' escaping of label values, and CR
+        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
 
     buckets: dict[tuple[float, str], list[float]] = defaultdict(list)
     for name, labels, ts, value in stored:
@@ -226,3 +230,41 @@ def test_local_times_follow_daylight_saving_inside_one_chunk(paris_time, db_file
     export(db_file, ExportRequest(sid, tmp_path))
     _, rows = read(tmp_path / "samples.csv")
     assert [r["ts_local"] for r in rows] == local
+
+
+def read_rows(path: Path) -> list[list[str]]:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_a_model_named_like_a_formula_through_the_proxy_exports_cleanly(db_file: Path, tmp_path: Path) -> None:
+    """Issue 11, item 2: a client names its model ``m\\r=1+2``; the proxy measures the request
+    and the request statistics label their series with that name. Every export file still opens
+    as a clean table in Python's csv module, and no cell is a formula."""
+    hostile = "m\r=1+2"
+    with SimUpstream() as up:
+        settings = Settings(discover_local=False, system_interval_s=60)
+        settings.proxy.enabled = True
+        settings.proxy.routes = [ProxyRoute(up.url, port := free_port(), kind="vllm")]
+        runtime = Runtime.create(db_file, settings=settings)
+        runtime.start()
+        try:
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+            client.chat.completions.create(model=hostile, messages=[{"role": "user", "content": "hi"}])
+            wait_until(lambda: any(k[0] == "llm_request_tokens_per_second" for k in runtime.hub.buffers.keys()),
+                       what="the request's samples")
+            sid = runtime.store.session_id
+        finally:
+            runtime.stop()
+    export(db_file, ExportRequest(sid, tmp_path))
+    labelled = query(db_file, "SELECT labels FROM series WHERE name='llm_request_tokens_per_second'")
+    model = json.loads(labelled[0][0])["model"]  # what was recorded (the proxy's own reading)
+    assert "\r" in model
+    for name in CsvExport.FILES:
+        rows = read_rows(tmp_path / name)
+        assert {len(r) for r in rows} == {len(rows[0])}, name  # no ragged row
+        assert not [c for r in rows for c in r if c.startswith(DANGEROUS_FIRST)], name
+    header, samples = read(tmp_path / "samples.csv")
+    assert {unescape(r["model"]) for r in samples if r["metric"] == "llm_request_tokens_per_second"} == {model}
+    _, requests = read(tmp_path / "requests.csv")
+    assert [unescape(r["model"]) for r in requests] == [hostile]

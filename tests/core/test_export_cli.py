@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import count, query, wait_until
+from tests.support import count, query, user_dirs_env, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,10 @@ def llmmon(*args: str, tz: str = "UTC") -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def headless_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("headless") / "llmmon.db"
-    env = {**os.environ, "QT_QPA_PLATFORM": ""}
+    # Module-scoped: conftest's per-test isolation is not in place yet, so give the recorder
+    # its own user dirs (never the real user's config, which could name servers to poll).
+    env = {**os.environ, **user_dirs_env(tmp_path_factory.mktemp("home")), "QT_QPA_PLATFORM": ""}
+    env.pop("LLMMON_DB", None)
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--headless", "--db", str(db),
                              "--session-name", "bench night"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

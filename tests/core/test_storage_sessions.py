@@ -211,6 +211,7 @@ def test_retention_limits_come_from_the_config_file(db_file: Path) -> None:
         runtime.stop()
     path.write_text("[general]\nretention_gb = \"lots\"\n", encoding="utf-8")
     settings, problems = load_settings()
-    assert settings.retention_gb is None and problems == [f"{path}: general.retention_gb must be a positive number"]
+    assert settings.retention_gb is None and len(problems) == 1
+    assert problems[0].startswith(f"{path} line 2: general.retention_gb must be a number of GB")
     path.write_text("[general]\nretention_gb = 0\n", encoding="utf-8")
     assert load_settings()[0].retention_gb is None

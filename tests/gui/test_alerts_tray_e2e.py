@@ -12,7 +12,8 @@ import shiboken6
 from app import secrets
 from app.alerts.engine import AlertEngine
 from app.alerts.notify import WEBHOOK_SECRET
-from app.alerts.rules import ensure_user_rules, set_notify_option
+from app.alerts.rule_file import set_notify_option
+from app.alerts.rules import ensure_user_rules
 from app.hub import Hub
 from app.records import labels_of
 from app.storage.store import Store

@@ -1,6 +1,8 @@
-"""Helpers shared by the tests: waiting on conditions without fixed sleeps, reading a DB."""
+"""Helpers shared by the tests: waiting on conditions without fixed sleeps, reading a DB, the
+environment that keeps llmmon away from the real user's files."""
 from __future__ import annotations
 
+import socket
 import sqlite3
 import threading
 import time
@@ -40,3 +42,18 @@ def query(path: Path, sql: str, params: tuple = ()) -> list[tuple]:
 
 def count(path: Path, table: str) -> int:
     return query(path, f"SELECT count(*) FROM {table}")[0][0]
+
+
+def user_dirs_env(home: Path) -> dict[str, str]:
+    """Environment variables that put llmmon's data, config, state and cache under ``home``
+    (for this process through monkeypatch, or for a child process)."""
+    return {"XDG_DATA_HOME": str(home / "data"), "XDG_CONFIG_HOME": str(home / "config"),
+            "XDG_STATE_HOME": str(home / "state"), "XDG_CACHE_HOME": str(home / "cache"),
+            "LLMMON_CONFIG": str(home / "config" / "llmmon" / "config.toml")}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

