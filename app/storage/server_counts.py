@@ -16,9 +16,9 @@ llama.cpp's ``/metrics`` has no request counter (only requests in progress and d
 llama.cpp servers only tokens are known; :class:`ServerCounts` says which servers each figure
 covers.
 
->>> counts = session_server_counts(store.reader(), session_id)          # doctest: +SKIP
->>> counts.requests, counts.tokens, counts.request_servers              # doctest: +SKIP
-(20, 9880, ('vllm@127.0.0.1:8000',))
+``session_server_counts(store.reader(), session_id)`` gives e.g. ``requests=20, tokens=9880,
+request_servers=('vllm@127.0.0.1:8000',)`` (tests/core/test_storage_server_counts.py runs it on
+recorded counters).
 """
 from __future__ import annotations
 
