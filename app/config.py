@@ -90,6 +90,8 @@ class Settings:
     servers: list[ServerEntry] = field(default_factory=list)
     discover_local: bool = True
     proxy: ProxySettings = field(default_factory=ProxySettings)
+    exporter: ExporterSettings = field(default_factory=lambda: ExporterSettings())
+    prometheus: list[PrometheusSource] = field(default_factory=list)
 
 
 def parse_listen(value: object) -> tuple[str, int] | None:
@@ -154,4 +156,70 @@ def load_settings(path: Path | None = None) -> tuple[Settings, list[str]]:
             url=entry["url"].rstrip("/"), kind=str(entry.get("kind", "auto")),
             name=str(entry.get("name", "")), api_key_ref=str(entry.get("api_key_ref", ""))))
     settings.proxy = _load_proxy(raw.get("proxy"), path, problems)
+    settings.exporter = _load_exporter(raw.get("exporter"), path, problems)
+    settings.prometheus = _load_prometheus(raw.get("prometheus"), path, problems)
     return settings, problems
+
+
+# ---------------------------------------------------------------------------- fleet
+DEFAULT_EXPORTER_PORT = 9787
+
+
+@dataclass
+class ExporterSettings:
+    """``[exporter]``: the Prometheus ``/metrics`` endpoint (``app/exporter.py``). Off by
+    default; listens on 127.0.0.1 unless ``listen`` names another address."""
+
+    enabled: bool = False
+    listen_host: str = "127.0.0.1"
+    listen_port: int = DEFAULT_EXPORTER_PORT
+    max_series_per_metric: int = 1000   # more label sets of one metric are dropped and counted
+
+
+@dataclass
+class PrometheusSource:
+    """``[[prometheus]]``: a Prometheus server the Fleet tab reads. The bearer token or basic
+    auth password is in the OS keyring under ``secret_ref``, never in the config file."""
+
+    url: str
+    name: str = ""
+    username: str = ""        # with a password in the keyring: basic auth; without: bearer token
+    secret_ref: str = ""
+    timeout_s: float = 5.0
+
+
+def _load_exporter(raw: object, path: Path, problems: list[str]) -> ExporterSettings:
+    exporter = ExporterSettings()
+    if not isinstance(raw, dict):
+        return exporter
+    if isinstance(raw.get("enabled"), bool):
+        exporter.enabled = raw["enabled"]
+    if "listen" in raw:
+        listen = parse_listen(raw["listen"])
+        if listen is None:
+            problems.append(f'{path}: exporter.listen must be PORT or "HOST:PORT"')
+        else:
+            exporter.listen_host, exporter.listen_port = listen
+    cap = raw.get("max_series_per_metric")
+    if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
+        exporter.max_series_per_metric = cap
+    elif cap is not None:
+        problems.append(f"{path}: exporter.max_series_per_metric must be a whole number above 0")
+    return exporter
+
+
+def _load_prometheus(raw: object, path: Path, problems: list[str]) -> list[PrometheusSource]:
+    sources: list[PrometheusSource] = []
+    for i, entry in enumerate(raw if isinstance(raw, list) else []):
+        url = entry.get("url") if isinstance(entry, dict) else None
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            problems.append(f'{path}: prometheus[{i}] needs url = "http://HOST:9090"')
+            continue
+        timeout = entry.get("timeout_s", 5.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 120:
+            problems.append(f"{path}: prometheus[{i}].timeout_s must be a number of seconds (0-120)")
+            timeout = 5.0
+        sources.append(PrometheusSource(url=url.rstrip("/"), name=str(entry.get("name", "")),
+                                        username=str(entry.get("username", "")),
+                                        secret_ref=str(entry.get("secret_ref", "")), timeout_s=float(timeout)))
+    return sources
