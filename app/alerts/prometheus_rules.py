@@ -26,6 +26,7 @@ The text is YAML with every scalar JSON-quoted (JSON strings are YAML double-quo
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import string
@@ -38,7 +39,8 @@ LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 ABSENT_LOOKBACK_S = 3600.0
 """How far back a series must have been seen for its silence to fire an ``absent_for`` rule."""
 _OVER_TIME = {"last": "last_over_time", "avg": "avg_over_time", "min": "min_over_time", "max": "max_over_time"}
-_GLOB_PART = re.compile(r"\*|\?|\[!?\]?[^\]]*\]")
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
+"""What YAML may not hold raw (control characters) or may read as a line break (NEL, U+2028)."""
 
 
 class NotExpressible(ValueError):
@@ -55,26 +57,45 @@ class WrittenRule:
 
 
 def glob_regex(pattern: str) -> str:
-    """An RE2 regular expression (anchored by PromQL) matching what ``fnmatchcase`` matches.
+    """An RE2 regular expression (anchored by PromQL) matching what ``fnmatchcase`` matches
+    (a label value with a line break aside). Character classes are translated by
+    :func:`fnmatch.translate` itself; the rest is one token at a time.
 
     >>> glob_regex("ollama@*"), glob_regex("gpu[!0]")
     ('ollama@.*', 'gpu[^0]')
     """
-    out, pos = [], 0
-    for m in _GLOB_PART.finditer(pattern):
-        out.append(re.escape(pattern[pos:m.start()]))
-        part = m.group()
-        if part == "*":
-            out.append(".*")
-        elif part == "?":
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            if not out or out[-1] != ".*":
+                out.append(".*")
+        elif c == "?":
             out.append(".")
+        elif c == "[":
+            j = i  # where the class ends, found the way fnmatch finds it
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                out.append("\\[")
+            else:
+                out.append(_glob_class(pattern[i - 1:j + 1]))
+                i = j + 1
         else:
-            inner = part[1:-1]
-            inner = "^" + inner[1:] if inner.startswith("!") else inner
-            out.append("[" + inner.replace("\\", "\\\\") + "]")
-        pos = m.end()
-    out.append(re.escape(pattern[pos:]))
+            out.append(re.escape(c))
     return "".join(out)
+
+
+def _glob_class(text: str) -> str:
+    """``fnmatch``'s regex for one ``[...]`` class, without its ``(?s:...)\\Z`` wrapper; a
+    class that matches nothing becomes ``[^\\s\\S]`` (RE2 has no ``(?!)``)."""
+    regex = fnmatch.translate(text).removeprefix("(?s:").removesuffix(")\\Z")
+    return regex.replace("(?!)", "[^\\s\\S]")
 
 
 def _is_glob(pattern: str) -> bool:
@@ -104,8 +125,10 @@ def selector(rule: Rule) -> str:
 
 
 def _aggregate(aggregation: str, sel: str, window: float) -> str:
-    if window <= 0:
-        raise NotExpressible("a window of 0 (all the data llmmon holds) has no PromQL range")
+    if window <= 0:  # only "last" may have none (the rule parser says so): the latest value
+        if aggregation != "last":
+            raise NotExpressible(f"aggregation {aggregation} needs a window longer than zero")
+        return sel
     rng = f"{sel}[{format_duration(window)}]"
     if aggregation in _OVER_TIME:
         return f"{_OVER_TIME[aggregation]}({rng})"
@@ -156,7 +179,11 @@ def go_template(message: str, rule: Rule) -> str:
     '{{ $value | humanizePercentage }} of {{ $labels.server }} over 0.1'
     """
     out = []
-    for literal, field_name, spec, _conversion in string.Formatter().parse(message):
+    try:
+        parsed = list(string.Formatter().parse(message))
+    except ValueError:  # not a valid template (a lone brace): llmmon shows it as it is, too
+        parsed = [(message, None, None, None)]
+    for literal, field_name, spec, _conversion in parsed:
         out.append(literal.replace("{{", '{{ "{{" }}'))
         if field_name is None:
             continue
@@ -196,12 +223,17 @@ def convert(rules: list[Rule]) -> list[WrittenRule]:
     return out
 
 
+def _escape_unprintable(text: str) -> str:
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _q(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+    """A YAML double-quoted scalar: JSON's quoting, plus escapes for what YAML may not hold raw."""
+    return _escape_unprintable(json.dumps(text, ensure_ascii=False))
 
 
 def _comment(text: str) -> str:
-    return " ".join(text.split())  # one line: a newline would end the comment
+    return _escape_unprintable(" ".join(text.split()))  # one line: a newline would end the comment
 
 
 def rule_file_text(rules: list[Rule], source: str = "", group: str = "llmmon") -> str:

@@ -30,9 +30,7 @@ def run(args: argparse.Namespace) -> int:
         print("llmmon rules: say which format to write: --prometheus [FILE]", file=sys.stderr)
         return 2
     path = args.rules or (user_rules_path() if user_rules_path().exists() else DEFAULT_RULES_PATH)
-    rule_file = load_rules(path)
-    for problem in rule_file.problems:
-        print(f"llmmon rules: {problem}", file=sys.stderr)
+    rule_file = load_rules(path)  # its problems are logged (on stderr)
     if not rule_file.rules and rule_file.problems:
         return 1
     text = rule_file_text(rule_file.rules, str(path))

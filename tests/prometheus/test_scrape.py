@@ -17,8 +17,8 @@ from tests.support import query, wait_until
 
 # Series Prometheus makes itself (for each target, and its alerts), and the exporter's request figures (checked
 # against the requests table instead: they are not samples in SQLite).
-PROMETHEUS_OWN = {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_series_added",
-                  "scrape_samples_post_metric_relabeling"}
+PROMETHEUS_OWN = {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds", "scrape_samples_scraped",
+                  "scrape_series_added", "scrape_samples_post_metric_relabeling"}
 REQUEST_FAMILIES = ("llm_request_ttft_seconds", "llm_request_duration_seconds", "llm_request_inter_token_seconds",
                     "llm_requests_total", "llm_prompt_tokens_total", "llm_completion_tokens_total",
                     "llmmon_exporter_series_dropped_total")
