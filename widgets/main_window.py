@@ -17,6 +17,7 @@ from app.storage.history import HistorySource
 from app.storage.queries import session_range
 from app.summary import summarize
 from widgets.alerts_panel import AlertsPanel
+from widgets.fleet_panel import FleetPanel
 from widgets.gpu_panel import GpuPanel
 from widgets.header_strip import HeaderStrip
 from widgets.llamacpp_panel import LlamaCppPanel
@@ -51,6 +52,7 @@ def panel_factories() -> list[Callable[[Runtime], Panel]]:
         AlertsPanel,
         PromptPanel,
         SessionsPanel,
+        FleetPanel,
     ]
 
 
