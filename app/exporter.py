@@ -150,12 +150,13 @@ class LiveSeriesCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         family: Metric | None = None
         for (name, labels), value in fresh_series(self.buffers, self.clock(), self.max_age_s):
+            if not _exportable(name, labels, self.cap) or not self.cap.admit(name, labels):
+                continue
             if family is None or family.name != _family_name(name):
                 if family is not None:
                     yield family
                 family = _family(name)
-            if self.cap.admit(name, labels) and _exportable(name, labels, self.cap):
-                family.add_sample(name, {k: cap_label(v) for k, v in labels}, value)
+            family.add_sample(name, {k: cap_label(v) for k, v in labels}, value)
         if family is not None:
             yield family
 
