@@ -100,6 +100,9 @@ class MainWindow(QMainWindow):
         self.store_label = QLabel()
         self.statusBar().addWidget(self.db_label, 1)
         self.statusBar().addPermanentWidget(self.store_label)
+        self.exporter_label = QLabel()  # --serve-metrics / [exporter]: where Prometheus scrapes, or why not
+        self.exporter_label.setVisible(runtime.exporter is not None)
+        self.statusBar().addPermanentWidget(self.exporter_label)
 
         quit_action = QAction("&Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
@@ -186,6 +189,10 @@ class MainWindow(QMainWindow):
         session = store.session_id
         self.db_label.setText(f"Database: {store.path}    Session: "
                               f"{session if session is not None else 'stopped (not recording)'}")
+        if self.runtime.exporter is not None:
+            exporter = self.runtime.exporter
+            self.exporter_label.setText(exporter.status())
+            self.exporter_label.setStyleSheet("" if exporter.running else RED)
         self._show_store_status()
 
     def _show_store_status(self) -> None:
