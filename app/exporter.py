@@ -18,7 +18,7 @@ and the CSV export):
   already had ``max_series_per_metric`` of them.
 
 No prompt or response text, no secret and no URL credential is ever a label. Label values are
-cut to :data:`MAX_LABEL_CHARS` characters.
+cut to :data:`~app.records.MAX_LABEL_CHARS` characters, as in the store.
 
 >>> exporter = MetricsExporter(hub, ExporterSettings(enabled=True)); exporter.start()  # doctest: +SKIP
 """
@@ -39,7 +39,7 @@ from prometheus_client.registry import Collector
 
 from app.buffers import LiveBuffers
 from app.config import ExporterSettings
-from app.records import Labels, Record, RequestRecord, SeriesKey
+from app.records import MAX_LABEL_CHARS, Labels, Record, RequestRecord, SeriesKey, clean_text
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -48,8 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_LABEL_CHARS = 256
-"""Longest label value exported (the store keeps the same bound); longer ones end in ``…``."""
 MAX_AGE_S = 120.0
 """A series its collector has not updated for this long is not exported."""
 SAME_READ_S = 1.0
@@ -65,16 +63,17 @@ ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.
 
 # Counters and histograms carry no "created" timestamp series: Prometheus 2.x would store each
 # as a series of its own (``*_created``), doubling what a fleet sends for nothing.
-prometheus_client.disable_created_metrics()
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 def cap_label(value: str) -> str:
-    """A label value of at most :data:`MAX_LABEL_CHARS` characters.
+    """A label value as the store keeps it: valid text of at most
+    :data:`~app.records.MAX_LABEL_CHARS` characters (a cut one ends in ``…``).
 
     >>> len(cap_label("m" * 1000)), cap_label("llama3")
     (256, 'llama3')
     """
-    return value if len(value) <= MAX_LABEL_CHARS else value[: MAX_LABEL_CHARS - 1] + "…"
+    return clean_text(value, MAX_LABEL_CHARS)
 
 
 class SeriesCap:

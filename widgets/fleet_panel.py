@@ -162,6 +162,11 @@ def status_text(source: PrometheusSource, status: PollerStatus, snapshot: FleetS
     return text, ""
 
 
+def stop_all(pollers: dict[int, FleetPoller]) -> None:
+    for poller in pollers.values():
+        poller.stop()
+
+
 class FleetPanel(Panel):
     title = "Fleet"
 
@@ -207,8 +212,8 @@ class FleetPanel(Panel):
         layout.addLayout(top)
         layout.addWidget(self.body, 1)
         self.body.setVisible(bool(self.sources))
-        pollers = self.pollers  # not self: the lambda must not keep the panel alive
-        self.destroyed.connect(lambda *_: [p.stop() for p in pollers.values()])
+        pollers = self.pollers  # not self: the slot must not keep the panel alive
+        self.destroyed.connect(lambda *_: stop_all(pollers))
 
     # ------------------------------------------------------------------ sources
     def poller(self) -> FleetPoller | None:
@@ -226,14 +231,17 @@ class FleetPanel(Panel):
 
     def shutdown(self) -> None:
         """Stop asking Prometheus (the window is closing)."""
-        for poller in self.pollers.values():
-            poller.stop()
+        stop_all(self.pollers)
 
     # ------------------------------------------------------------------ selection
     def _selection_changed(self) -> None:
         rows = self.machines.selectionModel().selectedRows()
         if rows:
-            self._select(self.machines.item(rows[0].row(), 0).text())
+            self._select(self._instance_at(rows[0].row()))
+
+    def _instance_at(self, row: int) -> str:
+        item = self.machines.item(row, 0)
+        return item.text() if item is not None else ""
 
     def _select(self, instance: str) -> None:
         if instance == self.selected and self.charts:
@@ -253,7 +261,7 @@ class FleetPanel(Panel):
     def select_machine(self, instance: str) -> bool:
         """Select a machine's row as a click would; False when it is not listed."""
         for row in range(self.machines.rowCount()):
-            if self.machines.item(row, 0).text() == instance:
+            if self._instance_at(row) == instance:
                 self.machines.selectRow(row)
                 return True
         return False
@@ -282,7 +290,7 @@ class FleetPanel(Panel):
                                            f"one point per {step:.0f} s")
                 self._drawn = history
             for plot in self.charts:
-                plot.refresh(history, now)  # type: ignore[arg-type]  (a SeriesSet reads like LiveBuffers)
+                plot.refresh(history, now)
 
     def _fill(self, snapshot: FleetSnapshot) -> None:
         self._shown = snapshot

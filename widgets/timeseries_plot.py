@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyqtgraph as pg
@@ -19,13 +19,23 @@ from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import QLabel, QWidget
 
-from app.buffers import LiveBuffers
 from app.records import SeriesKey
 from app.storage.history import HistorySource
 from widgets.theme import colour_for_key
 from widgets.time_window import TimeWindow
 
 BINARY_UNITS = [(2 ** 40, "TiB"), (2 ** 30, "GiB"), (2 ** 20, "MiB"), (2 ** 10, "KiB"), (1, "B")]
+
+
+class ChartSource(Protocol):
+    """Where a chart reads its series: the live buffers (:class:`~app.buffers.LiveBuffers`), or
+    another machine's series read from Prometheus (:class:`~app.fleet.model.SeriesSet`)."""
+
+    def keys(self, name: str | None = None) -> list[SeriesKey]: ...
+
+    def version(self, key: SeriesKey) -> int: ...
+
+    def window(self, key: SeriesKey, since: float | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -160,7 +170,7 @@ class TimeSeriesPlot(pg.PlotWidget):
     def curve_keys(self) -> list[SeriesKey]:
         return list(self._curves)
 
-    def _discover(self, buffers: LiveBuffers, t0: float) -> None:
+    def _discover(self, buffers: ChartSource, t0: float) -> None:
         for spec in self.specs:
             if not isinstance(spec, MetricSpec):
                 continue
@@ -170,7 +180,7 @@ class TimeSeriesPlot(pg.PlotWidget):
                     self._add(key, spec.label_for(key), "", spec.scale)
 
     # ------------------------------------------------------------------ redraw
-    def refresh(self, buffers: LiveBuffers, now: float, window_s: float | None = None) -> bool:
+    def refresh(self, buffers: ChartSource, now: float, window_s: float | None = None) -> bool:
         """Redraw for the time ``now``. The range comes from the attached :class:`TimeWindow`
         (or the last ``window_s`` seconds without one). Returns whether any curve changed."""
         if self.view is not None:

@@ -64,7 +64,8 @@ def glob_regex(pattern: str) -> str:
     >>> glob_regex("ollama@*"), glob_regex("gpu[!0]")
     ('ollama@.*', 'gpu[^0]')
     """
-    out, i, n = [], 0, len(pattern)
+    out: list[str] = []
+    i, n = 0, len(pattern)
     while i < n:
         c = pattern[i]
         i += 1

@@ -123,7 +123,7 @@ def test_labels_are_cut_and_series_capped_with_a_count_of_what_was_dropped() -> 
     buffers, exporter, _ = make(max_series=3)
     buffers.add([Sample("llm_model_loaded", 1.0, NOW, labels_of(server="s", model=f"model-{i}")) for i in range(5)])
     buffers.add([Sample("gpu_utilization_percent", 50.0, NOW, labels_of(gpu="0", name="x" * 1000)),
-                 Sample("bad-name", 1.0, NOW), Sample("gpu_power_watts", 1.0, NOW, labels_of(**{"gpu id": "0"}))])
+                 Sample("bad-name", 1.0, NOW), Sample("gpu_power_watts", 1.0, NOW, labels_of({"gpu id": "0"}))])
     exporter.requests([record(model=f"m{i}") for i in range(5)])
     got = scrape(exporter)
     assert sum(1 for k in got if k[0] == "llm_model_loaded") == 3

@@ -108,7 +108,7 @@ class PrometheusServer:
         scraped = {t["labels"].get("instance") for t in active if t.get("health") != "unknown"}
         return set(self.targets) <= scraped
 
-    def api(self, path: str, **params: object) -> dict:
+    def api(self, path: str, **params: str | float) -> dict:
         reply = httpx.get(f"{self.url}{path}", params=params, timeout=10.0)
         body = reply.json()
         assert body.get("status") == "success", f"{path} {params}: {body}"
@@ -116,7 +116,7 @@ class PrometheusServer:
 
     def query(self, promql: str, at: float | None = None) -> list[dict]:
         """The result of an instant query (``[{"metric": {...}, "value": [ts, "v"]}, ...]``)."""
-        params: dict[str, object] = {"query": promql}
+        params: dict[str, str | float] = {"query": promql}
         if at is not None:
             params["time"] = at
         return self.api("/api/v1/query", **params)["result"]

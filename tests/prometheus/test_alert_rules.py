@@ -74,7 +74,7 @@ def test_prometheus_fires_what_llmmon_fires(fleet: Fleet, prometheus: Prometheus
 
 
 names = st.from_regex(r"[a-z_][a-z0-9_]{0,20}", fullmatch=True)
-texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 patterns = st.text(st.sampled_from("ab@.:*?[]!-_0^$|()+{}\\\"' \né#&~"), min_size=1, max_size=12)
 windows = st.sampled_from([0.5, 1.0, 30.0, 60.0, 90.0, 3600.0])
 rules = st.builds(
