@@ -220,7 +220,7 @@ class RequestMetrics:
         self.completion_tokens = Counter("llm_completion_tokens", "completion tokens the servers reported",
                                          per_model, registry=registry)
 
-    def __call__(self, records: list[Record]) -> None:
+    def __call__(self, records: Iterable[Record]) -> None:
         for r in records:
             if isinstance(r, RequestRecord):
                 self.observe(r)

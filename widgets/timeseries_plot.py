@@ -274,6 +274,15 @@ class TimeSeriesPlot(pg.PlotWidget):
         self._curves = {k: (item, scale, -1) for k, (item, scale, _) in self._curves.items()}
         self._range = None
 
+    def forget_discovered(self) -> None:
+        """Drop the curves found through :class:`MetricSpec` (legend entries too) and redraw the
+        rest: the chart shows another set of series now (another machine, in the Fleet tab)."""
+        fixed = {spec.key for spec in self.specs if isinstance(spec, CurveSpec)}
+        for key in [k for k in self._curves if k not in fixed]:
+            self.removeItem(self._curves.pop(key)[0])
+        self._y_top = None
+        self.force_redraw()
+
     # ------------------------------------------------------------------ crosshair
     def _on_mouse(self, pos: QPointF) -> None:
         vb = self.getPlotItem().vb

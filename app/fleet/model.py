@@ -19,9 +19,21 @@ from app.fleet.client import Alert, PrometheusClient, Vector
 from app.records import Labels, SeriesKey
 
 LLM_KINDS = ("ollama", "vllm", "openai", "llamacpp")
-MACHINES = "count by (instance) (last_over_time(llmmon_source_up[1d]))"
-"""Every machine that exported llmmon's series in the last day (one that stopped still shows)."""
 SERVER_TOKENS = ("vllm_generation_tokens_per_second", "llamacpp_generation_tokens_per_second")
+QUERIES = {
+    # every machine that exported llmmon's series in the last day (one that stopped still shows)
+    "machines": "count by (instance) (last_over_time(llmmon_source_up[1d]))",
+    "up": "up",
+    "sources": "llmmon_source_up",
+    "models": "llm_model_loaded",
+    "measured": "sum by (instance, server) (llm_tokens_per_second)",
+    "reported": f'sum by (instance, server) ({{__name__=~"{"|".join(SERVER_TOKENS)}"}})',
+    "gpu_util": "avg by (instance) (gpu_utilization_percent)",
+    "gpu_used": "sum by (instance) (gpu_memory_used_bytes)",
+    "gpu_total": "sum by (instance) (gpu_memory_total_bytes)",
+    "gpus": "count by (instance) (gpu_info)",
+}
+"""The instant queries of one reading of the fleet (plus ``/api/v1/alerts``)."""
 HISTORY_METRICS = (
     "llm_tokens_per_second", *SERVER_TOKENS, "llm_ttft_seconds", "llm_requests_per_second",
     "llm_errors_per_second", "system_cpu_percent", "system_memory_percent", "gpu_utilization_percent",
@@ -82,16 +94,13 @@ def _one(vectors: list[Vector]) -> float | None:
 def read_fleet(client: PrometheusClient) -> FleetSnapshot:
     """Ask Prometheus for the fleet; raises :class:`~app.fleet.client.PrometheusError`."""
     started = time.perf_counter()
-    instances = sorted(v.label("instance") for v in client.query(MACHINES))
-    up = {v.label("instance"): v.value for v in client.query("up")}
-    sources = _by_instance(client.query("llmmon_source_up"))
-    models = _by_instance(client.query("llm_model_loaded"))
-    measured = _by_instance(client.query("sum by (instance, server) (llm_tokens_per_second)"))
-    reported = _by_instance(client.query(f'sum by (instance, server) ({{__name__=~"{"|".join(SERVER_TOKENS)}"}})'))
-    gpu_util = _by_instance(client.query("avg by (instance) (gpu_utilization_percent)"))
-    gpu_used = _by_instance(client.query("sum by (instance) (gpu_memory_used_bytes)"))
-    gpu_total = _by_instance(client.query("sum by (instance) (gpu_memory_total_bytes)"))
-    gpus = _by_instance(client.query("count by (instance) (gpu_info)"))
+    answers = {key: client.query(promql) for key, promql in QUERIES.items()}
+    instances = sorted(v.label("instance") for v in answers["machines"])
+    up = {v.label("instance"): v.value for v in answers["up"]}
+    sources, models = _by_instance(answers["sources"]), _by_instance(answers["models"])
+    measured, reported = _by_instance(answers["measured"]), _by_instance(answers["reported"])
+    gpu_util, gpu_used = _by_instance(answers["gpu_util"]), _by_instance(answers["gpu_used"])
+    gpu_total, gpus = _by_instance(answers["gpu_total"]), _by_instance(answers["gpus"])
     alerts = [a for a in client.alerts() if a.state == "firing" and a.label("instance") in instances]
     machines = []
     for instance in instances:
