@@ -77,19 +77,17 @@ def cap_label(value: str) -> str:
 
 
 class SeriesCap:
-    """At most ``max_series`` label sets per metric; what is refused is counted per metric.
-    Thread-safe (the scrape thread and the hub's publishing threads both ask)."""
+    """At most ``max_series`` label sets per metric. What is refused is counted once per label
+    set (a flood of new ones beyond another ``max_series`` is counted at each attempt: the
+    memory of refusals is capped too). Thread-safe: the scrape thread and the hub's publishing
+    threads both ask."""
 
     def __init__(self, max_series: int) -> None:
         self.max_series = max_series
         self._admitted: dict[str, set[Labels]] = collections.defaultdict(set)
+        self._refused: dict[str, set[Labels]] = collections.defaultdict(set)
         self._dropped: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
-
-    def refuse(self, metric: str) -> None:
-        """Count a series that cannot be exported at all (see :func:`_exportable`)."""
-        with self._lock:
-            self._dropped[metric] += 1
 
     def admit(self, metric: str, labels: Labels) -> bool:
         with self._lock:
@@ -99,11 +97,21 @@ class SeriesCap:
             if len(admitted) < self.max_series:
                 admitted.add(labels)
                 return True
+        self.refuse(metric, labels)
+        return False
+
+    def refuse(self, metric: str, labels: Labels) -> None:
+        """Count a label set that is not exported (over the cap, or names Prometheus cannot take)."""
+        with self._lock:
+            refused = self._refused[metric]
+            if labels in refused:
+                return
+            if len(refused) < self.max_series:
+                refused.add(labels)
             if not self._dropped[metric]:
-                log.warning("exporter: %s has %d series already; further ones are not exported",
-                            metric, self.max_series)
+                log.warning("exporter: %s: a series is left out (over %d series, or a name Prometheus "
+                            "cannot take); counted in %s", metric, self.max_series, DROPPED_METRIC)
             self._dropped[metric] += 1
-            return False
 
     def dropped(self) -> dict[str, int]:
         with self._lock:
@@ -145,28 +153,41 @@ class LiveSeriesCollector(Collector):
         self.cap = cap
         self.clock = clock
         self.max_age_s = max_age_s
+        # Each series is checked once: its exported labels, or None when it is left out.
+        self._prepared: dict[SeriesKey, dict[str, str] | None] = {}
+
+    def _labels(self, key: SeriesKey) -> dict[str, str] | None:
+        if key in self._prepared:
+            return self._prepared[key]
+        name, labels = key
+        prepared = None
+        if not _exportable(name, labels):
+            self.cap.refuse(name, labels)  # Prometheus would refuse the whole page
+        elif self.cap.admit(name, labels):
+            prepared = {k: cap_label(v) for k, v in labels}
+        self._prepared[key] = prepared
+        return prepared
 
     def collect(self) -> Iterable[Metric]:
         family: Metric | None = None
-        for (name, labels), value in fresh_series(self.buffers, self.clock(), self.max_age_s):
-            if not _exportable(name, labels, self.cap) or not self.cap.admit(name, labels):
+        for key, value in fresh_series(self.buffers, self.clock(), self.max_age_s):
+            labels = self._labels(key)
+            if labels is None:
                 continue
+            name = key[0]
             if family is None or family.name != _family_name(name):
                 if family is not None:
                     yield family
                 family = _family(name)
-            family.add_sample(name, {k: cap_label(v) for k, v in labels}, value)
+            family.add_sample(name, labels, value)
         if family is not None:
             yield family
 
 
-def _exportable(name: str, labels: Labels, cap: SeriesCap) -> bool:
-    """Whether Prometheus can take the series' names; one that it cannot would make the whole
-    page unreadable to it, so it is left out (and counted) instead."""
-    if _METRIC_NAME.fullmatch(name) and all(_LABEL_NAME.fullmatch(k) and not k.startswith("__") for k, _ in labels):
-        return True
-    cap.refuse(name)
-    return False
+def _exportable(name: str, labels: Labels) -> bool:
+    """Whether Prometheus can take the series' names."""
+    return bool(_METRIC_NAME.fullmatch(name)) and all(
+        _LABEL_NAME.fullmatch(k) and not k.startswith("__") for k, _ in labels)
 
 
 def _family_name(name: str) -> str:
