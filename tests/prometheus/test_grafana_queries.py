@@ -20,10 +20,11 @@ def test_every_dashboard_query_runs_on_the_fleets_prometheus(fleet: Fleet, prome
     chat(fleet.proxy_url, 2)
     refused = httpx.post(f"{fleet.proxy_url}/v1/chat/completions", content=b"{not json", timeout=30)
     assert refused.status_code >= 400  # a failed request for the Errors panels
-    # the request counters and histograms appear together, with the first request
-    counter = 'llm_requests_total{instance="gpu-box-b"}'
-    wait_until(lambda: (prometheus.value(f"min(count_over_time({counter}[1m]))") or 0) >= 2, timeout=20,
-               what="two scrapes of the request counters (a rate needs two samples)")
+    # a rate needs two samples of each series: of the good requests' and of the failed one's
+    for counter in ('llm_requests_total{instance="gpu-box-b", error_type=""}',
+                    'llm_requests_total{instance="gpu-box-b", error_type!=""}'):
+        wait_until(lambda counter=counter: (prometheus.value(f"min(count_over_time({counter}[1m]))") or 0) >= 2,
+                   timeout=20, what=f"two scrapes of {counter}")
     machines = prometheus.api("/api/v1/label/instance/values", **{"match[]": "llmmon_source_up"})
     assert {"gpu-box-a", "gpu-box-b"} <= set(machines)  # the dashboard's machine picker
     present = set(prometheus.api("/api/v1/label/__name__/values"))
