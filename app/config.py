@@ -191,6 +191,8 @@ class PrometheusSource:
 def _load_exporter(raw: object, path: Path, problems: list[str]) -> ExporterSettings:
     exporter = ExporterSettings()
     if not isinstance(raw, dict):
+        if raw is not None:
+            problems.append(f"{path}: exporter must be a table: [exporter]")
         return exporter
     if isinstance(raw.get("enabled"), bool):
         exporter.enabled = raw["enabled"]
@@ -210,6 +212,8 @@ def _load_exporter(raw: object, path: Path, problems: list[str]) -> ExporterSett
 
 def _load_prometheus(raw: object, path: Path, problems: list[str]) -> list[PrometheusSource]:
     sources: list[PrometheusSource] = []
+    if raw is not None and not isinstance(raw, list):
+        problems.append(f'{path}: write each Prometheus as a [[prometheus]] table with url = "http://HOST:9090"')
     for i, entry in enumerate(raw if isinstance(raw, list) else []):
         url = entry.get("url") if isinstance(entry, dict) else None
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
