@@ -35,10 +35,8 @@ QUERIES = {
 }
 """The instant queries of one reading of the fleet (plus ``/api/v1/alerts``)."""
 HISTORY_METRICS = (
-    "llm_tokens_per_second", *SERVER_TOKENS, "llm_ttft_seconds", "llm_requests_per_second",
-    "llm_errors_per_second", "system_cpu_percent", "system_memory_percent", "gpu_utilization_percent",
-    "gpu_memory_used_bytes", "gpu_memory_total_bytes", "vllm_requests_running", "vllm_requests_waiting",
-    "vllm_kv_cache_usage_ratio",
+    "llm_tokens_per_second", *SERVER_TOKENS, "llm_ttft_seconds", "vllm_requests_running", "vllm_requests_waiting",
+    "gpu_utilization_percent", "gpu_memory_used_bytes", "system_cpu_percent", "system_memory_percent",
 )
 """The series a machine's charts draw (one range query for all of them)."""
 CHART_POINTS = 500

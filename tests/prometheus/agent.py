@@ -3,7 +3,6 @@ subprocess with its own config dir (servers, proxy routes, alert rules) and data
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -105,7 +104,3 @@ class Agent:
         """``main.py ARGS`` with this machine's config (e.g. ``rules --prometheus FILE``)."""
         return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=ROOT, env=self.env,
                               capture_output=True, text=True, timeout=60)
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.home, ignore_errors=True)
