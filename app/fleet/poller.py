@@ -130,22 +130,27 @@ class FleetPoller:
         try:
             while not self._stop.is_set():
                 self._wake.clear()
-                self._step(client)
-                self._wake.wait(self._sleep())
+                asked = self._step(client)
+                self._wake.wait(self._sleep() if asked else self.interval)  # idle: a wish wakes it
         finally:
             client.close()
 
     def _sleep(self) -> float:
-        now = time.monotonic()
-        due = min(self._snapshot_at, self._history_at) + self.interval
-        return min(self.interval, max(0.05, due - now))
+        """Until the next reading is due (a new wish wakes the thread earlier)."""
+        with self._lock:
+            charts = self._want is not None and bool(self._want.instance)
+        due = self._snapshot_at + self.interval
+        if charts:
+            due = min(due, self._history_at + self.interval)
+        return min(self.interval, max(0.05, due - time.monotonic()))
 
-    def _step(self, client: PrometheusClient) -> None:
+    def _step(self, client: PrometheusClient) -> bool:
+        """Ask what is due; False when nobody looks (nothing asked)."""
         now = time.monotonic()
         with self._lock:
             want, wanted_at, history = self._want, self._wanted_at, self._history
         if want is None or now - wanted_at > self.idle_after:
-            return  # nobody looks: ask nothing
+            return False
         if now - self._snapshot_at >= self.interval:
             self._snapshot_at = now
             self._ask(lambda: self._store_snapshot(read_fleet(client)))
@@ -153,6 +158,7 @@ class FleetPoller:
                               or (want.live and now - self._history_at >= self.interval)):
             self._history_at = time.monotonic()
             self._ask(lambda: self._store_history(read_history(client, want.instance, want.start, want.end)))
+        return True
 
     def _ask(self, question: Callable[[], None]) -> None:
         with self._lock:
