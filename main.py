@@ -21,7 +21,15 @@ import sys  # noqa: E402
 COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("app.export_cli", "export a session to CSV files"),
     "proxy": ("app.proxy.cli", "run the metering proxy without a window"),
+    "rules": ("app.alerts.rules_cli", "write the alert rules for Prometheus"),
 }
+
+
+def listen_arg(text: str) -> tuple[str, int]:
+    """``[HOST:]PORT`` (the proxy's parser, imported only when the option is used)."""
+    from app.proxy.cli import listen_arg as parse
+
+    return parse(text)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--headless", action="store_true", help="record without any window until Ctrl-C")
     parser.add_argument("--session-name", default="", help="name of the session this run records")
     parser.add_argument("--smoke", action="store_true", help="start, show the window, quit (packaging check)")
+    parser.add_argument("--serve-metrics", type=listen_arg, metavar="[HOST:]PORT",
+                        help="serve /metrics for Prometheus here (127.0.0.1 unless HOST is given)")
     args_list = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in args_list if a in COMMANDS), None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -51,7 +61,7 @@ EXIT_STOPPED = 3     # recording stopped by itself (a thread that must not die d
 def run_headless(args: argparse.Namespace) -> int:
     from app.runtime import Runtime
 
-    runtime = Runtime.create(args.db, session_name=args.session_name)
+    runtime = Runtime.create(args.db, session_name=args.session_name, serve_metrics=args.serve_metrics)
     runtime.start()
     return EXIT_STOPPED if runtime.record_until_signalled() else 0
 

@@ -22,8 +22,9 @@ import os
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -96,6 +97,32 @@ class ProxySettings:
     content_max_chars: int = 16_384  # cap on each stored text
 
 
+DEFAULT_EXPORTER_PORT = 9787
+
+
+@dataclass
+class ExporterSettings:
+    """``[exporter]``: the Prometheus ``/metrics`` endpoint (``app/exporter.py``). Off by
+    default; listens on 127.0.0.1 unless ``listen`` names another address."""
+
+    enabled: bool = False
+    listen_host: str = "127.0.0.1"
+    listen_port: int = DEFAULT_EXPORTER_PORT
+    max_series_per_metric: int = 1000   # more label sets of one metric are dropped and counted
+
+
+@dataclass
+class PrometheusSource:
+    """``[[prometheus]]``: a Prometheus server the Fleet tab reads. The bearer token or basic
+    auth password is in the OS keyring under ``secret_ref``, never in the config file."""
+
+    url: str
+    name: str = ""
+    username: str = ""        # with a password in the keyring: basic auth; without: bearer token
+    secret_ref: str = ""
+    timeout_s: float = 5.0
+
+
 @dataclass
 class Settings:
     """The user's settings, read from the TOML config file; every field has a safe default."""
@@ -106,6 +133,8 @@ class Settings:
     servers: list[ServerEntry] = field(default_factory=list)
     discover_local: bool = True
     proxy: ProxySettings = field(default_factory=ProxySettings)
+    exporter: ExporterSettings = field(default_factory=ExporterSettings)
+    prometheus: list[PrometheusSource] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------- value checks
@@ -239,7 +268,18 @@ PROXY: dict[str, Check] = {
     "content_max_chars": whole(1, MAX_CONTENT_CHARS),
 }
 ROUTE: dict[str, Check] = {"upstream": url, "listen": listen, "kind": choice(*SERVER_KINDS), "name": text}
-TABLES = {"general": "[general]", "servers": "[[servers]]", "proxy": "[proxy]"}
+EXPORTER: dict[str, Check] = {"enabled": boolean, "listen": listen, "max_series_per_metric": whole(1, 1_000_000)}
+def full_url(value: object) -> str:
+    """:func:`url` with its scheme written (a Prometheus may be http or https: no guessing)."""
+    if isinstance(value, str) and "://" not in value:
+        raise Invalid('must be a URL with its scheme, such as "http://prometheus:9090"')
+    return url(value)
+
+
+PROMETHEUS: dict[str, Check] = {"url": full_url, "name": text, "username": text, "secret_ref": text,
+                                "timeout_s": number(0.1, 120.0, " seconds")}
+TABLES = {"general": "[general]", "servers": "[[servers]]", "proxy": "[proxy]", "exporter": "[exporter]",
+          "prometheus": "[[prometheus]]"}
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
 
 def key_text(key: Key) -> str:
@@ -355,6 +395,23 @@ class _Reader:
             settings.proxy = self.proxy(proxy)
         else:
             self.problem(("proxy",), f"must be a table ([proxy]), not {_shown(proxy)}; using the defaults")
+        exporter = raw.get("exporter", {})
+        if isinstance(exporter, dict):
+            shown = SimpleNamespace(**asdict(settings.exporter),  # what a bad value falls back to
+                                    listen=f"{settings.exporter.listen_host}:{settings.exporter.listen_port}")
+            values = self.table(exporter, ("exporter",), EXPORTER, shown, "[exporter]") or {}
+            if "listen" in values:
+                settings.exporter.listen_host, settings.exporter.listen_port = cast(tuple[str, int],
+                                                                                    values.pop("listen"))
+            for name, value in values.items():
+                setattr(settings.exporter, name, value)
+        else:
+            self.problem(("exporter",), f"must be a table ([exporter]), not {_shown(exporter)}; using the defaults")
+        for key, entry in self.tables(raw, ("prometheus",), "[[prometheus]]"):
+            source = self.table(entry, key, PROMETHEUS, PrometheusSource(""), "[[prometheus]]", required=("url",),
+                                entry="Prometheus source")
+            if source is not None:
+                settings.prometheus.append(PrometheusSource(**source))  # type: ignore[arg-type]
         return settings
 
     def proxy(self, raw: dict[str, Any]) -> ProxySettings:

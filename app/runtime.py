@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.alerts.engine import AlertEngine
-from app.config import Settings, db_path, load_settings
+from app.config import ExporterSettings, Settings, db_path, load_settings
+from app.exporter import MetricsExporter
 from app.hub import Hub, default_collectors
 from app.proxy.group import ProxyGroup
 from app.records import Record, RequestRecord
@@ -47,15 +48,19 @@ class Runtime:
     alerts: AlertEngine | None = None  # rule file errors are in alerts.problems
     requests: RequestStats | None = None  # live request figures, recent requests
     proxies: ProxyGroup | None = None     # the metering proxies; started when [proxy] enabled
+    exporter: MetricsExporter | None = None  # /metrics for Prometheus; only when asked for
 
     @classmethod
     def create(cls, db: str | Path | None = None, settings: Settings | None = None,
-               session_name: str = "") -> Runtime:
+               session_name: str = "", serve_metrics: tuple[str, int] | None = None) -> Runtime:
+        """``serve_metrics`` (``--serve-metrics``) turns the exporter on at that address."""
         problems: list[str] = []
         if settings is None:
             settings, problems = load_settings()
             for p in problems:
                 log.warning("config: %s", p)
+        if serve_metrics is not None:
+            settings.exporter = ExporterSettings(True, *serve_metrics, settings.exporter.max_series_per_metric)
         store = Store(db_path(db), retention_days=settings.retention_days,
                       retention_max_bytes=int(settings.retention_gb * GB) if settings.retention_gb else None)
         store.start(session_name=session_name)
@@ -63,8 +68,10 @@ class Runtime:
         hub.add_collectors(default_collectors(settings))
         requests = RequestStats(hub.publish)
         hub.subscribe(requests)
+        exporter = MetricsExporter.for_hub(hub, settings.exporter) if settings.exporter.enabled else None
         return cls(settings, store, hub, problems, alerts=AlertEngine.from_hub(hub), requests=requests,
-                   proxies=ProxyGroup(settings, publish_with_known_names(hub), requests.watch_active))
+                   proxies=ProxyGroup(settings, publish_with_known_names(hub), requests.watch_active),
+                   exporter=exporter)
 
     def start(self) -> None:
         self.hub.start()
@@ -74,6 +81,8 @@ class Runtime:
             self.requests.start()
         if self.proxies is not None and self.settings.proxy.enabled:
             self.proxies.start()  # a route that cannot listen says why in proxies.status()
+        if self.exporter is not None and not self.exporter.start():
+            self.problems.append(self.exporter.error)  # recording goes on without it
         log.info("recording to %s, session %s", self.store.path, self.store.session_id)
 
     def stop(self) -> None:
@@ -85,6 +94,8 @@ class Runtime:
         if self.alerts is not None:
             self.alerts.stop()
         self.hub.stop()
+        if self.exporter is not None:
+            self.exporter.stop()
         self.store.close()
         log.info("stopped; database flushed")
 
@@ -102,6 +113,8 @@ class Runtime:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         print(f"{label}: recording to {self.store.path} (session {self.store.session_id}); "
               "Ctrl-C to stop", flush=True)
+        if self.exporter is not None:
+            print(f"{label}: {self.exporter.status()}", flush=True)
         failure = ""
         while not stop.wait(0.5):  # short waits keep the main thread responsive to signals
             if failure := self.failure():

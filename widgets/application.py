@@ -34,7 +34,8 @@ def run_gui(args: argparse.Namespace) -> int:
     app.setApplicationName("llmmon")
     app.setOrganizationName("llmmon")
     apply_colour_scheme(app)
-    runtime = Runtime.create(args.db, session_name=args.session_name)
+    runtime = Runtime.create(args.db, session_name=args.session_name,
+                             serve_metrics=getattr(args, "serve_metrics", None))
     window = MainWindow(runtime)
     install_tray(app, window, runtime)  # when the desktop has a tray: owned by app
     app.aboutToQuit.connect(runtime.stop)

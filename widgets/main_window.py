@@ -17,6 +17,7 @@ from app.storage.history import HistorySource
 from app.storage.queries import session_range
 from app.summary import summarize
 from widgets.alerts_panel import AlertsPanel
+from widgets.fleet_panel import FleetPanel
 from widgets.gpu_panel import GpuPanel
 from widgets.header_strip import HeaderStrip
 from widgets.llamacpp_panel import LlamaCppPanel
@@ -52,6 +53,7 @@ def panel_factories() -> list[Callable[[Runtime], Panel]]:
         AlertsPanel,
         PromptPanel,
         SessionsPanel,
+        FleetPanel,
     ]
 
 
@@ -103,6 +105,9 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(self.db_label, 1)
         self.statusBar().addPermanentWidget(self.config_label)
         self.statusBar().addPermanentWidget(self.store_label)
+        self.exporter_label = QLabel()  # --serve-metrics / [exporter]: where Prometheus scrapes, or why not
+        self.exporter_label.setVisible(runtime.exporter is not None)
+        self.statusBar().addPermanentWidget(self.exporter_label)
         self._show_config_problems(runtime.problems)
 
         quit_action = QAction("&Quit", self)
@@ -200,6 +205,10 @@ class MainWindow(QMainWindow):
         session = store.session_id
         self.db_label.setText(f"Database: {store.path}    Session: "
                               f"{session if session is not None else 'stopped (not recording)'}")
+        if self.runtime.exporter is not None:
+            exporter = self.runtime.exporter
+            self.exporter_label.setText(exporter.status())
+            self.exporter_label.setStyleSheet("" if exporter.running else RED)
         self._show_store_status()
 
     def _show_store_status(self) -> None:

@@ -81,12 +81,13 @@ class TimeWindow(QObject):
         self.paused_at = None
         self.changed.emit()
 
-    def range(self, now: float) -> tuple[float, float]:
-        """``(t0, t1)`` in UTC epoch seconds for a redraw at ``now``."""
+    def range(self, now: float, from_session: bool = True) -> tuple[float, float]:
+        """``(t0, t1)`` in UTC epoch seconds for a redraw at ``now``. ``from_session`` False
+        ignores this machine's session (another machine's charts, in the Fleet tab)."""
         if self.fixed is not None:
             return self.fixed
         t1 = self.paused_at if self.paused_at is not None else now
-        start = self.session_start
+        start = self.session_start if from_session else None
         if self.span_s is None:
             return (min(start, t1 - MIN_SPAN_S) if start is not None else t1 - 300.0), t1
         t0 = t1 - self.span_s

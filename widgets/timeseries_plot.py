@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyqtgraph as pg
@@ -23,7 +23,6 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPalette, QResizeEvent, QTransform
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from app.buffers import LiveBuffers
 from app.records import SeriesKey
 from app.storage.history import HistorySource
 from widgets.chart_legend import ChartLegend, LegendRow, rows_that_fit, stats_text
@@ -38,6 +37,17 @@ UNIT_SHOWN_BY_TICKS = {"B", "s"}  # their tick labels carry the unit (GiB, ms): 
 UNSHADED_UNITS = {"s", "°C"}
 """Units whose values are levels, not amounts: a latency's percentiles or a temperature have no
 "area under" worth shading (and overlapping percentile areas would hide each other)."""
+
+
+class ChartSource(Protocol):
+    """Where a chart reads its series: the live buffers (:class:`~app.buffers.LiveBuffers`), or
+    another machine's series read from Prometheus (:class:`~app.fleet.model.SeriesSet`)."""
+
+    def keys(self, name: str | None = None) -> list[SeriesKey]: ...
+
+    def version(self, key: SeriesKey) -> int: ...
+
+    def window(self, key: SeriesKey, since: float | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -254,6 +264,9 @@ class TimeSeriesPlot(QFrame):
         empty_text: what the chart says while it has no data.
     """
 
+    follows_session = True
+    """Whether a young recording session narrows the range (False: another machine's chart)."""
+
     def __init__(self, title: str, unit: str, curves: Sequence[CurveSpec | MetricSpec] | None = None,
                  y_range: tuple[float, float] | None = None, parent: QWidget | None = None,
                  empty_text: str = "No data yet") -> None:
@@ -364,7 +377,7 @@ class TimeSeriesPlot(QFrame):
     def curve_keys(self) -> list[SeriesKey]:
         return list(self._curves)
 
-    def _discover(self, buffers: LiveBuffers, t0: float) -> None:
+    def _discover(self, buffers: ChartSource, t0: float) -> None:
         for spec in self.specs:
             if not isinstance(spec, MetricSpec):
                 continue
@@ -389,11 +402,11 @@ class TimeSeriesPlot(QFrame):
             self._fit_y()
 
     # ------------------------------------------------------------------ redraw
-    def refresh(self, buffers: LiveBuffers, now: float, window_s: float | None = None) -> bool:
+    def refresh(self, buffers: ChartSource, now: float, window_s: float | None = None) -> bool:
         """Redraw for the time ``now``. The range comes from the attached :class:`TimeWindow`
         (or the last ``window_s`` seconds without one). Returns whether any curve changed."""
         if self.view is not None:
-            t0, t1 = self.view.range(now)
+            t0, t1 = self.view.range(now, from_session=self.follows_session)
             smooth = self.view.smooth_points
         else:
             t0, t1 = now - (window_s or 300.0), now
@@ -518,6 +531,19 @@ class TimeSeriesPlot(QFrame):
         for curve in self._curves.values():
             curve.version = -1
         self._range = None
+
+    def forget_discovered(self) -> None:
+        """Drop the curves found through :class:`MetricSpec` (legend entries too) and redraw the
+        rest: the chart shows another set of series now (another machine, in the Fleet tab)."""
+        fixed = {spec.key for spec in self.specs if isinstance(spec, CurveSpec)}
+        for key in [k for k in self._curves if k not in fixed]:
+            curve = self._curves.pop(key)
+            self.plot_widget.removeItem(curve.item)
+            if curve.fill is not None:
+                self.plot_widget.removeItem(curve.fill)
+        self._y_top = None
+        self._update_legend()
+        self.force_redraw()
 
     # ------------------------------------------------------------------ hover read-out
     def _on_mouse(self, pos: QPointF) -> None:

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     settings.proxy = dataclasses.replace(
         proxy, enabled=True, include_usage=proxy.include_usage or args.include_usage,
         store_content=proxy.store_content or args.store_content)
-    runtime = Runtime.create(args.db, settings=settings, session_name=args.session_name or "proxy")
+    runtime = Runtime.create(args.db, settings=settings, session_name=args.session_name or "proxy",
+                             serve_metrics=args.serve_metrics)
     runtime.problems.extend(problems)
     runtime.start()
     statuses = runtime.proxies.status() if runtime.proxies is not None else []

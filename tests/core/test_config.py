@@ -132,7 +132,8 @@ def test_each_bad_value_keeps_its_own_default_and_the_rest_is_used(tmp_path: Pat
         f"{path} line 8: servers[1] needs url; this server is skipped",
         f'{path} line 12: proxy.routes[0].listen must be a port (1 to 65535) or "HOST:PORT", not 70000; '
         "this route is skipped",
-        f"{path} line 13: generl is not a setting (config.toml holds [general], [[servers]], [proxy]); ignored",
+        f"{path} line 13: generl is not a setting (config.toml holds [general], [[servers]], [proxy], "
+        "[exporter], [[prometheus]]); ignored",
     ]
 
 
