@@ -22,8 +22,9 @@ from PySide6.QtWidgets import (
 from app.buffers import LiveBuffers
 from app.records import Health, HealthState
 from app.runtime import Runtime
+from app.units import format_value
 from widgets.panel import Panel, chart_grid
-from widgets.timeseries_plot import MetricSpec, TimeSeriesPlot, format_value
+from widgets.timeseries_plot import MetricSpec, TimeSeriesPlot
 
 WAITING = "No GPU data yet"
 

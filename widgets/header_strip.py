@@ -7,7 +7,7 @@ from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from app.summary import Summary
-from widgets.timeseries_plot import format_value
+from app.units import format_value
 
 WARN = "#E69F00"
 BAD = "#D55E00"

@@ -36,8 +36,8 @@ from app.records import HealthState, RequestRecord
 from app.runtime import Runtime
 from app.secrets import get_secret
 from app.summary import SERVER_KINDS
+from app.units import format_value
 from widgets.panel import Panel
-from widgets.timeseries_plot import format_value
 
 log = logging.getLogger(__name__)
 NO_MODELS = ("No model to test: no LLM server is up with a model loaded.\n"

@@ -25,11 +25,11 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from app.records import SeriesKey
 from app.storage.history import HistorySource
+from app.units import BINARY_UNITS, format_value
 from widgets.chart_legend import ChartLegend, LegendRow, rows_that_fit, stats_text
 from widgets.theme import colour_for_key
 from widgets.time_window import TimeWindow
 
-BINARY_UNITS = [(2 ** 40, "TiB"), (2 ** 30, "GiB"), (2 ** 20, "MiB"), (2 ** 10, "KiB"), (1, "B")]
 FILL_ALPHA = 48
 """Opacity (of 255) of the area under a curve: enough to read a busy series as a shape, little
 enough that overlapping series stay visible through each other."""
@@ -605,19 +605,3 @@ def moving_average(values: np.ndarray, n: int) -> np.ndarray:
         out: np.ndarray = (sums[hi + 1] - sums[lo]) / (hi - lo + 1)
     out[~finite] = np.nan
     return out
-
-
-def format_value(value: float, unit: str) -> str:
-    """A human-readable value with its unit: binary prefixes for bytes, ms for small seconds."""
-    if not math.isfinite(value):
-        return "—"
-    if unit == "B":
-        scale, name = next((u for u in BINARY_UNITS if abs(value) >= u[0]), BINARY_UNITS[-1])
-        return f"{value / scale:.2f} {name}" if scale > 1 else f"{value:.0f} B"
-    if unit == "s" and abs(value) < 1:
-        return f"{value * 1000:.1f} ms"
-    if unit == "%":
-        return f"{value:.1f} %"
-    if abs(value) >= 1000:
-        return f"{value:,.0f} {unit}".strip()
-    return f"{value:.3g} {unit}".strip()

@@ -27,19 +27,24 @@ from __future__ import annotations
 import logging
 import math
 import operator
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from app.alerts.history import AlertState, last_states
 from app.alerts.notify import build_notifier
 from app.alerts.rules import Rule, RuleFile, ensure_user_rules, format_duration, load_rules, percentile_of
+from app.alerts.sentence import firing_sentence, pending_sentence, resolved_sentence
 from app.alerts.transition import Transition
 from app.records import AlertEvent, Labels, Record, SeriesKey
+from app.storage.store import connect
 
 if TYPE_CHECKING:
     from app.alerts.notify import Notifier
@@ -80,6 +85,7 @@ class AlertView:
     message: str
     acknowledged: bool
     snoozed_until: float | None
+    hint: str = ""
 
     @property
     def key(self) -> tuple[str, Labels]:
@@ -100,6 +106,8 @@ class _Alert:
     message: str = ""
     acknowledged: bool = False
     snoozed_until: float | None = None
+    restored: bool = False     # taken up from the store, its series not read since
+    announced: bool = False    # its firing was notified: its resolution is notified too
 
     def snoozed(self, now: float) -> bool:
         return self.snoozed_until is not None and now < self.snoozed_until
@@ -184,6 +192,12 @@ def _observe(rule: Rule, source: SeriesSource, now: float, running_since: float)
     return out
 
 
+def _restore_grace(rule: Rule) -> float:
+    """How long after a start a restored alert waits for its series before it counts as gone:
+    the collectors' first polls, and the rule's window filling up again."""
+    return max(rule.window, rule.absent_for or 0.0, 60.0)
+
+
 def _condition(rule: Rule, value: float | None) -> bool:
     if value is None or rule.threshold is None:
         return False
@@ -192,32 +206,10 @@ def _condition(rule: Rule, value: float | None) -> bool:
     return _COMPARE[rule.op](value, rule.threshold)
 
 
-class _Fields(dict[str, object]):
-    def __missing__(self, key: str) -> str:
-        return "?"
-
-
 def labels_text(labels: Labels) -> str:
-    """``server=ollama@…, model=llama3`` — how the GUI and notifications name an alert."""
+    """``server=ollama@…, model=llama3`` — the labels of an alert, for the log and the Alerts
+    tab's "Series" column (what users read is :mod:`app.alerts.sentence`)."""
     return ", ".join(f"{k}={v}" for k, v in labels)
-
-
-def _message(rule: Rule, obs: _Observation, template: bool = True) -> str:
-    """The rule's message template filled in, or a plain description (also for pending
-    alerts, whose template usually describes the firing condition: "... for 5 minutes")."""
-    if rule.message and template:
-        fields = _Fields(dict(obs.labels))
-        fields.update(value=obs.value, threshold=rule.threshold, metric=rule.metric, rule=rule.name)
-        try:
-            return rule.message.format_map(fields)
-        except (ValueError, TypeError, IndexError, KeyError, AttributeError):
-            pass  # e.g. {value:.0f} while there is no value: fall back to the plain text
-    where = f"{rule.metric}{{{labels_text(obs.labels)}}}" if obs.labels else rule.metric
-    if obs.absent and obs.value is None:
-        return f"{where}: no data for {format_duration(rule.absent_for or 0)}"
-    if obs.value is None:
-        return f"{where}: no data in the last {format_duration(rule.window)}"
-    return f"{where} is {obs.value:.4g} ({rule.condition_text()})"
 
 
 # ---------------------------------------------------------------------------- the engine
@@ -258,9 +250,12 @@ class AlertEngine:
     @classmethod
     def from_hub(cls, hub: Hub, path: Path | None = None) -> AlertEngine:
         """The app's engine: the user's rule file (created from the defaults on first run),
-        reading the hub's buffers, publishing through it, notifying through the sinks."""
+        reading the hub's buffers, publishing through it, notifying through the sinks, taking
+        up the alerts' states of the previous run from the store."""
         engine = cls(hub.buffers, publish=hub.publish, clock=hub.clock)
         engine.load(ensure_user_rules(path))
+        if hub.store is not None:
+            engine.restore_from(hub.store.path)
         engine.notifier = build_notifier(engine.rule_file.notifications, clock=hub.clock)
         engine.add_listener(engine.notifier.submit)
         return engine
@@ -302,8 +297,8 @@ class AlertEngine:
                 if alert.state != "inactive" and old is not None:
                     alert.value = None
                     transitions.append(self._move(old, alert, "resolved", now,
-                                                  notify=alert.state == "firing",
-                                                  message="the rule was changed or removed"))
+                                                  notify=alert.state == "firing" and alert.announced,
+                                                  message="The rule was changed or removed."))
                 del self._alerts[key]
             self._rules = new
             self._errors = {name: error for name, error in self._errors.items() if name in new}
@@ -384,25 +379,36 @@ class AlertEngine:
             log.error("alert %s (logged once for this rule and error)", self._errors[rule.name], exc_info=exc)
 
     def _step(self, rule: Rule, alert: _Alert, obs: _Observation, now: float) -> list[Transition]:
+        if alert.restored and not obs.active and obs.value is None and not obs.absent \
+                and now - (self._started_at or now) < _restore_grace(rule):
+            return []  # restored from the store, its series not read again yet: wait for data
+        alert.restored = False
         alert.value = obs.value
         if not obs.active:
             if alert.state == "firing":
-                return [self._move(rule, alert, "resolved", now, notify=not alert.snoozed(now),
-                                   message=f"resolved: {_message(rule, obs)}")]
+                return [self._move(rule, alert, "resolved", now, notify=alert.announced and not alert.snoozed(now),
+                                   message=resolved_sentence(rule, obs.labels, obs.value))]
             if alert.state == "pending":
                 return [self._move(rule, alert, "resolved", now, notify=False,
-                                   message="cleared before firing")]
+                                   message="Cleared before firing: "
+                                           + resolved_sentence(rule, obs.labels, obs.value))]
             return []
-        alert.message = _message(rule, obs)
         out = []
         if alert.state == "inactive":
             alert.since = now
-            if rule.for_s > 0 or self._cooling(rule, alert, now):
+            if rule.for_s > 0:
                 out.append(self._move(rule, alert, "pending", now, notify=False,
-                                      message=_message(rule, obs, template=False)))
-        if alert.state != "firing" and now - alert.since >= rule.for_s and not self._cooling(rule, alert, now):
-            alert.fired_at = alert.last_fired = now
-            out.append(self._move(rule, alert, "firing", now, notify=not alert.snoozed(now)))
+                                      message=pending_sentence(rule, obs.labels, obs.value, obs.absent)))
+        alert.message = firing_sentence(rule, obs.labels, obs.value, now - alert.since, obs.absent)
+        if alert.state != "firing" and now - alert.since >= rule.for_s:
+            # Within the cooldown the alert fires all the same (it is shown and counted as
+            # firing); only the notification is held back.
+            cooling = self._cooling(rule, alert, now)
+            alert.fired_at = now
+            if not cooling:
+                alert.last_fired = now
+            alert.announced = not cooling and not alert.snoozed(now)
+            out.append(self._move(rule, alert, "firing", now, notify=alert.announced))
         return out
 
     @staticmethod
@@ -420,7 +426,48 @@ class AlertEngine:
         event = AlertEvent(rule.name, state, rule.severity, now, alert.labels, alert.value,
                            message or alert.message)
         log.info("alert %s{%s} %s: %s", rule.name, labels_text(alert.labels), state, event.message)
-        return Transition(event, rule.label, notify)
+        return Transition(event, rule.label, notify, rule.hint)
+
+    # ------------------------------------------------------------------ restart
+    def restore_from(self, db: Path) -> int:
+        """:meth:`restore` from the ``alert_events`` of a database; an unreadable one is logged
+        and the engine starts afresh (alerts of the previous run may then notify again)."""
+        try:
+            with closing(connect(db, readonly=True)) as conn:
+                states = last_states(conn)
+        except sqlite3.Error as exc:
+            log.warning("alerts: cannot read the previous run's alert states from %s: %s", db, exc)
+            return 0
+        return self.restore(states)
+
+    def restore(self, states: list[AlertState]) -> int:
+        """Take up the alerts' states of the previous run (:func:`app.alerts.history.last_states`),
+        before the first evaluation: an alert that was firing (and notified) stays firing without
+        a new notification; one whose condition ended while llmmon was down resolves at the first
+        evaluation that reads its series; a past firing still inside its cooldown keeps the
+        cooldown. A pending alert starts its ``for`` again. Returns how many alerts were taken up."""
+        now = self.clock()
+        taken = 0
+        with self._lock:
+            for st in states:
+                rule = self._rules.get(st.rule)
+                if rule is None or not rule.enabled or (st.rule, st.labels) in self._alerts:
+                    continue
+                cooling = st.last_fired is not None and now - st.last_fired < rule.cooldown
+                if st.state not in ("firing", "pending") and not cooling:
+                    continue
+                alert = _Alert(st.rule, st.labels, last_fired=st.last_fired, value=st.value,
+                               message=st.message, restored=True)
+                if st.state == "firing":
+                    alert.state, alert.since, alert.fired_at = "firing", st.since, st.ts
+                    alert.acknowledged, alert.announced = st.acknowledged, True
+                elif st.state == "pending":
+                    alert.state, alert.since = "pending", now
+                self._alerts[(st.rule, st.labels)] = alert
+                taken += 1
+        if taken:
+            log.info("alerts: took up %d alert state(s) from the previous run", taken)
+        return taken
 
     # ------------------------------------------------------------------ user actions
     def acknowledge(self, rule: str, labels: Labels) -> bool:
@@ -447,7 +494,7 @@ class AlertEngine:
                 alert.snoozed_until = now + (seconds or 0.0)
                 message = f"snoozed for {format_duration(seconds or 0.0)}"
             transition = Transition(AlertEvent(rule.name, state, rule.severity, now, labels,
-                                               alert.value, message), rule.label, False)
+                                               alert.value, message), rule.label, False, rule.hint)
         self._emit([transition], now)
         return True
 
@@ -457,7 +504,7 @@ class AlertEngine:
         with self._lock:
             views = [AlertView(a.rule, self._rules[a.rule].label, self._rules[a.rule].severity,
                                a.labels, a.state, a.since, a.fired_at, a.value, a.message,
-                               a.acknowledged, a.snoozed_until)
+                               a.acknowledged, a.snoozed_until, self._rules[a.rule].hint)
                      for a in self._alerts.values() if a.state != "inactive" and a.rule in self._rules]
         return sorted(views, key=lambda v: (v.state != "firing", -SEVERITY_RANK[v.severity], v.since))
 
@@ -537,7 +584,7 @@ def replay(rule: Rule, source: SeriesSource, start: float, end: float, step: flo
     fired = 0
     evaluations = 0
     for now in np.arange(start, end + step / 2, step):
-        fired += sum(t.event.state == "firing" for t in engine.evaluate(float(now)))
+        fired += sum(t.event.state == "firing" and t.notify for t in engine.evaluate(float(now)))
         evaluations += 1
     series = sum(1 for k in snapshot.keys(rule.metric) if rule.matches(k[1]))
     return ReplayResult(fired, series, evaluations, start, end)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from app.records import AlertEvent, labels_from_json
+from app.records import AlertEvent, Labels, labels_from_json
 
 
 @dataclass(frozen=True)
@@ -44,3 +44,44 @@ def alert_history(conn: sqlite3.Connection, where: HistoryFilter) -> list[AlertE
 def last_event_id(conn: sqlite3.Connection) -> int:
     """The newest row's id: the history redraws only when this changes."""
     return int(conn.execute("SELECT coalesce(max(id), 0) FROM alert_events").fetchone()[0])
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """The last known state of one alert (rule, labels) in the store, for a restart."""
+
+    rule: str
+    labels: Labels
+    state: str                   # "pending", "firing" or "resolved"
+    ts: float                    # when it entered that state
+    since: float                 # when its condition became true (firing/pending), else ts
+    last_fired: float | None     # its last firing, for the cooldown
+    acknowledged: bool           # acknowledged after its last firing
+    value: float | None
+    message: str
+
+
+def last_states(conn: sqlite3.Connection) -> list[AlertState]:
+    """Every alert's last state: what the engine takes up when llmmon starts again."""
+    last = conn.execute(
+        "SELECT id, rule, labels, state, ts, value, message FROM alert_events WHERE id IN "
+        "(SELECT max(id) FROM alert_events WHERE state IN ('pending', 'firing', 'resolved') "
+        "GROUP BY rule, labels)").fetchall()
+    out = []
+    for row_id, rule, labels, state, ts, value, message in last:
+        last_fired = conn.execute("SELECT max(ts) FROM alert_events WHERE rule = ? AND labels = ? "
+                                  "AND state = 'firing'", (rule, labels)).fetchone()[0]
+        since = ts
+        acknowledged = False
+        if state == "firing":
+            # The condition held since the first pending/firing event after the last resolution.
+            since = conn.execute(
+                "SELECT min(ts) FROM alert_events WHERE rule = ? AND labels = ? AND state IN ('pending', 'firing') "
+                "AND id > coalesce((SELECT max(id) FROM alert_events WHERE rule = ? AND labels = ? "
+                "AND state = 'resolved' AND id < ?), 0)", (rule, labels, rule, labels, row_id)).fetchone()[0]
+            acknowledged = conn.execute(
+                "SELECT 1 FROM alert_events WHERE rule = ? AND labels = ? AND state = 'acknowledged' AND id > ?",
+                (rule, labels, row_id)).fetchone() is not None
+        out.append(AlertState(rule, labels_from_json(labels or "{}"), state, ts, since, last_fired, acknowledged,
+                              value, message or ""))
+    return out

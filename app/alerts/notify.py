@@ -81,8 +81,15 @@ class Delivery:
     failed: tuple[str, ...]
 
 
+def _said(t: Transition) -> str:
+    """What one transition tells the user: its sentence, and for a firing alert what to do."""
+    hint = t.hint if t.event.state == "firing" else ""
+    return f"{t.event.message}\n{hint}" if hint else t.event.message
+
+
 def compose(transitions: list[Transition], now: float) -> Notification:
-    """The notification for a group of transitions (firing and resolved)."""
+    """The notification for a group of transitions (firing and resolved): the rule's title,
+    the alert's sentence and, while firing, the rule's hint."""
     firing = [t for t in transitions if t.event.state == "firing"]
     resolved = [t for t in transitions if t.event.state != "firing"]
     severity = max((t.event.severity for t in firing), key=_RANK.__getitem__, default="info")
@@ -90,11 +97,12 @@ def compose(transitions: list[Transition], now: float) -> Notification:
     if len(transitions) == 1:
         t = transitions[0]
         title = f"{t.event.severity.upper()}: {t.title}" if firing else f"Resolved: {t.title}"
-        return Notification(title, t.event.message, severity, events, now)
+        return Notification(title, _said(t), severity, events, now)
     counts = [f"{len(firing)} firing"] if firing else []
     counts += [f"{len(resolved)} resolved"] if resolved else []
-    lines = [(f"{t.event.severity.upper()} {t.title}" if t.event.state == "firing" else f"resolved {t.title}")
-             + f": {t.event.message}" for t in firing + resolved]
+    lines = [(f"{t.event.severity.upper()} {t.title}" if t.event.state == "firing" else f"Resolved: {t.title}")
+             + f": {_said(t)}"
+             for t in firing + resolved]
     if len(lines) > MAX_LINES:
         lines = lines[:MAX_LINES - 1] + [f"… and {len(lines) - MAX_LINES + 1} more"]
     return Notification(f"llmmon alerts: {', '.join(counts)}", "\n".join(lines), severity, events, now)

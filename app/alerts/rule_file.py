@@ -50,6 +50,8 @@ def rule_to_toml(rule: Rule) -> str:
     lines.append(f"severity = {_toml_str(rule.severity)}")
     if rule.message:
         lines.append(f"message = {_toml_str(rule.message)}")
+    if rule.hint:
+        lines.append(f"hint = {_toml_str(rule.hint)}")
     if not rule.enabled:
         lines.append("enabled = false")
     return "\n".join(lines) + "\n"

@@ -41,7 +41,7 @@ AGGREGATIONS = ("last", "avg", "min", "max", "rate", "median")  # plus pNN, e.g.
 WEBHOOK_FORMATS = ("off", "json", "slack")
 RULE_KEYS = ("name", "title", "description", "metric", "match", "aggregation", "window", "op",
              "threshold", "for", "cooldown", "severity", "absent_for", "baseline", "message",
-             "enabled")
+             "hint", "enabled")
 BASELINE_KEYS = ("aggregation", "window", "min_samples")
 NOTIFY_KEYS = ("desktop", "tray", "webhook", "group_seconds")
 
@@ -83,6 +83,7 @@ class Rule:
     title: str = ""
     message: str = ""
     description: str = ""
+    hint: str = ""                # what to do about it, shown under the message
     enabled: bool = True
     line: int = field(default=0, compare=False)  # where the rule starts in its file
 
@@ -309,7 +310,7 @@ def rule_from_dict(raw: dict[str, Any], line: int = 0) -> Rule:
         severity=severity, match=_match(raw.get("match", {})), absent_for=absent_for,
         baseline=_baseline(raw["baseline"]) if "baseline" in raw else None,
         title=_text(raw, "title"), message=message, description=_text(raw, "description"),
-        enabled=enabled, line=line)
+        hint=_text(raw, "hint").strip(), enabled=enabled, line=line)
 
 
 class _Blank(dict[str, object]):

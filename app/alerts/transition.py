@@ -15,4 +15,5 @@ class Transition:
 
     event: AlertEvent
     title: str
-    notify: bool     # False for pending/cleared, acknowledge/snooze, and snoozed alerts
+    notify: bool     # False for pending/cleared, acknowledge/snooze, snoozed and cooling alerts
+    hint: str = ""   # the rule's "what to do"

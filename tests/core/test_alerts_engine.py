@@ -84,7 +84,7 @@ def test_a_dip_before_the_for_duration_restarts_the_wait(hub, clock) -> None:
     states = run(engine, hub, clock, "system_cpu_percent", [90] * 20 + [50] + [90] * 31)
     assert states == [(0, "pending"), (20, "resolved"), (21, "pending"), (51, "firing")]
     assert stored_events(hub)[1][1] == "resolved"
-    assert query(hub.store.path, "SELECT message FROM alert_events WHERE id=2") == [("cleared before firing",)]
+    assert query(hub.store.path, "SELECT message FROM alert_events WHERE id=2") == [("Cleared before firing: CPU use is back to 50.0 %",)]
 
 
 def test_flapping_fires_at_most_once_per_cooldown(hub, clock) -> None:
@@ -108,7 +108,7 @@ def test_absent_data_fires_and_recovers(hub, clock) -> None:
     for _ in range(120):  # the collector stopped reporting: no samples at all
         fired += [(t.event.state, t.event.message) for t in engine.evaluate()]
         clock.t += 1
-    assert fired == [("firing", "llmmon_source_up{kind=ollama, source=ollama@x}: no data for 1m")]
+    assert fired == [("firing", "Ollama on x:80: no data for 1 min")]
     assert [a.labels for a in engine.alerts()] == [labels_of(source="ollama@x", kind="ollama")]
     states = run(engine, hub, clock, "llmmon_source_up", [1], source="ollama@x", kind="ollama")
     assert states == [(0, "resolved")]

@@ -130,7 +130,7 @@ def test_webhook_posts_json_and_slack_to_a_real_receiver(memory_keyring, webhook
     buffers.add([Sample("gpu_temperature_celsius", 40.0, 30.0, labels_of(gpu="1"))])
     engine.evaluate(30.0)
     wait_until(lambda: len(webhook_receiver.received) == 2, what="the second POST")
-    assert webhook_receiver.received[1].body == {"text": "*Resolved: hot*\nresolved: GPU 1 at 40 °C"}
+    assert webhook_receiver.received[1].body == {"text": "*Resolved: hot*\nGPU 1 temperature is back to 40 °C"}
     notifier.stop()
     assert [d.delivered for d in notifier.deliveries] == [("webhook",), ("webhook",)]
 

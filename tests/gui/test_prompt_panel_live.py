@@ -9,9 +9,9 @@ import pytest
 
 from app.records import Health, HealthState, Sample, labels_of
 from app.runtime import Runtime
+from app.units import format_value
 from tests.sim.upstream import SimUpstream
 from widgets.prompt_panel import PromptPanel
-from widgets.timeseries_plot import format_value
 
 LLAMA_ROUTES = {"/v1/chat/completions": ("llamaserver_stream.sse", "llamaserver_chat.json", False)}
 
