@@ -65,7 +65,7 @@ def test_a_firing_alert_reaches_the_desktop_notification_daemon(notification_dae
         engine.evaluate(10.0)
         notifier.stop()
         assert notifier.deliveries[0].delivered == ("desktop",)
-        wait_until(lambda: any("ollama@127.0.0.1:11434 is down" in line for line in seen),
+        wait_until(lambda: any("Ollama on :11434 is down" in line for line in seen),
                    what="the Notify call on the bus")
         assert any('"CRITICAL: LLM server down"' in line for line in seen)
         count = subprocess.run(["dunstctl", "count", "displayed"], env=bus_env(notification_daemon),

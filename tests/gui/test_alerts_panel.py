@@ -43,13 +43,15 @@ def test_the_tab_shows_rule_file_problems_firing_alerts_and_history(qtbot, runti
     now = time.time()
     panel = AlertsPanel(runtime)
     qtbot.addWidget(panel)
-    assert "alert_rules.toml line 209: rule 'mine': threshold must be a number" in panel.problems.text()
+    threshold_line = len(DEFAULT_RULES_PATH.read_text().splitlines()) + 5  # the appended rule's 'threshold ='
+    assert f"alert_rules.toml line {threshold_line}: rule 'mine': threshold must be a number" in panel.problems.text()
     assert panel.rules.rowCount() == len(parse_rules(DEFAULT_RULES_PATH.read_text()).rules)
     heat_gpu(runtime, now)
     runtime.store.flush()
     panel.refresh(now)
     assert [panel.active.item(0, c).text() for c in (0, 1, 2, 3)] == ["critical", "GPU too hot", "gpu=0", "firing"]
-    assert panel.active.item(0, 6).text() == "GPU 0 is at 91 °C"
+    # the sentence of the shipped rule, with how long it has held (hot since -90 s, fired at -30 s)
+    assert panel.active.item(0, 6).text() == "GPU 0 is at 91 °C, above 85 °C, for 1 min 30 s"
     history = [panel.history.item(r, 3).text() for r in range(panel.history.rowCount())]
     assert history == ["firing", "pending"]  # newest first
     panel.state_filter.setCurrentText("pending")

@@ -85,7 +85,10 @@ def test_server_down_fires_once_notifies_once_and_resolves(qtbot, db_file: Path,
         assert post.path == f"/hooks/{token}"
         assert post.body["title"] == "CRITICAL: LLM server down"
         assert post.body["alerts"][0]["labels"] == {"kind": "ollama", "source": collector.name}
-        assert post.body["text"] == f"{collector.name} has not answered for 30 s"
+        port = collector.name.rsplit(":", 1)[1]
+        assert post.body["text"] == (f"Ollama on :{port} has not answered for 30 s\n"
+                                     "Check that the server is still running (its window or log) and start it "
+                                     "again; the alert resolves by itself when it answers.")
 
         sim.come_back()
         poll_at(start + 180, 1.0)
