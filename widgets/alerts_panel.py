@@ -71,6 +71,9 @@ def _table(headers: list[str]) -> QTableWidget:
     return table
 
 
+MESSAGE_COLUMN = 6   # of the "Firing and pending" table
+
+
 def _fill(table: QTableWidget, rows: list[list[str]], severity_column: int | None = None) -> None:
     table.setRowCount(len(rows))
     for r, row in enumerate(rows):
@@ -227,6 +230,8 @@ class AlertsPanel(Panel):
                              + (" (snoozed)" if a.snoozed_until and a.snoozed_until > now else ""),
                              _when(a.since, now), _value(a.value), a.message] for a in alerts], 0)
         for row, a in enumerate(alerts):
+            if a.hint:  # what to do, where the sentence is
+                self.active.item(row, MESSAGE_COLUMN).setToolTip(f"{a.message}\n\nWhat to do: {a.hint}")
             if selected is not None and a.key == selected.key:
                 self.active.selectRow(row)
         self.active_empty.setVisible(not alerts)

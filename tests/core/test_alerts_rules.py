@@ -29,7 +29,7 @@ def test_defaults_load_without_problems_and_use_canonical_metric_names() -> None
     result = load_rules(DEFAULT_RULES_PATH)
     assert result.problems == []
     names = {r.name for r in result.rules}
-    assert {"server_down", "tokens_per_second_drop", "ttft_p95_high", "error_rate_high", "gpu_hot",
+    assert {"server_down", "tokens_per_second_drop", "ttft_p90_high", "error_rate_high", "gpu_hot",
             "vram_full", "model_offloaded", "vllm_queue_long", "kv_cache_full", "cpu_busy",
             "memory_full", "disk_full"} <= names
     documented = set(re.findall(r"`([a-z0-9_]+)(?:\{[^}]*\})?`", METRICS_DOC.read_text()))
