@@ -153,8 +153,9 @@ def template_fields(rule: Rule, labels: Labels, value: float | None, held: float
 def _filled(rule: Rule, labels: Labels, value: float | None, held: float) -> str | None:
     if not rule.message:
         return None
+    template = rule.message[:1].upper() + rule.message[1:]  # "the disk..." starts a sentence
     try:
-        text = rule.message.format_map(template_fields(rule, labels, value, held))
+        text = template.format_map(template_fields(rule, labels, value, held))
     except (ValueError, TypeError, IndexError, KeyError, AttributeError):
         return None  # e.g. {value:.0f} without a value, or a label this series lacks: generated text
     return text
