@@ -114,7 +114,8 @@ class RuleEditor(QDialog):
                   self.baseline_window_edit):
             baseline_row.addWidget(w)
         self.message_edit = QLineEdit(r.message)
-        self.message_edit.setPlaceholderText("e.g. GPU {gpu} is at {value:.0f} °C for {held}  (empty: a generated text)")
+        self.message_edit.setPlaceholderText(
+            "e.g. GPU {gpu} is at {value:.0f} °C for {held}  (empty: a generated text)")
         self.hint_edit = QLineEdit(r.hint)
         self.hint_edit.setPlaceholderText("what to do about it, e.g. check the fans")
         self.enabled_box = QCheckBox("Enabled")
@@ -127,8 +128,8 @@ class RuleEditor(QDialog):
                              ("Window", self.window_edit), ("Baseline", baseline_row), ("Comparison", self.op_box),
                              ("Threshold", self.threshold_edit), ("For", self.for_edit),
                              ("Or no data for", self.absent_edit), ("Cooldown", self.cooldown_edit),
-                             ("Severity", self.severity_box), ("Message", self.message_edit), ("What to do", self.hint_edit),
-                             ("", self.enabled_box)):
+                             ("Severity", self.severity_box), ("Message", self.message_edit),
+                             ("What to do", self.hint_edit), ("", self.enabled_box)):
             form.addRow(label, field)
 
         self.test_button = QPushButton("Test against the last hour")

@@ -84,7 +84,8 @@ def test_a_dip_before_the_for_duration_restarts_the_wait(hub, clock) -> None:
     states = run(engine, hub, clock, "system_cpu_percent", [90] * 20 + [50] + [90] * 31)
     assert states == [(0, "pending"), (20, "resolved"), (21, "pending"), (51, "firing")]
     assert stored_events(hub)[1][1] == "resolved"
-    assert query(hub.store.path, "SELECT message FROM alert_events WHERE id=2") == [("Cleared before firing: CPU use is back to 50.0 %",)]
+    assert query(hub.store.path, "SELECT message FROM alert_events WHERE id=2") == [
+        ("Cleared before firing: CPU use is back to 50.0 %",)]
 
 
 def test_flapping_fires_at_most_once_per_cooldown(hub, clock) -> None:
