@@ -230,8 +230,9 @@ class AlertsPanel(Panel):
                              + (" (snoozed)" if a.snoozed_until and a.snoozed_until > now else ""),
                              _when(a.since, now), _value(a.value), a.message] for a in alerts], 0)
         for row, a in enumerate(alerts):
-            if a.hint:  # what to do, where the sentence is
-                self.active.item(row, MESSAGE_COLUMN).setToolTip(f"{a.message}\n\nWhat to do: {a.hint}")
+            item = self.active.item(row, MESSAGE_COLUMN)
+            if a.hint and item is not None:  # what to do, where the sentence is
+                item.setToolTip(f"{a.message}\n\nWhat to do: {a.hint}")
             if selected is not None and a.key == selected.key:
                 self.active.selectRow(row)
         self.active_empty.setVisible(not alerts)

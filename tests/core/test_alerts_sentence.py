@@ -33,7 +33,8 @@ SHIPPED = load_rules(DEFAULT_RULES_PATH).rules
 def recorded() -> Iterator[list[Sample]]:
     """What the real collectors read: two polls of each simulated server (the second after a
     batch of requests, so rates and windows have values) and one of this machine."""
-    sims = [SimLlamaServer(), SimVllm(), SimOllama(loaded=[SimOllama.partially_offloaded_model()])]
+    llama, vllm = SimLlamaServer(), SimVllm()
+    sims = [llama, vllm, SimOllama(loaded=[SimOllama.partially_offloaded_model()])]
     for sim in sims:
         sim.start()
     try:
@@ -41,8 +42,8 @@ def recorded() -> Iterator[list[Sample]]:
         samples = []
         for step, now in enumerate((1_000.0, 1_010.0)):
             if step:
-                sims[0].advance()
-                sims[1].step = 1
+                llama.advance()
+                vllm.step = 1
             for collector in collectors:
                 samples += [r for r in collector.read(now) if isinstance(r, Sample)]
         samples += [r for r in SystemCollector(clock=lambda: 1_010.0).poll() if isinstance(r, Sample)]
@@ -65,7 +66,7 @@ def series_for(rule: Rule, samples: list[Sample]) -> tuple[Labels, float | None]
         return recorded[-1].labels, recorded[-1].value
     llama = server_of(samples, "llamacpp")
     made = {"gpu": labels_of(gpu="0"), "llmmon": labels_of(source=llama, kind="llamacpp"),
-            "llm": labels_of(server=llama, model="gemma-3-270m", **dict(rule.exact_labels()))}
+            "llm": labels_of(dict(rule.exact_labels()), server=llama, model="gemma-3-270m")}
     return made[rule.metric.split("_")[0]], None
 
 

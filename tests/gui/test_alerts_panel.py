@@ -17,7 +17,9 @@ from app.alerts.rules import DEFAULT_RULES_PATH, NotifySettings, Rule, parse_rul
 from app.config import Settings
 from app.records import Sample, labels_of
 from app.runtime import Runtime
+from app.summary import summarize
 from widgets.alerts_panel import AlertsPanel
+from widgets.header_strip import HeaderStrip
 from widgets.rule_editor import RuleEditor
 from widgets.tray import SEVERITY_COLOURS, AlertTray, TraySink, badge_icon, install_tray
 from widgets.webhook_dialog import WebhookDialog
@@ -69,6 +71,31 @@ def test_the_tab_shows_rule_file_problems_firing_alerts_and_history(qtbot, runti
     states = {panel.history.item(r, 3).text() for r in range(panel.history.rowCount())}
     assert {"acknowledged", "snoozed"} <= states
     panel.grab().save(str(Path(runtime.store.path).parent / "alerts_tab.png"))
+
+
+def test_an_alert_back_within_its_cooldown_shows_firing_and_counts_without_a_second_notification(
+        qtbot, runtime) -> None:
+    now = time.time()
+    panel = AlertsPanel(runtime)
+    header = HeaderStrip()
+    qtbot.addWidget(panel)
+    qtbot.addWidget(header)
+    sent = runtime.alerts.notifier.sent
+
+    def shown(at: float) -> tuple[str, str]:
+        panel.refresh(at)
+        header.show_summary(summarize(runtime.hub.buffers, runtime.hub.health, at, runtime.alerts.worst_firing()))
+        state = panel.active.item(0, 3).text() if panel.active.rowCount() else "none"
+        return state, header.tiles["alerts"].value.text()
+
+    heat_gpu(runtime, now)                      # fires at -30 s (the shipped gpu_hot: for 1m, cooldown 15m)
+    assert shown(now) == ("firing", "1")
+    runtime.hub.publish([Sample("gpu_temperature_celsius", 60.0, now + 10, labels_of(gpu="0"))])
+    runtime.alerts.evaluate(now + 10)
+    assert shown(now + 10) == ("none", "0")
+    heat_gpu(runtime, now + 100)                # hot again for 90 s, 2 minutes after it fired
+    assert shown(now + 100) == ("firing", "1")  # firing (not "pending") though the cooldown runs
+    assert [n.title for n in sent] == ["CRITICAL: GPU too hot", "Resolved: GPU too hot"]  # no second one
 
 
 def fill(editor: RuleEditor, **fields: str) -> None:
