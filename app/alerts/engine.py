@@ -5,8 +5,16 @@ tick the engine aggregates each series over the rule's window and moves the aler
 ``inactive → pending → firing → inactive``::
 
     condition true            → pending   (or straight to firing when the rule has no "for")
-    pending for ``for`` secs  → firing    (not within ``cooldown`` of the alert's last firing)
-    condition false           → resolved  (from firing; from pending it is just cleared)
+    pending for ``for`` secs  → firing    (notified unless within ``cooldown`` of its last
+                                           notified firing, or snoozed)
+    condition false           → resolved  (from firing, notified when its firing was; from
+                                           pending it is just cleared)
+
+"Pending" means only "the condition holds, its ``for`` has not elapsed": an alert back within
+its cooldown is firing (listed and counted as such), just not announced again. What each
+event says is a sentence from :mod:`app.alerts.sentence`. After a restart, :meth:`AlertEngine.restore`
+takes up every alert's last state from ``alert_events``, so an alert does not notify again
+because llmmon restarted.
 
 Each transition — and each acknowledge or snooze — becomes one :class:`~app.records.AlertEvent`
 published through the hub (the store writes it to ``alert_events``) and one
