@@ -31,10 +31,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.alerts.engine import AlertEngine, AlertView, labels_text
+from app.alerts.engine import AlertEngine, AlertView
 from app.alerts.history import HistoryFilter, alert_history, last_event_id
 from app.alerts.rule_file import replace_rule, set_notify_option
 from app.alerts.rules import DEFAULT_RULES_PATH, Rule
+from app.alerts.sentence import series_text, value_text
 from app.runtime import Runtime
 from widgets.panel import Panel
 from widgets.rule_editor import RuleEditor
@@ -55,8 +56,11 @@ def _when(ts: float | None, now: float) -> str:
     return time.strftime(fmt, time.localtime(ts))
 
 
-def _value(value: float | None) -> str:
-    return "" if value is None else f"{value:.4g}"
+def _value(rule: Rule | None, value: float | None) -> str:
+    """The value with the unit of the rule's metric (a bare number for a rule that is gone)."""
+    if value is None:
+        return ""
+    return value_text(rule, value) if rule is not None else f"{value:.4g}"
 
 
 def _table(headers: list[str]) -> QTableWidget:
@@ -225,10 +229,12 @@ class AlertsPanel(Panel):
             return
         selected = self.selected_alert()
         self._active = alerts
-        _fill(self.active, [[a.severity, a.title, labels_text(a.labels),
+        rules = {r.name: r for r in self._engine.rules}
+        _fill(self.active, [[a.severity, a.title, series_text(a.labels),
                              a.state + (" (acknowledged)" if a.acknowledged else "")
                              + (" (snoozed)" if a.snoozed_until and a.snoozed_until > now else ""),
-                             _when(a.since, now), _value(a.value), a.message] for a in alerts], 0)
+                             _when(a.since, now), _value(rules.get(a.rule), a.value), a.message]
+                            for a in alerts], 0)
         for row, a in enumerate(alerts):
             item = self.active.item(row, MESSAGE_COLUMN)
             if a.hint and item is not None:  # what to do, where the sentence is
@@ -267,9 +273,10 @@ class AlertsPanel(Panel):
             log.warning("alert history: %s", exc)
             self._conn = None
             return
-        titles = {r.name: r.label for r in self._engine.rules}
-        _fill(self.history, [[_when(e.ts, now), titles.get(e.rule, e.rule), e.severity, e.state,
-                              labels_text(e.labels), _value(e.value), e.message] for e in events], 2)
+        rules = {r.name: r for r in self._engine.rules}
+        _fill(self.history, [[_when(e.ts, now), rules[e.rule].label if e.rule in rules else e.rule, e.severity,
+                              e.state, series_text(e.labels), _value(rules.get(e.rule), e.value), e.message]
+                             for e in events], 2)
 
     def show_sinks(self) -> None:
         notifier = self._engine.notifier

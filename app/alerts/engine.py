@@ -215,8 +215,8 @@ def _condition(rule: Rule, value: float | None) -> bool:
 
 
 def labels_text(labels: Labels) -> str:
-    """``server=ollama@…, model=llama3`` — the labels of an alert, for the log and the Alerts
-    tab's "Series" column (what users read is :mod:`app.alerts.sentence`)."""
+    """``server=ollama@…, model=llama3`` — the labels of an alert as the log names them (what
+    users read is :mod:`app.alerts.sentence`)."""
     return ", ".join(f"{k}={v}" for k, v in labels)
 
 

@@ -137,6 +137,23 @@ def subject(rule: Rule, labels: Labels) -> str:
     return text if owner else text[:1].upper() + text[1:]  # a model's or disk's name as written
 
 
+def series_text(labels: Labels) -> str:
+    """Which series an alert watches, in words: ``"llama.cpp on :8080, gemma"``, ``"GPU 0"``.
+
+    >>> series_text((("gpu", "0"),)), series_text((("kind", "vllm"), ("source", "vllm@127.0.0.1:8000")))
+    ('GPU 0', 'vLLM on :8000')
+    """
+    have = dict(labels)
+    words = [spoken_server(have[k]) for k in SERVER_LABELS if have.get(k)][:1]
+    named = {"gpu": "GPU {}", "core": "CPU core {}", "mount": "disk {}", "model": "{}"}
+    words += [named[k].format(have[k]) for k in ("model", "gpu", "core", "mount") if k in have]
+    if "quantile" in have:
+        words.append(f"p{float(have['quantile']) * 100:g}")
+    shown = {*SERVER_LABELS, *named, "quantile", "kind"}
+    words += [f"{k}={v}" for k, v in labels if k not in shown]
+    return ", ".join(words)
+
+
 def template_fields(rule: Rule, labels: Labels, value: float | None, held: float) -> dict[str, object]:
     """What a ``message`` template may use (see the module docstring)."""
     fields: dict[str, object] = dict(labels)

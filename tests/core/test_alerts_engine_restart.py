@@ -95,7 +95,8 @@ def test_an_alert_that_ended_while_llmmon_was_down_resolves_without_a_firing_not
         assert second.engine.alerts()[0].state == "firing"   # taken up, before any data
         assert second.engine.evaluate() == []                # no data yet: it waits for the collectors
         assert second.gpu(60.0, 30) == ["resolved"]
-        assert [(n.title, n.body) for n in second.sent] == [("Resolved: GPU too hot", "GPU 0 temperature is back to 60 °C")]
+        assert [(n.title, n.body) for n in second.sent] == [
+            ("Resolved: GPU too hot", "GPU 0 temperature is back to 60 °C")]
         assert second.engine.alerts() == []
         # Hot again 10 minutes after it fired, inside its 15-minute cooldown: shown, not announced.
         assert second.gpu(95.0, 70) == ["pending", "firing"]

@@ -51,7 +51,8 @@ def test_the_tab_shows_rule_file_problems_firing_alerts_and_history(qtbot, runti
     heat_gpu(runtime, now)
     runtime.store.flush()
     panel.refresh(now)
-    assert [panel.active.item(0, c).text() for c in (0, 1, 2, 3)] == ["critical", "GPU too hot", "gpu=0", "firing"]
+    assert [panel.active.item(0, c).text() for c in (0, 1, 2, 3, 5)] == [
+        "critical", "GPU too hot", "GPU 0", "firing", "91 °C"]
     # the sentence of the shipped rule, with how long it has held (hot since -90 s, fired at -30 s)
     assert panel.active.item(0, 6).text() == "GPU 0 is at 91 °C, above 85 °C, for 1 min 30 s"
     history = [panel.history.item(r, 3).text() for r in range(panel.history.rowCount())]
