@@ -33,10 +33,11 @@ from app.fleet.model import FleetSnapshot, Machine, SeriesSet, history_step
 from app.fleet.poller import FleetPoller, PollerStatus
 from app.runtime import Runtime
 from app.storage.history import HistorySource
+from app.units import format_value
 from widgets.panel import Panel
 from widgets.theme import PALETTE
 from widgets.time_window import TimeWindow
-from widgets.timeseries_plot import CurveSpec, MetricSpec, TimeSeriesPlot, format_value
+from widgets.timeseries_plot import CurveSpec, MetricSpec, TimeSeriesPlot
 
 NO_SOURCE = (
     "No Prometheus configured.\n\n"
