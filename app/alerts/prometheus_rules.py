@@ -13,8 +13,9 @@ Each enabled :class:`~app.alerts.rules.Rule` becomes one alerting rule over the 
   least ``min_samples`` points;
 * ``absent_for`` also fires for a series seen in the last hour but not for ``absent_for``
   (and, like llmmon, for a never-seen series when the rule names its labels exactly);
-* ``for``, severity, title and message (``{value:.0%}`` → ``{{ $value | humanizePercentage }}``,
-  ``{server}`` → ``{{ $labels.server }}``) carry over. ``cooldown`` has no Prometheus
+* ``for``, severity, title, message (``{value:.0%}`` → ``{{ $value | humanizePercentage }}``,
+  ``{server}`` → ``{{ $labels.server }}``, ``{value_text}`` → Prometheus' humanize function for
+  the metric's unit, ``{held}`` → the rule's ``for``) and hint carry over. ``cooldown`` has no Prometheus
   equivalent (Alertmanager's ``repeat_interval`` plays that part): it is noted in a comment.
 
 A rule that cannot be written in PromQL (or is disabled) is written as a comment saying why.
@@ -33,6 +34,8 @@ import string
 from dataclasses import dataclass
 
 from app.alerts.rules import Rule, format_duration, percentile_of
+from app.alerts.sentence import limit_text, spoken_duration, threshold_text
+from app.units import metric_unit
 
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -203,11 +206,34 @@ def go_template(message: str, rule: Rule) -> str:
                 out.append(f"{_number(t[0])}–{_number(t[1])}")
             elif t is not None:
                 out.append(_number(t))
+        elif name == "value_text":
+            out.append(_go_value_text(rule))
+        elif name == "threshold_text":
+            out.append(_threshold_words(rule))
+        elif name == "held":  # Prometheus fires after "for": that is how long it has held
+            out.append(spoken_duration(rule.for_s))
         elif name in ("metric", "rule"):
             out.append(rule.metric if name == "metric" else rule.name)
         else:
             out.append(f"{{{{ $labels.{name} }}}}" if LABEL_NAME.fullmatch(name) else "")
     return "".join(out)
+
+
+def _go_value_text(rule: Rule) -> str:
+    """``{value_text}`` in Go: Prometheus' humanize functions for the metric's unit."""
+    unit = "ratio" if rule.baseline is not None else metric_unit(rule.metric)
+    if unit == "ratio":
+        return "{{ $value | humanizePercentage }}"
+    if unit == "s":
+        return "{{ $value | humanizeDuration }}"
+    if unit in ("B", "B/s"):
+        return "{{ $value | humanize1024 }}" + unit
+    return "{{ $value | humanize }}" + (f" {unit}" if unit else "")
+
+
+def _threshold_words(rule: Rule) -> str:
+    t = rule.threshold
+    return threshold_text(rule, float(t)) if isinstance(t, (int, float)) else limit_text(rule)
 
 
 def convert(rules: list[Rule]) -> list[WrittenRule]:
@@ -269,4 +295,6 @@ def rule_file_text(rules: list[Rule], source: str = "", group: str = "llmmon") -
         lines.append(f"          description: {_q(description)}")
         if r.description:
             lines.append(f"          llmmon_description: {_q(r.description)}")
+        if r.hint:
+            lines.append(f"          hint: {_q(r.hint)}")
     return "\n".join(lines) + "\n"

@@ -27,7 +27,7 @@ def test_shipped_rules_in_promql() -> None:
     rules = shipped()
     assert rule_expr(rules["gpu_hot"]) == "last_over_time(gpu_temperature_celsius[1m]) > 85"
     assert rule_expr(rules["model_offloaded"]) == "last_over_time(ollama_model_gpu_share_ratio[1m]) > 0 < 1"
-    assert rule_expr(rules["ttft_p95_high"]) == 'last_over_time(llm_ttft_seconds{quantile="0.95"}[2m]) > 5'
+    assert rule_expr(rules["ttft_p90_high"]) == 'last_over_time(llm_ttft_seconds{quantile="0.9"}[2m]) > 5'
     assert rule_expr(rules["tokens_per_second_drop"]) == (
         "(avg_over_time(llm_request_tokens_per_second[5m]) / "
         "(quantile_over_time(0.5, llm_request_tokens_per_second[1h]) != 0) and "
@@ -46,7 +46,12 @@ def test_every_shipped_rule_is_written_with_its_for_severity_and_texts() -> None
     assert "for" not in written["model_offloaded"]
     assert written["error_rate_high"]["annotations"] == {
         "summary": "Error rate above 10 %",
-        "description": "{{ $value | humanizePercentage }} of requests to {{ $labels.server }} fail"}
+        "description": "{{ $labels.server }}: {{ $value | humanizePercentage }} of the requests failed, for 5 min",
+        "hint": "The Requests tab shows the failed requests; the server's log says why."}
+    assert written["gpu_hot"]["annotations"]["description"] == (
+        'GPU {{ $labels.gpu }} is at {{ printf "%.0f" $value }} °C, above 85 °C, for 1 min')
+    assert written["ttft_p90_high"]["annotations"]["description"].startswith(
+        "{{ $labels.server }}: 1 request in 10 waited {{ $value | humanizeDuration }} or more")
 
 
 def test_rules_promql_cannot_say_become_comments_saying_why() -> None:
@@ -103,7 +108,7 @@ def test_rules_command_writes_the_users_rules(tmp_path: Path) -> None:
     out = tmp_path / "out.yml"
     done = run_main("rules", "--prometheus", str(out), env_home=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert f"14 rules written from {user}" in done.stderr
+    assert f"{len(shipped()) + 1} rules written from {user}" in done.stderr
     mine = yaml.safe_load(out.read_text())["groups"][0]["rules"][-1]
     assert mine["alert"] == "mine" and mine["for"] == "1m30s"
     assert mine["expr"] == "last_over_time(gpu_power_watts[1m]) > 400"

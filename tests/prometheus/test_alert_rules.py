@@ -35,7 +35,7 @@ def test_promtool_accepts_the_written_rules(fleet: Fleet) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
     rules = load_rules(fleet.a.home / "config" / "alert_rules.toml").rules
     written = [w for w in convert(rules) if w.expr]
-    assert len(written) == len(rules) == 14  # the 13 shipped rules and the user's own
+    assert len(written) == len(rules) == 15  # the 14 shipped rules and the user's own
     assert f"SUCCESS: {len(written)} rules found" in checked.stdout
 
 
@@ -66,10 +66,11 @@ def test_prometheus_fires_what_llmmon_fires(fleet: Fleet, prometheus: Prometheus
         assert float(prom[key]["value"]) == value  # the same number: 0.809..., 1.0
     offloaded = prom[("model_offloaded", dict(EXPECTED)["model_offloaded"])]["annotations"]
     assert offloaded["summary"] == "Model partly offloaded to CPU"
-    assert offloaded["description"] == "only 80.91% of gemma4 is on the GPU (ollama@gpu-box-a)"
+    assert offloaded["description"] == ("ollama@gpu-box-a: only 80.91% of gemma4 is on the GPU; "
+                                        "the rest runs on the CPU, much slower")
     groups = prometheus.api("/api/v1/rules")["groups"]
     evaluated = [r for g in groups for r in g["rules"]]
-    assert len(evaluated) == 14
+    assert len(evaluated) == 15
     assert all(r["health"] == "ok" for r in evaluated), [(r["name"], r.get("lastError")) for r in evaluated]
 
 
