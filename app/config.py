@@ -87,11 +87,13 @@ class ProxyRoute:
 
 @dataclass
 class ProxySettings:
-    """``[proxy]``: off by default. With no ``[[proxy.routes]]``, Ollama :11434 gets a proxy on
-    :11435 and each configured server one on its port + 1 (see ``app/proxy/group.py``)."""
+    """``[proxy]``: off by default. Every server llmmon knows (configured or discovered) gets a
+    proxy on its port + 1 (the next free port when that is taken); ``[[proxy.routes]]`` choose
+    the address for their upstream (see ``app/proxy/group.py``)."""
 
     enabled: bool = False
     routes: list[ProxyRoute] = field(default_factory=list)
+    routes_only: bool = False        # run only ``routes`` (``main.py proxy --upstream``); not in the file
     include_usage: bool = False      # add stream_options.include_usage to OpenAI streams
     store_content: bool = False      # keep prompt/response text in the database
     content_max_chars: int = 16_384  # cap on each stored text

@@ -156,6 +156,17 @@ class RequestRecord:
     def ok(self) -> bool:
         return not self.error_type and 200 <= self.status < 400
 
+    @property
+    def reached_server(self) -> bool:
+        """Whether the request got to the server: a refused connection (``upstream_down``, the
+        proxy's 502) or a refused ``Host`` never did, and says nothing about the server's
+        models or speed."""
+        return self.error_type not in NOT_SENT
+
+
+NOT_SENT = frozenset({"upstream_down", "forbidden_host"})
+"""The ``error_type`` of requests the proxy never sent to the server."""
+
 
 @dataclass(frozen=True, slots=True)
 class AlertEvent:

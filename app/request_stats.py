@@ -15,6 +15,11 @@ Series (names from docs/metrics.md), per ``server`` label:
 * ``llm_request_tokens_per_second{server,model}`` — each finished request's decode speed (the
   server's own figure when it gave one), stamped at the request's end.
 
+A request that never reached its server (:attr:`~app.records.RequestRecord.reached_server`:
+the proxy's 502 for a server that is not there) starts no series: it is listed in
+:meth:`RequestStats.recent`, and counts as a failed request only for a server that already
+has series (one that answered before, or whose proxy runs); its model gets no series.
+
 It also keeps the most recent records for the requests table (:meth:`recent`).
 
 In the app, ``stats = RequestStats(hub.publish); hub.subscribe(stats); stats.start()``. By hand:
@@ -55,13 +60,15 @@ class _Done(NamedTuple):
     server: str
     model: str
     ok: bool
+    reached: bool
     tokens: int
     ttft_s: float | None
     latency_s: float | None
 
     @classmethod
     def of(cls, r: RequestRecord) -> _Done:
-        return cls(end_time(r), r.server, r.model, r.ok, r.completion_tokens or 0, r.ttft_s, r.latency_s)
+        return cls(end_time(r), r.server, r.model, r.ok, r.reached_server, r.completion_tokens or 0,
+                   r.ttft_s, r.latency_s)
 
 
 class RequestStats:
@@ -100,11 +107,12 @@ class RequestStats:
         requests = [r for r in records if isinstance(r, RequestRecord)]
         if not requests:
             return
+        reached = [r for r in requests if r.reached_server]
         with self._lock:
-            self._window.extend(_Done.of(r) for r in requests)
+            self._servers.update(r.server for r in reached)
+            self._window.extend(_Done.of(r) for r in requests if r.reached_server or r.server in self._servers)
             self._recent.extend(requests)
-            self._fresh.extend(requests)
-            self._servers.update(r.server for r in requests)
+            self._fresh.extend(reached)
             self._version += 1
 
     def watch_active(self, server: str, gauge: Callable[[], int]) -> Callable[[], None]:
@@ -164,7 +172,8 @@ class RequestStats:
         out.append(Sample("llm_error_ratio", errors / len(recent) if recent else 0.0, now, label))
         tokens: dict[str, float] = collections.defaultdict(float)
         for r in recent:
-            tokens[r.model] += r.tokens
+            if r.reached:  # a model named in a request the server never saw is not a model
+                tokens[r.model] += r.tokens
         for model, total in sorted(tokens.items()):
             out.append(Sample("llm_tokens_per_second", total / w, now,
                               labels_of(server=server, model=model)))

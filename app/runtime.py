@@ -11,15 +11,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.alerts.engine import AlertEngine
-from app.config import ExporterSettings, Settings, db_path, load_settings
+from app.config import ExporterSettings, Settings, config_path, db_path, load_settings
+from app.config_write import ConfigWriteError, save_setting
 from app.exporter import MetricsExporter
 from app.hub import Hub, default_collectors
 from app.proxy.group import ProxyGroup
 from app.records import Record, RequestRecord
 from app.request_stats import RequestStats
-from app.server_names import host_port
+from app.server_names import display_name, host_port
 from app.storage.retention import GB
 from app.storage.store import Store
+from collectors.base import Collector
+from collectors.discovery import DiscoveryCollector
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +52,22 @@ class Runtime:
     requests: RequestStats | None = None  # live request figures, recent requests
     proxies: ProxyGroup | None = None     # the metering proxies; started when [proxy] enabled
     exporter: MetricsExporter | None = None  # /metrics for Prometheus; only when asked for
+    discovery: DiscoveryCollector | None = None  # finds the servers (and with them the proxies' routes)
+    config_file: Path | None = None       # where the settings came from; switches are saved there
 
     @classmethod
     def create(cls, db: str | Path | None = None, settings: Settings | None = None,
-               session_name: str = "", serve_metrics: tuple[str, int] | None = None) -> Runtime:
-        """``serve_metrics`` (``--serve-metrics``) turns the exporter on at that address."""
+               session_name: str = "", serve_metrics: tuple[str, int] | None = None,
+               collectors: list[Collector] | None = None) -> Runtime:
+        """The core, not started. Without ``settings`` they are read from the config file (and
+        switches flipped in the window are saved there). ``serve_metrics`` (``--serve-metrics``)
+        turns the exporter on at that address. ``collectors`` replaces
+        :func:`~app.hub.default_collectors` (e.g. discovery on other ports)."""
         problems: list[str] = []
+        config_file = None
         if settings is None:
-            settings, problems = load_settings()
+            config_file = config_path()
+            settings, problems = load_settings(config_file)
             for p in problems:
                 log.warning("config: %s", p)
         if serve_metrics is not None:
@@ -65,13 +76,45 @@ class Runtime:
                       retention_max_bytes=int(settings.retention_gb * GB) if settings.retention_gb else None)
         store.start(session_name=session_name)
         hub = Hub(store)
-        hub.add_collectors(default_collectors(settings))
+        collectors = default_collectors(settings) if collectors is None else collectors
+        hub.add_collectors(collectors)
+        discovery = next((c for c in collectors if isinstance(c, DiscoveryCollector)), None)
         requests = RequestStats(hub.publish)
         hub.subscribe(requests)
+        proxies = ProxyGroup(settings, publish_with_known_names(hub), requests.watch_active,
+                             found=discovery.servers if discovery is not None else tuple)
+        hub.subscribe(proxies.on_records)  # a server found gets its proxy route
         exporter = MetricsExporter.for_hub(hub, settings.exporter) if settings.exporter.enabled else None
-        return cls(settings, store, hub, problems, alerts=AlertEngine.from_hub(hub), requests=requests,
-                   proxies=ProxyGroup(settings, publish_with_known_names(hub), requests.watch_active),
-                   exporter=exporter)
+        runtime = cls(settings, store, hub, problems, alerts=AlertEngine.from_hub(hub), requests=requests,
+                      proxies=proxies, exporter=exporter, discovery=discovery, config_file=config_file)
+        if runtime.alerts is not None:
+            runtime.alerts.names = runtime.display_name
+        return runtime
+
+    def display_name(self, server: str) -> str:
+        """What the user reads for a server (its configured name, else its identity
+        ``kind@host:port``, which is what is stored); see :mod:`app.server_names`."""
+        return display_name(server, self.settings)
+
+    def switch_proxy(self, on: bool) -> str:
+        """Switch the metering proxies on or off, and remember it (``[proxy] enabled`` in the
+        config file) for the next start. Returns why it could not be remembered, ``""`` when it
+        was (or when this run has no config file, e.g. ``main.py proxy``)."""
+        if self.proxies is None:
+            return ""
+        if on:
+            self.proxies.start()  # a route that cannot listen says why in proxies.status()
+        else:
+            self.proxies.stop()
+        self.settings.proxy.enabled = self.proxies.on
+        if self.config_file is None:
+            return ""
+        try:
+            save_setting(self.config_file, "proxy", "enabled", self.proxies.on)
+        except ConfigWriteError as exc:
+            log.warning("proxy switch not saved: %s", exc)
+            return str(exc)
+        return ""
 
     def start(self) -> None:
         self.hub.start()

@@ -24,14 +24,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from app.config import ServerEntry, Settings
 from app.records import Event, Health, HealthState, Record, labels_of
 from app.secrets import get_secret
+from app.server_names import normalise_url
 from collectors.base import Collector
 from collectors.gpu import ServerRef
-from collectors.http import Answer, HttpSource, SourceError, host_port, server_name
+from collectors.http import Answer, HttpSource, SourceError, server_name
 from collectors.llamacpp import LlamaCppCollector
 from collectors.ollama import OllamaCollector
 from collectors.vllm import OpenAICompatCollector, VllmCollector
@@ -61,21 +61,6 @@ class Probe:
     kind: str = ""
     reason: str = ""
     state: HealthState = HealthState.DOWN
-
-
-def normalise_url(url: str) -> str:
-    """One spelling per server: scheme and host lower case, ``localhost`` → ``127.0.0.1``,
-    explicit port, no trailing slash.
-
-    >>> normalise_url("HTTP://localhost:11434/")
-    'http://127.0.0.1:11434'
-    """
-    parts = urlsplit(url.strip() if "://" in url else "http://" + url.strip())
-    host, port = host_port(parts.geturl())
-    host = "127.0.0.1" if host in ("localhost", "::1") else host.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme.lower()}://{host}:{port}{parts.path.rstrip('/')}"
 
 
 def _json(answer: Answer) -> object | None:
@@ -159,6 +144,7 @@ class DiscoveryCollector(Collector):
         self._pending: list[Collector] = []
         self._found: dict[str, ServerRef] = {}   # normalised URL → server
         self._lock = threading.Lock()
+        self.scanned = threading.Event()  # set once the first scan is done (``main.py proxy`` waits)
 
     def attach(self, add: Callable[[Collector], None]) -> None:
         """Start handing collectors to ``add`` (those found before are handed over now)."""
@@ -210,19 +196,20 @@ class DiscoveryCollector(Collector):
                 continue
             missing.append(f"{candidate.label or candidate.url}: {probe.reason}")
             if entry is not None:  # the user asked for this one: show it, and why it is not up
-                out.append(Health(entry.name or server_name("server", candidate.url), probe.state, now,
+                out.append(Health(server_name("server", candidate.url), probe.state, now,
                                   reason=probe.reason, kind="server", url=candidate.url))
         found = self.servers()
         summary = "found " + ", ".join(s.name for s in found) if found else "no LLM server found"
         if missing:
             summary += "; not found: " + "; ".join(missing)
         out.append(Health(self.name, HealthState.UP, now, reason=summary, kind=self.kind))
+        self.scanned.set()
         return out
 
     def _start(self, candidate: _Candidate, kind: str, api_key: str | None, now: float) -> list[Record]:
-        entry = candidate.entry
         shown_kind = kind if kind in self.factories else FALLBACK_KIND
-        name = (entry.name if entry is not None else "") or server_name(shown_kind, candidate.url)
+        # The identity, not the configured name: a rename must not start a new series.
+        name = server_name(shown_kind, candidate.url)
         try:
             collector = self.factories[shown_kind](candidate.url, name=name, interval=self.server_interval,
                                                    api_key=api_key)

@@ -179,7 +179,8 @@ class ServerCollector(Collector):
 
     Args:
         base_url: the server, e.g. ``"http://127.0.0.1:11434"``.
-        name: display name and ``server`` label (default ``<kind>@<host>:<port>``).
+        name: the ``server`` label, the server's identity (default ``<kind>@<host>:<port>``;
+            see :mod:`app.server_names`).
         interval: seconds between polls.
         api_key: bearer key (from the keyring; never stored or logged).
         timeout: seconds allowed per request.

@@ -35,7 +35,7 @@ from app.alerts.engine import AlertEngine, AlertView
 from app.alerts.history import HistoryFilter, alert_history, last_event_id
 from app.alerts.rule_file import replace_rule, set_notify_option
 from app.alerts.rules import DEFAULT_RULES_PATH, Rule
-from app.alerts.sentence import series_text, value_text
+from app.alerts.sentence import series_text, value_text, with_names
 from app.runtime import Runtime
 from widgets.panel import Panel
 from widgets.rule_editor import RuleEditor
@@ -230,7 +230,7 @@ class AlertsPanel(Panel):
         selected = self.selected_alert()
         self._active = alerts
         rules = {r.name: r for r in self._engine.rules}
-        _fill(self.active, [[a.severity, a.title, series_text(a.labels),
+        _fill(self.active, [[a.severity, a.title, series_text(with_names(a.labels, self.runtime.display_name)),
                              a.state + (" (acknowledged)" if a.acknowledged else "")
                              + (" (snoozed)" if a.snoozed_until and a.snoozed_until > now else ""),
                              _when(a.since, now), _value(rules.get(a.rule), a.value), a.message]
@@ -275,7 +275,8 @@ class AlertsPanel(Panel):
             return
         rules = {r.name: r for r in self._engine.rules}
         _fill(self.history, [[_when(e.ts, now), rules[e.rule].label if e.rule in rules else e.rule, e.severity,
-                              e.state, series_text(e.labels), _value(rules.get(e.rule), e.value), e.message]
+                              e.state, series_text(with_names(e.labels, self.runtime.display_name)),
+                              _value(rules.get(e.rule), e.value), e.message]
                              for e in events], 2)
 
     def show_sinks(self) -> None:

@@ -87,6 +87,7 @@ class MainWindow(QMainWindow):
             panel.view = self.view
         for plot in self.tabs.findChildren(TimeSeriesPlot):
             plot.attach(self.view, self.history)
+            plot.server_names = runtime.display_name  # legends say what the user named a server
         # tabs of server kinds not configured nor seen wait in a "More" menu
         self.shelf = TabShelf(self.tabs, self.panels, (s.kind for s in runtime.settings.servers))
         self.tabs.currentChanged.connect(lambda _: self.refresh())

@@ -1,9 +1,11 @@
-"""The Requests tab: the metering proxy's switch and addresses, live request charts (tokens/s,
+"""The Requests tab: the metering proxy's switch (saved for the next start) and, for every
+server llmmon knows, the exact address to point its clients at; live request charts (tokens/s,
 TTFT and latency percentiles, requests in flight) and a sortable table of recent requests."""
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from html import escape
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
@@ -19,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.proxy.group import RouteStatus
 from app.records import RequestRecord
 from app.runtime import Runtime
 from widgets.panel import Panel
@@ -67,22 +70,44 @@ COLUMNS: list[Column] = [
     ("Client", lambda r: r.client, lambda r: r.client, ""),
 ]
 
-HOW_TO = ("No requests recorded yet.\n\nTurn on the proxy above, then point your clients at its address "
-          "instead of the server's:\n• Ollama: OLLAMA_HOST=127.0.0.1:11435 (or host=\"http://127.0.0.1:11435\")\n"
-          "• OpenAI-compatible servers: base_url=\"http://127.0.0.1:8001/v1\" for a server on :8000\n\n"
+HOW_TO = ("No requests recorded yet.\n\nTurn on the proxy above, then point your clients at the address it "
+          "shows for your server instead of the server's own (its port + 1):\n"
+          "• Ollama on :11434: OLLAMA_HOST=127.0.0.1:11435\n"
+          "• OpenAI-compatible servers (llama.cpp, vLLM...): base_url=\"http://127.0.0.1:8081/v1\" "
+          "for a server on :8080\n\n"
           "Bytes pass through unchanged; each request's timings and the server's own token counts "
           "appear here.")
+NO_ROUTE = ("No LLM server found yet: a proxy address appears here for each server llmmon finds "
+            "or you add in config.toml.")
+
+
+def client_setting(route: RouteStatus) -> str:
+    """What to give a client of this server to go through the proxy.
+
+    >>> client_setting(RouteStatus("ollama@127.0.0.1:11434", "", "http://127.0.0.1:11435", True))
+    'OLLAMA_HOST=127.0.0.1:11435'
+    >>> client_setting(RouteStatus("llamacpp@127.0.0.1:8080", "", "http://127.0.0.1:8081", True))
+    'base_url=http://127.0.0.1:8081/v1'
+    """
+    if route.name.startswith("ollama@"):
+        return f"OLLAMA_HOST={route.listen.removeprefix('http://')}"
+    return f"base_url={route.listen}/v1"
 
 
 _ROOT = QModelIndex()  # a flat table's only parent: the invisible root
 
 
-class RequestTableModel(QAbstractTableModel):
-    """Recent request records, newest first; the sort proxy sorts on ``Qt.UserRole``."""
+SERVER_COLUMN = [c[0] for c in COLUMNS].index("Server")
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+
+class RequestTableModel(QAbstractTableModel):
+    """Recent request records, newest first; the sort proxy sorts on ``Qt.UserRole``. Servers
+    are shown by ``names`` (their display names)."""
+
+    def __init__(self, parent: QWidget | None = None, names: Callable[[str], str] = str) -> None:
         super().__init__(parent)
         self.records: list[RequestRecord] = []
+        self.names = names
 
     def set_records(self, records: list[RequestRecord]) -> None:
         self.beginResetModel()
@@ -98,6 +123,8 @@ class RequestTableModel(QAbstractTableModel):
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         record = self.records[index.row()]
         _, text, key, _ = COLUMNS[index.column()]
+        if index.column() == SERVER_COLUMN and role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.UserRole):
+            return self.names(record.server)
         if role == Qt.ItemDataRole.DisplayRole:
             return text(record)
         if role == Qt.ItemDataRole.UserRole:
@@ -125,7 +152,8 @@ class RequestsPanel(Panel):
     def __init__(self, runtime: Runtime, parent: QWidget | None = None) -> None:
         super().__init__(runtime, parent)
         self.enable = QCheckBox("Metering proxy")
-        self.enable.setToolTip("Run a local proxy in front of each LLM server that measures every request")
+        self.enable.setToolTip("Run a local proxy in front of each LLM server that measures every request "
+                               "(remembered for the next start)")
         self.enable.toggled.connect(self._toggle)
         self.status = QLabel()
         self.status.setWordWrap(True)
@@ -147,7 +175,7 @@ class RequestsPanel(Panel):
         for i, plot in enumerate(self.plots):
             charts.addWidget(plot, i // 2, i % 2)
 
-        self.model = RequestTableModel(self)
+        self.model = RequestTableModel(self, runtime.display_name)
         self.sorter = QSortFilterProxyModel(self)
         self.sorter.setSourceModel(self.model)
         self.sorter.setSortRole(Qt.ItemDataRole.UserRole)
@@ -173,24 +201,19 @@ class RequestsPanel(Panel):
         layout.addLayout(charts, 3)
         layout.addWidget(self.table_stack, 2)
         self._version = -1
+        self._not_saved = ""  # why the switch could not be remembered for the next start
         self._sync_switch()
 
     def _sync_switch(self) -> None:
         proxies = self.runtime.proxies
         self.enable.blockSignals(True)
-        self.enable.setChecked(bool(proxies and proxies.running))
+        self.enable.setChecked(bool(proxies and proxies.on))
         self.enable.setEnabled(proxies is not None)
         self.enable.blockSignals(False)
         self._show_status()
 
     def _toggle(self, on: bool) -> None:
-        proxies = self.runtime.proxies
-        if proxies is None:
-            return
-        if on:
-            proxies.start()
-        else:
-            proxies.stop()
+        self._not_saved = self.runtime.switch_proxy(on)
         self._sync_switch()
 
     def _show_status(self) -> None:
@@ -200,20 +223,29 @@ class RequestsPanel(Panel):
             return
         lines: list[str] = []
         for s in proxies.status():
+            name = escape(self.runtime.display_name(s.name))
             if s.running:
-                lines.append(f"<b>Point clients at {s.listen}</b> instead of {s.upstream} ({s.name})")
+                lines.append(f"<b>Point clients at {s.listen}</b> ({client_setting(s)}) instead of "
+                             f"{escape(s.upstream)} — {name}")
             elif s.error:
-                lines.append(f"<span style='color:#D55E00'>{s.upstream}: {s.error}</span>")
+                lines.append(f"<span style='color:#D55E00'>{name}: {escape(s.error)}</span>")
             else:
-                lines.append(f"Off — would listen on {s.listen} for {s.upstream}")
+                lines.append(f"Off — would listen on {s.listen} for {escape(s.upstream)} — {name}")
+        if not lines:
+            lines.append(NO_ROUTE)
+        if self._not_saved:
+            lines.append(f"<span style='color:#D55E00'>Not remembered for the next start: "
+                         f"{escape(self._not_saved)}</span>")
         text = "<br>".join(lines)
         if text != self.status.text():
             self.status.setText(text)
 
     def refresh(self, now: float) -> None:
         proxies = self.runtime.proxies
-        if proxies is not None and proxies.running != self.enable.isChecked():
+        if proxies is not None and proxies.on != self.enable.isChecked():
             self._sync_switch()  # started or stopped elsewhere (settings, another window)
+        else:
+            self._show_status()  # routes appear as servers are found
         for plot in self.plots:
             plot.set_empty_text("No requests through the proxy yet")
             plot.refresh(self.runtime.hub.buffers, now, WINDOW_S)

@@ -139,9 +139,10 @@ class ServersPanel(Panel):
             status = h.state.value.upper() + (f": {h.reason}" if h.reason else "")
             latency = f"{h.latency_s * 1000:.0f} ms" if h.latency_s is not None else ""
             kind = "" if h.kind == "server" else h.kind
-            item = QTreeWidgetItem([f"● {h.source}", kind, h.version, status, latency, "", ""])
+            item = QTreeWidgetItem([f"● {self.runtime.display_name(h.source)}", kind, h.version, status, latency,
+                                    "", ""])
             item.setForeground(0, QBrush(QColor(STATE_COLOURS.get(h.state, PALETTE[7]))))
-            item.setToolTip(0, h.url)
+            item.setToolTip(0, f"{h.source}\n{h.url}")
             item.setToolTip(3, status)
             font = item.font(0)
             font.setBold(True)

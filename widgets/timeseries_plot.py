@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -63,9 +63,10 @@ class CurveSpec:
 @dataclass(frozen=True)
 class MetricSpec:
     """Every series of metric ``name`` whose labels include ``match``; the legend is ``legend``
-    formatted with the series' labels (e.g. ``"GPU {gpu}"``), ``scale`` multiplies values
-    (e.g. 100 to show a 0–1 ratio as %). ``fill=False`` draws a line with no shaded area, for
-    a capacity or a limit (total slots, power limit) that would shade the whole chart."""
+    formatted with the series' labels (e.g. ``"GPU {gpu}"``; ``{server}`` is the server's display
+    name), ``scale`` multiplies values (e.g. 100 to show a 0–1 ratio as %). ``fill=False`` draws a
+    line with no shaded area, for a capacity or a limit (total slots, power limit) that would
+    shade the whole chart."""
 
     name: str
     legend: str = "{name}"
@@ -73,8 +74,8 @@ class MetricSpec:
     scale: float = 1.0
     fill: bool = True
 
-    def label_for(self, key: SeriesKey) -> str:
-        labels = dict(key[1])
+    def label_for(self, key: SeriesKey, names: Callable[[str], str] = str) -> str:
+        labels = {k: names(v) if k == "server" else v for k, v in key[1]}
         try:
             return self.legend.format(name=key[0], **labels)
         except (KeyError, IndexError):
@@ -322,6 +323,7 @@ class TimeSeriesPlot(QFrame):
         layout.addWidget(self.legend)
 
         self.specs = list(curves or [])
+        self.server_names: Callable[[str], str] = str  # a server's display name (the window sets it)
         self.view: TimeWindow | None = None
         self.history: HistorySource | None = None
         self._curves: dict[SeriesKey, _Curve] = {}
@@ -368,7 +370,8 @@ class TimeSeriesPlot(QFrame):
         if fill is not None:
             fill.setZValue(item.zValue() - 1)
             self.plot_widget.addItem(fill, ignoreBounds=True)
-        self._curves[key] = _Curve(item, fill, label, colour, scale, dict(key[1]).get("server"))
+        server = dict(key[1]).get("server")
+        self._curves[key] = _Curve(item, fill, label, colour, scale, server and self.server_names(server))
         return item
 
     def curve(self, key: SeriesKey) -> pg.PlotDataItem:
@@ -384,7 +387,7 @@ class TimeSeriesPlot(QFrame):
             keys = self.history.keys(spec.name, t0) if self.history else buffers.keys(spec.name)
             for key in keys:
                 if key not in self._curves and spec.matches(key):
-                    self._add(key, spec.label_for(key), "", spec.scale, spec.fill)
+                    self._add(key, spec.label_for(key, self.server_names), "", spec.scale, spec.fill)
 
     def _toggle(self, key: object) -> None:
         """Hide or show one series (a click on its legend row)."""

@@ -49,7 +49,7 @@ import numpy as np
 from app.alerts.history import AlertState, last_states
 from app.alerts.notify import build_notifier
 from app.alerts.rules import Rule, RuleFile, ensure_user_rules, format_duration, load_rules, percentile_of
-from app.alerts.sentence import firing_sentence, pending_sentence, resolved_sentence
+from app.alerts.sentence import firing_sentence, pending_sentence, resolved_sentence, with_names
 from app.alerts.transition import Transition
 from app.records import AlertEvent, Labels, Record, SeriesKey
 from app.storage.store import connect
@@ -244,6 +244,7 @@ class AlertEngine:
         self.interval = interval
         self.rule_file = RuleFile(rules=list(rules or []))
         self.notifier: Notifier | None = None  # from_hub() wires one
+        self.names: Callable[[str], str] = str  # a server's display name (the runtime sets it)
         self._rules: dict[str, Rule] = {r.name: r for r in self.rule_file.rules}
         self._alerts: dict[tuple[str, Labels], _Alert] = {}
         self._listeners: list[Listener] = []
@@ -392,22 +393,23 @@ class AlertEngine:
             return []  # restored from the store, its series not read again yet: wait for data
         alert.restored = False
         alert.value = obs.value
+        shown = with_names(obs.labels, self.names)  # a renamed server's alerts say its new name
         if not obs.active:
             if alert.state == "firing":
                 return [self._move(rule, alert, "resolved", now, notify=alert.announced and not alert.snoozed(now),
-                                   message=resolved_sentence(rule, obs.labels, obs.value))]
+                                   message=resolved_sentence(rule, shown, obs.value))]
             if alert.state == "pending":
                 return [self._move(rule, alert, "resolved", now, notify=False,
                                    message="Cleared before firing: "
-                                           + resolved_sentence(rule, obs.labels, obs.value))]
+                                           + resolved_sentence(rule, shown, obs.value))]
             return []
         out = []
         if alert.state == "inactive":
             alert.since = now
             if rule.for_s > 0:
                 out.append(self._move(rule, alert, "pending", now, notify=False,
-                                      message=pending_sentence(rule, obs.labels, obs.value, obs.absent)))
-        alert.message = firing_sentence(rule, obs.labels, obs.value, now - alert.since, obs.absent)
+                                      message=pending_sentence(rule, shown, obs.value, obs.absent)))
+        alert.message = firing_sentence(rule, shown, obs.value, now - alert.since, obs.absent)
         if alert.state != "firing" and now - alert.since >= rule.for_s:
             # Within the cooldown the alert fires all the same (it is shown and counted as
             # firing); only the notification is held back.

@@ -23,6 +23,8 @@ condition has held:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from app.alerts.rules import Rule
 from app.records import Labels
 from app.server_names import spoken_server
@@ -135,6 +137,16 @@ def subject(rule: Rule, labels: Labels) -> str:
     if server:
         return f"{server}: {text}"
     return text if owner else text[:1].upper() + text[1:]  # a model's or disk's name as written
+
+
+def with_names(labels: Labels, names: Callable[[str], str]) -> Labels:
+    """``labels`` with each server (``server``, ``source``: its identity) under ``names(identity)``,
+    the name the user gave it; an identity without one stays, and is said "llama.cpp on :8080".
+
+    >>> with_names((("model", "m"), ("server", "llamacpp@127.0.0.1:8080")), {"llamacpp@127.0.0.1:8080": "gemma"}.get)
+    (('model', 'm'), ('server', 'gemma'))
+    """
+    return tuple((k, names(v) or v) if k in SERVER_LABELS else (k, v) for k, v in labels)
 
 
 def series_text(labels: Labels) -> str:

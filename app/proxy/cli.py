@@ -1,6 +1,6 @@
 """Run the metering proxy without a window, recording every request (and the usual collectors).
 
-    main.py proxy                                   # the [proxy] routes, or Ollama :11435 → :11434
+    main.py proxy                                   # every server found: Ollama :11434 → :11435...
     main.py proxy --upstream http://127.0.0.1:8000 --listen 8001
     main.py --db run.db proxy --upstream http://127.0.0.1:11434 --listen 11435 --include-usage
 
@@ -16,6 +16,8 @@ import dataclasses
 from app.config import ProxyRoute, load_settings, parse_listen
 from app.proxy.options import port_problem
 from app.server_names import host_port
+
+SCAN_WAIT_S = 15.0  # the first scan probes every default port at once, ~1 s each
 
 
 def listen_arg(text: str) -> tuple[str, int]:
@@ -52,12 +54,20 @@ def run(args: argparse.Namespace) -> int:
                                    kind=args.kind)]
     settings.proxy = dataclasses.replace(
         proxy, enabled=True, include_usage=proxy.include_usage or args.include_usage,
-        store_content=proxy.store_content or args.store_content)
+        store_content=proxy.store_content or args.store_content, routes_only=bool(args.upstream))
     runtime = Runtime.create(args.db, settings=settings, session_name=args.session_name or "proxy",
                              serve_metrics=args.serve_metrics)
     runtime.problems.extend(problems)
     runtime.start()
+    if runtime.proxies is not None and runtime.discovery is not None and not args.upstream:
+        runtime.discovery.scanned.wait(SCAN_WAIT_S)  # the routes are the servers it finds
+        runtime.proxies.update()
     statuses = runtime.proxies.status() if runtime.proxies is not None else []
+    if not statuses:
+        print("llmmon proxy: no LLM server found yet; llmmon keeps looking and starts a proxy in front "
+              "of each server it finds, on the server's port + 1", flush=True)
+        runtime.record_until_signalled("llmmon proxy")
+        return 0
     for status in statuses:
         if status.running:
             print(f"llmmon proxy: {status.listen} → {status.upstream} ({status.name}); "

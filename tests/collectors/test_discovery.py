@@ -10,6 +10,7 @@ import pytest
 from app.config import ServerEntry, Settings
 from app.hub import Hub
 from app.records import Event, Health, HealthState
+from app.server_names import display_name
 from collectors.base import Collector
 from collectors.discovery import DiscoveryCollector, Probe, identify, normalise_url
 from collectors.ollama import OllamaCollector
@@ -75,7 +76,9 @@ def test_servers_found_get_collectors_with_keys_and_the_missing_are_explained(
         by_kind = {type(c): c for c in added}
         assert set(by_kind) == {OllamaCollector, VllmCollector}
         assert by_kind[OllamaCollector].name == f"ollama@127.0.0.1:{ollama.port}"
-        assert by_kind[VllmCollector].name == "box"
+        # a configured name is what the user reads; the label stays the server's identity
+        assert by_kind[VllmCollector].name == f"vllm@127.0.0.1:{vllm.port}"
+        assert display_name(by_kind[VllmCollector].name, settings) == "box"
         # the key from the keyring reached the collector: the guarded server lets it in
         assert next(r for r in by_kind[VllmCollector].poll() if isinstance(r, Health)).state == HealthState.UP
         assert [e.kind for e in records if isinstance(e, Event)] == ["server_found", "server_found"]
@@ -83,7 +86,7 @@ def test_servers_found_get_collectors_with_keys_and_the_missing_are_explained(
         assert (down.state, down.reason) == (HealthState.DOWN, f"connection refused on :{down_port}")
         summary = next(r for r in records if isinstance(r, Health) and r.source == "discovery").reason
         assert summary.startswith("found ") and f"connection refused on :{down_port}" in summary
-        assert {s.name for s in discovery.servers()} == {by_kind[OllamaCollector].name, "box"}
+        assert {s.name for s in discovery.servers()} == {by_kind[OllamaCollector].name, by_kind[VllmCollector].name}
 
         assert not [r for r in discovery.poll() if isinstance(r, Event)]  # nothing new: no duplicates
         assert len(added) == 2
@@ -113,7 +116,7 @@ def test_explicit_kind_is_not_probed() -> None:
         ServerEntry(url=f"http://127.0.0.1:{port}", kind="vllm", name="later")]), added.append)
     discovery.poll()
     # watched at once (the collector will report it down until it starts)
-    assert [(type(c), c.name) for c in added] == [(VllmCollector, "later")]
+    assert [(type(c), c.name) for c in added] == [(VllmCollector, f"vllm@127.0.0.1:{port}")]
     assert normalise_url("LOCALHOST:8000/") == "http://127.0.0.1:8000"
 
 

@@ -106,7 +106,7 @@ def test_garbage_values_and_a_series_flood_are_dropped_counted_and_announced(db_
     assert query(db_file, "SELECT count(*) FROM samples WHERE value < 0 OR value > 1e15") == [(0,)]
     vram = query(db_file, "SELECT DISTINCT s.labels FROM samples p JOIN series s ON s.id=p.series_id "
                           "WHERE s.name='ollama_model_vram_bytes'")
-    assert vram == [('{"model":"doubled:1b","server":"sim"}',)]
+    assert vram == [(f'{{"model":"doubled:1b","server":"ollama@127.0.0.1:{ollama.port}"}}',)]
     per_model = query(db_file, "SELECT count(*) FROM series WHERE name='llm_tokens_per_second'")[0][0]
     assert 0 < per_model <= 200 < 260  # the per-source cap held
     assert count(db_file, "requests") == 260  # requests are records, not series: all kept

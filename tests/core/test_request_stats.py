@@ -66,6 +66,25 @@ def test_percentiles_cover_successful_requests_in_their_window() -> None:
     assert values(later, "llm_requests_per_second") == {labels_of(server=SERVER): 0.0}
 
 
+def test_a_request_that_never_reached_a_server_starts_no_series() -> None:
+    """The proxy's 502 for a server that is not there: listed for the table, but no series for
+    that server or for the model the client named; at a server that answered before, it counts
+    as a failed request (the server's own series) and still names no model."""
+    stats = RequestStats(lambda records: None, rate_window_s=10)
+    now = 2_000.0
+    absent = "ollama@127.0.0.1:11434"
+    stats([record(now - 1, server=absent, model="gemma.gguf", status=502, error_type="upstream_down",
+                  completion_tokens=None)])
+    assert stats.compute(now) == []
+    assert [r.server for r in stats.recent()[1]] == [absent]
+    stats([record(now - 2), record(now - 1, model="typo", status=502, error_type="upstream_down",
+                                   completion_tokens=None)])
+    samples = stats.compute(now)
+    assert {dict(s.labels)["server"] for s in samples} == {SERVER}
+    assert values(samples, "llm_error_ratio") == {labels_of(server=SERVER): 0.5}
+    assert set(values(samples, "llm_tokens_per_second")) == {labels_of(server=SERVER, model="llama3.2")}
+
+
 def test_recent_keeps_newest_first_with_a_version() -> None:
     stats = RequestStats(lambda records: None, recent=3)
     v0, rows = stats.recent()

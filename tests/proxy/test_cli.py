@@ -14,7 +14,7 @@ import pytest
 
 from app.config import ProxyRoute, ServerEntry, Settings, load_settings
 from app.proxy import ProxyServer
-from app.proxy.group import default_routes
+from app.proxy.group import plan_routes
 from app.runtime import Runtime
 from tests.sim.upstream import SimUpstream
 from tests.support import count, query, wait_until
@@ -73,11 +73,12 @@ def test_proxy_settings_from_the_config_file(tmp_path: Path) -> None:
 
 
 def test_default_routes_are_loopback_on_the_next_port() -> None:
+    """One route per known server, none for a server nobody configured or found (no Ollama
+    route on a machine without Ollama)."""
     settings = Settings(servers=[ServerEntry("http://127.0.0.1:8000", kind="vllm"),
                                  ServerEntry("http://127.0.0.1:8080", kind="llamacpp")])
-    routes = default_routes(settings)
+    routes = plan_routes(settings, free=lambda host, port: True)
     assert [(r.upstream, r.listen_host, r.listen_port) for r in routes] == [
-        ("http://127.0.0.1:11434", "127.0.0.1", 11435),
         ("http://127.0.0.1:8000", "127.0.0.1", 8001),
         ("http://127.0.0.1:8080", "127.0.0.1", 8081)]
     assert load_settings(Path("/nonexistent/config.toml"))[0].proxy.enabled is False
@@ -133,7 +134,6 @@ def test_config_routes_with_ports_out_of_range_report_an_error_and_the_others_ru
         assert problems == [f'{path} line 5: proxy.routes[0].listen must be a port (1 to 65535) or "HOST:PORT", '
                             "not 99999; this route is skipped"]
         settings.servers = [ServerEntry("http://127.0.0.1:65535", kind="vllm")]  # its default route: :65536
-        settings.proxy.routes.append(default_routes(Settings(servers=settings.servers))[1])
         runtime = Runtime.create(db_file, settings=settings)
         runtime.start()
         try:

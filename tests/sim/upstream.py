@@ -131,7 +131,7 @@ class SimRequest:
 class SimUpstream:
     """The simulated server, on its own thread and event loop. Use as a context manager."""
 
-    def __init__(self, routes: dict[str, tuple[str, str, bool]] | None = None) -> None:
+    def __init__(self, routes: dict[str, tuple[str, str, bool]] | None = None, port: int = 0) -> None:
         self.routes = dict(DEFAULT_ROUTES if routes is None else routes)
         self.first_delay_s = 0.0
         self.chunk_delay_s = 0.0
@@ -145,7 +145,7 @@ class SimUpstream:
         self.hold_mid_line = False
         self.hold_before_end = False
         self.requests: list[SimRequest] = []
-        self.port = 0
+        self.port = port  # 0: any free port, the one bound after start()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._release: asyncio.Event | None = None
@@ -194,7 +194,7 @@ class SimUpstream:
         self._server = web.Server(self._handle, handler_cancellation=True, access_log=None)
         runner = web.ServerRunner(self._server, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", self.port)
         await site.start()
         self.port = int(runner.addresses[0][1])
         self._ready.set()
