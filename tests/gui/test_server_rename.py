@@ -106,7 +106,10 @@ def test_a_renamed_server_keeps_one_series(qtbot, db_file: Path, tmp_path: Path)
 
             servers = window.panel(ServersPanel)
             window.tabs.setCurrentWidget(servers)
-            qtbot.waitUntil(lambda: (window.refresh(), servers.tree.topLevelItemCount() == 1)[1], timeout=10_000)
+            def listed() -> bool:
+                window.refresh()
+                return servers.tree.topLevelItemCount() == 1
+            qtbot.waitUntil(listed, timeout=10_000)
             assert servers.tree.topLevelItem(0).text(0) == "● gemma-local"
             window.grab().save(str(tmp_path / "renamed.png"))
             second_session = after.store.session_id
