@@ -52,7 +52,8 @@ def test_every_tab_renders_with_simulated_servers(qtbot, sims, db_file: Path, tm
         window.show()
         runtime.start()
         health = runtime.hub.health
-        qtbot.waitUntil(lambda: {"ollama@workstation", "vllm@workstation"} <= set(health), timeout=15_000)
+        ollama_id, vllm_id = f"ollama@127.0.0.1:{ollama.port}", f"vllm@127.0.0.1:{vllm.port}"  # shown by name
+        qtbot.waitUntil(lambda: {ollama_id, vllm_id} <= set(health), timeout=15_000)
         vllm.advance()  # 24 requests served between two scrapes: rates and percentiles appear
         qtbot.waitUntil(lambda: bool(runtime.hub.buffers.find("vllm_ttft_seconds")), timeout=15_000)
         done = threading.Barrier(4)
@@ -60,7 +61,7 @@ def test_every_tab_renders_with_simulated_servers(qtbot, sims, db_file: Path, tm
         def finished(_record: RequestRecord) -> None:
             done.wait(10)
         for model in ("llama3.2", "mistral:latest", "gemma4"):
-            PromptRun(PromptTarget("ollama@workstation", upstream.url, "ollama", model),
+            PromptRun(PromptTarget(ollama_id, upstream.url, "ollama", model),
                       PromptRequest("Why is the sky blue?"), runtime.hub.publish,
                       on_done=finished).start()
         done.wait(20)
