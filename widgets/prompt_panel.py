@@ -85,8 +85,8 @@ def live_text(figures: LiveFigures) -> str:
 class ResultCard(QGroupBox):
     """One target's answer as it streams, with the figures above it."""
 
-    def __init__(self, target: PromptTarget, parent: QWidget | None = None) -> None:
-        super().__init__(f"{target.model} @ {target.server}", parent)
+    def __init__(self, target: PromptTarget, server_name: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(f"{target.model} @ {server_name or target.server}", parent)
         self.figures = QLabel("waiting for the first token…")
         self.figures.setWordWrap(True)
         self.figures.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -229,7 +229,7 @@ class PromptPanel(Panel):
                    if self.targets.item(i).checkState() == Qt.CheckState.Checked}
         self.targets.clear()
         for target in wanted:
-            item = QListWidgetItem(f"{target.model}  —  {target.server}")
+            item = QListWidgetItem(f"{target.model}  —  {self.runtime.display_name(target.server)}")
             item.setData(Qt.ItemDataRole.UserRole, target)
             item.setCheckState(Qt.CheckState.Checked if target in checked or len(wanted) == 1
                                else Qt.CheckState.Unchecked)
@@ -264,7 +264,7 @@ class PromptPanel(Panel):
             card.deleteLater()
         self.cards, self.runs = [], []
         for i, target in enumerate(targets):
-            card = ResultCard(target)
+            card = ResultCard(target, self.runtime.display_name(target.server))
             self.results.addWidget(card)
             self.cards.append(card)
             run = PromptRun(target, request, self.runtime.hub.publish,

@@ -304,3 +304,16 @@ def test_a_rule_that_fails_is_shown_logged_once_and_the_others_keep_firing(hub, 
         wait_until(lambda: ("cpu", "firing") in [(r[0], r[1]) for r in stored_events(hub)], what="cpu firing")
     finally:
         engine.stop()
+
+
+def test_messages_name_a_server_by_its_display_name(hub, clock) -> None:
+    """The alert is about the server's series (its identity, stored); the notification text says
+    what the user called it, so a renamed server's alerts use the new name."""
+    identity = "llamacpp@127.0.0.1:8080"
+    rule = Rule("errors", "llm_error_ratio", ">", 0.1, for_s=0, message="{value:.0%} of requests to {server} fail")
+    engine = engine_for(hub, clock, rule)
+    engine.names = lambda s: "gemma-local" if s == identity else s   # as Runtime.display_name for a named one
+    run(engine, hub, clock, "llm_error_ratio", [0.5], server=identity)
+    assert stored_events(hub)[-1][3] == f'{{"server":"{identity}"}}'
+    assert query(hub.store.path, "SELECT message FROM alert_events WHERE state='firing'") == [
+        ("50% of requests to gemma-local fail",)]
