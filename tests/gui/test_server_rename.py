@@ -100,6 +100,8 @@ def test_a_renamed_server_keeps_one_series(qtbot, db_file: Path, tmp_path: Path)
             keys = requests.tokens_plot.curve_keys()
             assert keys == [("llm_tokens_per_second", (("model", "tiny-llama"), ("server", identity)))]
             assert requests.tokens_plot.curve(keys[0]).name() == "gemma-local tiny-llama"
+            legend = requests.tokens_plot.legend   # one server: named once above its rows
+            assert (legend.heading, [r.label for r in legend.rows]) == ("gemma-local", ["tiny-llama"])
             model = requests.model
             assert {model.index(r, SERVER_COLUMN).data() for r in range(model.rowCount())} == {"gemma-local"}
             assert "— gemma-local" in requests.status.text()
