@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 
 
 def publish_with_known_names(hub: Hub) -> Callable[[list[Record]], None]:
-    """The proxy names its upstream from the URL (and guesses the kind from the port); the
-    collectors may know better (an OpenAI-compatible server on vLLM's port, a name from the
-    config). Request records take the collectors' name so one server has one ``server`` label."""
+    """A proxy of a ``[[proxy.routes]]`` entry without a ``kind`` guesses the kind from the port;
+    the collectors may know better (an OpenAI-compatible server on vLLM's port). Request records
+    take the collectors' identity of the server so one server has one ``server`` label."""
     def publish(records: list[Record]) -> None:
         known = {"{}:{}".format(*host_port(h.url)): h.source for h in list(hub.health.values()) if h.url}
         for r in records:
