@@ -50,6 +50,12 @@ class Fleet:
     proxy_url: str       # gpu-box-b's metering proxy in front of llama-server
     rules: Path          # the Prometheus rule file written by `main.py rules --prometheus`
 
+    def server(self, kind: str) -> str:
+        """The ``server`` label of a machine's server: its identity, ``kind@host:port``, as each
+        llmmon stores and exports it (the configured names are only what its window shows)."""
+        port = {"ollama": self.ollama.port, "vllm": self.vllm.port, "llamacpp": self.llama.port}[kind]
+        return f"{kind}@127.0.0.1:{port}"
+
 
 @pytest.fixture(scope="session")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:

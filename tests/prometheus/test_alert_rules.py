@@ -16,12 +16,13 @@ from tests.prometheus.conftest import Fleet
 from tests.prometheus.prometheus import PrometheusServer, binary
 from tests.support import query, wait_until
 
-# Alerts on data that does not change: gpu-box-a's Ollama has gemma4 81 % on the GPU (shipped
-# rule, no "for"); its vLLM has one request waiting (the user's rule, "for = 3s").
-EXPECTED = {
-    ("model_offloaded", (("model", "gemma4"), ("server", "ollama@gpu-box-a"))),
-    ("vllm_queue_nonempty", (("model", "meta-llama/Llama-3.1-8B-Instruct"), ("server", "vllm@gpu-box-a"))),
-}
+
+def expected(fleet: Fleet) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """Alerts on data that does not change: gpu-box-a's Ollama has gemma4 81 % on the GPU
+    (shipped rule, no "for"); its vLLM has one request waiting (the user's rule, "for = 3s")."""
+    return {("model_offloaded", (("model", "gemma4"), ("server", fleet.server("ollama")))),
+            ("vllm_queue_nonempty", (("model", "meta-llama/Llama-3.1-8B-Instruct"), ("server", fleet.server("vllm"))))}
+
 PROMETHEUS_LABELS = {"alertname", "severity", "instance", "job"}
 
 
@@ -55,18 +56,19 @@ def firing_in_llmmon(db: Path) -> dict[tuple, tuple[str, float]]:
 
 
 def test_prometheus_fires_what_llmmon_fires(fleet: Fleet, prometheus: PrometheusServer) -> None:
-    wait_until(lambda: EXPECTED <= set(firing_in_prometheus(prometheus)), timeout=30,
+    wanted = expected(fleet)
+    wait_until(lambda: wanted <= set(firing_in_prometheus(prometheus)), timeout=30,
                what="Prometheus to fire model_offloaded and the user's vllm_queue_nonempty")
-    wait_until(lambda: EXPECTED <= set(firing_in_llmmon(fleet.a.db)), timeout=30,
+    wait_until(lambda: wanted <= set(firing_in_llmmon(fleet.a.db)), timeout=30,
                what="gpu-box-a's own llmmon to fire the same alerts")
     prom, own = firing_in_prometheus(prometheus), firing_in_llmmon(fleet.a.db)
-    for key in EXPECTED:
+    for key in wanted:
         severity, value = own[key]
         assert prom[key]["labels"]["severity"] == severity
         assert float(prom[key]["value"]) == value  # the same number: 0.809..., 1.0
-    offloaded = prom[("model_offloaded", dict(EXPECTED)["model_offloaded"])]["annotations"]
+    offloaded = prom[("model_offloaded", dict(wanted)["model_offloaded"])]["annotations"]
     assert offloaded["summary"] == "Model partly offloaded to CPU"
-    assert offloaded["description"] == ("ollama@gpu-box-a: only 80.91% of gemma4 is on the GPU; "
+    assert offloaded["description"] == (f"{fleet.server('ollama')}: only 80.91% of gemma4 is on the GPU; "
                                         "the rest runs on the CPU, much slower")
     groups = prometheus.api("/api/v1/rules")["groups"]
     evaluated = [r for g in groups for r in g["rules"]]

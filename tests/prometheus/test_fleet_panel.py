@@ -65,10 +65,10 @@ def test_fleet_tab_lists_machines_and_draws_one_machines_charts(qtbot, fleet: Fl
     qtbot.waitUntil(lambda: ticking(panel, lambda: cells(panel, "gpu-box-a") and cells(panel, "gpu-box-b")
                                     and expected <= alert_rows(panel)), timeout=30_000)
     a, b = cells(panel, "gpu-box-a"), cells(panel, "gpu-box-b")
-    assert a["Scraped"] == "up" and a["LLM servers"] == "ollama@gpu-box-a, vllm@gpu-box-a"
+    assert a["Scraped"] == "up" and a["LLM servers"] == f"{fleet.server('ollama')}, {fleet.server('vllm')}"
     assert a["Models"] == "gemma4, mistral:latest, tiny-llama"  # /api/ps and /v1/models
     assert a["GPU use"] == a["GPU memory"] == "no GPU"  # this machine has none, nor NVML
-    assert b["LLM servers"] == "llamacpp@gpu-box-b" and b["Models"] == "tiny"
+    assert b["LLM servers"] == fleet.server("llamacpp") and b["Models"] == "tiny"
     assert panel.status.text().startswith(f"Prometheus at {fleet_runtime.settings.prometheus[0].url}: ")
     assert a["Alerts"].endswith(" firing")
 
@@ -80,7 +80,8 @@ def test_fleet_tab_lists_machines_and_draws_one_machines_charts(qtbot, fleet: Fl
     drawn = {float(v) for v in cpu_plot.curve(cpu).yData if v == v}  # NaN marks a gap
     assert drawn <= stored_values(fleet.a.db, "system_cpu_percent", {})
     queue = panel.charts[2]
-    waiting = ("vllm_requests_waiting", (("model", "meta-llama/Llama-3.1-8B-Instruct"), ("server", "vllm@gpu-box-a")))
+    waiting = ("vllm_requests_waiting",
+               (("model", "meta-llama/Llama-3.1-8B-Instruct"), ("server", fleet.server("vllm"))))
     qtbot.waitUntil(lambda: ticking(panel, lambda: points(queue, waiting) > 0), timeout=30_000)
     assert set(queue.curve(waiting).yData) == {1.0}
 

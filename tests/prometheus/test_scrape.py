@@ -53,8 +53,8 @@ def test_each_machine_is_scraped_under_its_own_name(fleet: Fleet, prometheus: Pr
     assert not any(n.startswith("llamacpp_") for n in a) and not any(n.startswith(("ollama_", "vllm_")) for n in b)
     servers = {(r["metric"]["instance"], r["metric"]["source"]) for r in prometheus.query(
         'llmmon_source_up{instance=~"gpu-box-a|gpu-box-b", kind=~"ollama|vllm|llamacpp"} == 1')}
-    assert servers == {("gpu-box-a", "ollama@gpu-box-a"), ("gpu-box-a", "vllm@gpu-box-a"),
-                       ("gpu-box-b", "llamacpp@gpu-box-b")}
+    assert servers == {("gpu-box-a", fleet.server("ollama")), ("gpu-box-a", fleet.server("vllm")),
+                       ("gpu-box-b", fleet.server("llamacpp"))}
 
 
 def stored_values(db: Path, name: str, labels: dict[str, str]) -> set[float]:
@@ -96,7 +96,7 @@ def test_promql_values_are_the_values_each_machine_recorded(fleet: Fleet, promet
             raise AssertionError(f"{exc}; not there: {wrong[:8]}") from None
     size = prometheus.value('ollama_model_size_bytes{instance="gpu-box-a", model="gemma4"}')
     assert size == 6591830464  # the recorded /api/ps answer, through collector, exporter and scrape
-    labels = {"model": "gemma4", "server": "ollama@gpu-box-a"}
+    labels = {"model": "gemma4", "server": fleet.server("ollama")}
     assert size in stored_values(fleet.a.db, "ollama_model_size_bytes", labels)
     assert prometheus.value('vllm_requests_waiting{instance="gpu-box-a"}') == 1.0
     slots = prometheus.value('llamacpp_slots_total{instance="gpu-box-b"}')
