@@ -20,6 +20,7 @@ from app.request_stats import RequestStats
 from app.server_names import host_port
 from app.storage.retention import GB
 from app.storage.store import Store
+from app.usage.service import UsageService
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Runtime:
     requests: RequestStats | None = None  # live request figures, recent requests
     proxies: ProxyGroup | None = None     # the metering proxies; started when [proxy] enabled
     exporter: MetricsExporter | None = None  # /metrics for Prometheus; only when asked for
+    usage: UsageService | None = None     # usage rollup, version changes, speed ratios
 
     @classmethod
     def create(cls, db: str | Path | None = None, settings: Settings | None = None,
@@ -68,10 +70,12 @@ class Runtime:
         hub.add_collectors(default_collectors(settings))
         requests = RequestStats(hub.publish)
         hub.subscribe(requests)
+        usage = UsageService(store, hub.publish)
+        hub.subscribe(usage.versions)
         exporter = MetricsExporter.for_hub(hub, settings.exporter) if settings.exporter.enabled else None
         return cls(settings, store, hub, problems, alerts=AlertEngine.from_hub(hub), requests=requests,
                    proxies=ProxyGroup(settings, publish_with_known_names(hub), requests.watch_active),
-                   exporter=exporter)
+                   exporter=exporter, usage=usage)
 
     def start(self) -> None:
         self.hub.start()
@@ -79,6 +83,8 @@ class Runtime:
             self.alerts.start()
         if self.requests is not None:
             self.requests.start()
+        if self.usage is not None:
+            self.usage.start()
         if self.proxies is not None and self.settings.proxy.enabled:
             self.proxies.start()  # a route that cannot listen says why in proxies.status()
         if self.exporter is not None and not self.exporter.start():
@@ -91,6 +97,8 @@ class Runtime:
             self.proxies.stop()  # in-flight requests are recorded as cancelled
         if self.requests is not None:
             self.requests.stop()
+        if self.usage is not None:
+            self.usage.stop()
         if self.alerts is not None:
             self.alerts.stop()
         self.hub.stop()
