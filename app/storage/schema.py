@@ -67,13 +67,15 @@ def _v3_session_pid(db: sqlite_utils.Database) -> None:
 
 
 def _v4_usage_and_benchmarks(db: sqlite_utils.Database) -> None:
-    """Usage rollups (app/usage/rollup.py: one row per 15-minute bucket, session, origin, server
-    and model, kept by the store's writer) and named benchmark runs (app/benchmarks/)."""
+    """Usage rollups (app/usage/rollup.py: one row per 15-minute bucket, session, server and
+    model, kept by the store's writer) and named benchmark runs (app/benchmarks/)."""
     db.table("usage_rollup").create(
-        {"bucket": float, "session_id": int, "origin": str, "server": str, "model": str,
-         "requests": float, "errors": int, "prompt_tokens": float, "completion_tokens": float,
-         "estimated_tokens": int, "busy_s": float, "energy_j": float, "energy_tokens": float,
-         "energy_source": str, "energy_shared": int})
+        {"bucket": float, "session_id": int, "server": str, "model": str,
+         "requests": float, "requests_measured": float, "requests_from": int, "errors": int,
+         "prompt_tokens": float, "prompt_tokens_measured": float, "prompt_tokens_from": int,
+         "completion_tokens": float, "completion_tokens_measured": float, "completion_tokens_from": int,
+         "estimated_tokens": int, "busy_s": float, "busy_s_measured": float, "busy_s_from": int,
+         "energy_j": float, "energy_tokens": float, "energy_from": int, "energy_shared": int})
     db.table("usage_rollup").create_index(["bucket"])
     db.table("usage_rollup").create_index(["session_id"])
     # One row: how far the rollup has got, and the last rows it had seen (newer ones below

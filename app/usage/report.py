@@ -1,65 +1,25 @@
 """The usage of a range, per server and model, grouped by local hour, day or week: the rows of
-the Usage tab and of ``main.py usage``.
-
-**Which source counts** (never both): per 15-minute bucket and server, a figure the server's
-own counters give (llama.cpp and vLLM ``/metrics``: prompt and completion tokens, vLLM also
-requests, both busy time) is taken from the counters, and what the proxy, prompt tests and
-benchmarks measured for that server in that bucket is shown as the part of it that was
-measured per request (:attr:`UsageCell.measured`). Figures no counter gives (errors, requests
-on llama.cpp, anything on Ollama or a plain OpenAI-compatible server, or a server whose
-``/metrics`` was off) come from the requests. So a request seen by the proxy and by the server's
-counters counts once, and traffic that bypassed the proxy still counts. A llama.cpp server
-serves one model whatever name a client sends: its requests are counted under the model the
-server reported. Counters rise when a request ends and requests count when they start, so
-near a period's edge the measured part can differ from the total by a request; llama.cpp's
-prompt counter leaves out prompt tokens served from its cache, so it can be far below the
-prompt tokens the requests reported. Busy time is the exception to "the counter wins": the
-servers' busy gauges are read once a second and can miss short requests, so a bucket's busy
-time is the larger of the two (the source says which).
-
-Energy per token comes from the same source as the completion tokens: joules over the
-counted requests' spans divided by their completion tokens, or joules over the server's busy
-time divided by its counted tokens.
+the Usage tab and of ``main.py usage``. Which source each figure comes from, and why nothing is
+counted twice, is :mod:`app.usage.merge`'s rule; here the merged 15-minute rows are added up
+(with numpy: a month is a few thousand rows).
 """
 from __future__ import annotations
 
 import sqlite3
-from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
+
+from app.usage.merge import ENERGY_BITS, FROM_REQUESTS, FROM_SERVER, MERGED_COLUMNS, METRICS
 from app.usage.periods import period_start
-from app.usage.rollup import COUNTERS, UsageRow, usage_rows
+from app.usage.rollup import merged_rows
 
-METRICS = ("requests", "prompt_tokens", "completion_tokens", "busy_s")
 SERVER, REQUESTS = "server counters", "measured requests"
-
-
-@dataclass(slots=True)
-class _Sum:
-    """Mutable sums while a report is built."""
-
-    requests: float = 0.0
-    errors: int = 0
-    prompt_tokens: float = 0.0
-    completion_tokens: float = 0.0
-    busy_s: float = 0.0
-    estimated_tokens: int = 0
-    measured: dict[str, float] = field(default_factory=lambda: dict.fromkeys(METRICS, 0.0))
-    sources: dict[str, set[str]] = field(default_factory=lambda: {m: set() for m in METRICS})
-    energy_j: float = 0.0
-    energy_tokens: float = 0.0
-    energy_sources: set[str] = field(default_factory=set)
-    energy_shared: bool = False
-
-    def add(self, other: _Sum) -> None:
-        for name in (*METRICS, "errors", "estimated_tokens", "energy_j", "energy_tokens"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for m in METRICS:
-            self.measured[m] += other.measured[m]
-            self.sources[m] |= other.sources[m]
-        self.energy_sources |= other.energy_sources
-        self.energy_shared |= other.energy_shared
+_NUMBERS = MERGED_COLUMNS[4:]   # after bucket, session, server, model
+_BITS = [i for i, c in enumerate(_NUMBERS) if c.endswith("_from") or c == "energy_shared"]
+_SUMS = [i for i in range(len(_NUMBERS)) if i not in _BITS]
+_AT = {c: i for i, c in enumerate(_NUMBERS)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +67,32 @@ class UsageCell:
         return REQUESTS
 
 
-def _freeze(start: float, server: str, model: str, s: _Sum) -> UsageCell:
-    return UsageCell(start, server, model, s.requests, s.errors, s.prompt_tokens, s.completion_tokens,
-                     s.busy_s, s.estimated_tokens, dict(s.measured),
-                     {m: frozenset(v) for m, v in s.sources.items()}, s.energy_j, s.energy_tokens,
-                     frozenset(s.energy_sources), s.energy_shared)
+def _cell(start: float, server: str, model: str, v: np.ndarray) -> UsageCell:
+    def number(name: str) -> float:
+        return float(v[_AT[name]])
+
+    def origins(bits: int) -> frozenset[str]:
+        return frozenset(n for b, n in ((FROM_SERVER, SERVER), (FROM_REQUESTS, REQUESTS)) if bits & b)
+
+    energy_bits = int(v[_AT["energy_from"]])
+    return UsageCell(
+        start, server, model, number("requests"), int(number("errors")), number("prompt_tokens"),
+        number("completion_tokens"), number("busy_s"), int(number("estimated_tokens")),
+        {m: number(f"{m}_measured") for m in METRICS}, {m: origins(int(v[_AT[f"{m}_from"]])) for m in METRICS},
+        number("energy_j"), number("energy_tokens"),
+        frozenset(name for name, bit in ENERGY_BITS.items() if energy_bits & bit), bool(v[_AT["energy_shared"]]))
+
+
+def _aggregate(index: np.ndarray, groups: int, values: np.ndarray) -> np.ndarray:
+    """Per group: the sums of the figures, the bitwise OR of the "from" bits."""
+    out = np.zeros((groups, values.shape[1]))
+    for col in _SUMS:
+        out[:, col] = np.bincount(index, weights=values[:, col], minlength=groups)
+    for col in _BITS:
+        bits = np.zeros(groups, dtype=np.int64)
+        np.bitwise_or.at(bits, index, values[:, col].astype(np.int64))
+        out[:, col] = bits
+    return out
 
 
 @dataclass(frozen=True)
@@ -126,98 +107,39 @@ class UsageReport:
     cells: list[UsageCell]
     rows: list[UsageCell]
     total: UsageCell
+    merged: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
 
     def by_server(self) -> UsageReport:
         """The same report with the models of each server added up (``model`` is ``""``)."""
-        return _report(self.t0, self.t1, self.group,
-                       [((c.start, c.server, ""), _thaw(c)) for c in self.cells])
+        return build_report(self.merged, self.t0, self.t1, self.group, per_server=True)
 
 
-def _thaw(c: UsageCell) -> _Sum:
-    return _Sum(c.requests, c.errors, c.prompt_tokens, c.completion_tokens, c.busy_s, c.estimated_tokens,
-                dict(c.measured), {m: set(v) for m, v in c.sources.items()}, c.energy_j, c.energy_tokens,
-                set(c.energy_sources), c.energy_shared)
-
-
-def _summed(rows: Iterable[UsageRow]) -> UsageRow:
-    """Rows of several sessions of one bucket, origin, server and model, added up."""
-    rows = list(rows)
-    out = UsageRow(rows[0].bucket, None, rows[0].origin, rows[0].server, rows[0].model)
-    for r in rows:
-        for name in (*METRICS, "errors", "estimated_tokens", "energy_j", "energy_tokens"):
-            value = getattr(r, name)
-            if value is not None:
-                out.add(name, value)
-        out.energy_source = out.energy_source or r.energy_source
-        out.energy_shared |= r.energy_shared
-    return out
-
-
-def merge_sources(rows: Iterable[UsageRow]) -> list[tuple[tuple[float, str, str], _Sum]]:
-    """One figure per bucket, server and model, by the rule above."""
-    grouped: dict[tuple[float, str], dict[str, dict[str, list[UsageRow]]]] = defaultdict(
-        lambda: {COUNTERS: defaultdict(list), "requests": defaultdict(list)})
-    for r in rows:
-        grouped[(r.bucket, r.server)][r.origin][r.model].append(r)
-    out = []
-    for (bucket, server), origins in grouped.items():
-        counters = {m: _summed(rs) for m, rs in origins[COUNTERS].items()}
-        measured_rows = origins["requests"]
-        if len(counters) == 1:  # llama.cpp: one model, whatever the clients called it
-            only = next(iter(counters))
-            measured_rows = {only: [r for rs in measured_rows.values() for r in rs]} if measured_rows else {}
-        requests = {m: _summed(rs) for m, rs in measured_rows.items() if rs}
-        covered = {m for m in METRICS if any(getattr(c, m) is not None for c in counters.values())}
-        for model in sorted(set(counters) | set(requests)):
-            c, q = counters.get(model), requests.get(model)
-            s = _Sum()
-            for m in METRICS:
-                by_request = getattr(q, m) if q is not None else None
-                if m in covered:
-                    counted = (getattr(c, m) or 0.0) if c is not None else 0.0
-                    s.measured[m] = by_request or 0.0
-                    if m == "busy_s" and s.measured[m] > counted:  # a 1 Hz busy gauge missed it
-                        setattr(s, m, s.measured[m])
-                        s.sources[m].add(REQUESTS)
-                    else:
-                        setattr(s, m, counted)
-                        s.sources[m].add(SERVER)
-                elif by_request is not None:
-                    setattr(s, m, by_request)
-                    s.measured[m] = by_request
-                    s.sources[m].add(REQUESTS)
-            if q is not None:
-                s.errors = int(q.errors or 0)
-                s.estimated_tokens = int(q.estimated_tokens or 0)
-            energy = c if "completion_tokens" in covered else q
-            if energy is not None and energy.energy_j is not None:
-                s.energy_j = energy.energy_j
-                s.energy_tokens = energy.energy_tokens or 0.0
-                s.energy_sources.add(energy.energy_source)
-                s.energy_shared = bool(energy.energy_shared)
-            out.append(((bucket, server, model), s))
-    return out
-
-
-def _report(t0: float, t1: float, group: str, items: Iterable[tuple[tuple[float, str, str], _Sum]]) -> UsageReport:
-    cells: dict[tuple[float, str, str], _Sum] = defaultdict(_Sum)
-    rows: dict[tuple[str, str], _Sum] = defaultdict(_Sum)
-    total = _Sum()
-    starts: dict[float, float] = {}
-    for (bucket, server, model), s in items:
-        if bucket not in starts:
-            starts[bucket] = period_start(bucket, group) if group != "none" else t0
-        cells[(starts[bucket], server, model)].add(s)
-        rows[(server, model)].add(s)
-        total.add(s)
-    return UsageReport(
-        t0, t1, group, sorted(set(starts.values())),
-        [_freeze(k[0], k[1], k[2], s) for k, s in sorted(cells.items())],
-        [_freeze(t0, k[0], k[1], s) for k, s in sorted(rows.items())],
-        _freeze(t0, "", "", total))
+def build_report(rows: list[tuple[Any, ...]], t0: float, t1: float, group: str,
+                 per_server: bool = False) -> UsageReport:
+    """Add up merged rows (tuples in :data:`MERGED_COLUMNS` order) per period (``hour``, ``day``,
+    ``week``, or ``none``), server and model."""
+    values = np.array([r[4:] for r in rows], dtype=np.float64).reshape(len(rows), len(_NUMBERS))
+    buckets, bucket_index = np.unique(np.array([r[0] for r in rows], dtype=np.float64), return_inverse=True)
+    starts = np.array([period_start(b, group) if group != "none" else t0 for b in buckets])[bucket_index]
+    names = sorted({(r[2], "" if per_server else r[3]) for r in rows})
+    code = {n: i for i, n in enumerate(names)}
+    keys = np.array([code[(r[2], "" if per_server else r[3])] for r in rows], dtype=np.int64)
+    periods = np.unique(starts)
+    period_index = np.searchsorted(periods, starts)
+    cell_keys, cell_index = np.unique(period_index * max(len(names), 1) + keys, return_inverse=True)
+    cell_index = cell_index.reshape(-1)
+    cell_values = _aggregate(cell_index, len(cell_keys), values)
+    width = max(len(names), 1)
+    cells = [_cell(float(periods[k // width]), names[k % width][0], names[k % width][1], v)
+             for k, v in zip(cell_keys.tolist(), cell_values, strict=True)]
+    row_values = _aggregate(keys, len(names), values)
+    total = _aggregate(np.zeros(len(rows), dtype=np.int64), 1, values)[0]
+    return UsageReport(t0, t1, group, periods.tolist(), cells,
+                       [_cell(t0, server, model, v) for (server, model), v in zip(names, row_values, strict=True)],
+                       _cell(t0, "", "", total), rows)
 
 
 def usage_report(conn: sqlite3.Connection, t0: float, t1: float, group: str = "day") -> UsageReport:
     """Usage in ``[t0, t1)`` (widened to whole 15-minute buckets) grouped by ``hour``, ``day``
-    or ``week`` of local time."""
-    return _report(t0, t1, group, merge_sources(usage_rows(conn, t0, t1)))
+    or ``week`` of local time, or ``none``."""
+    return build_report(merged_rows(conn, t0, t1), t0, t1, group)
