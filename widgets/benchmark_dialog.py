@@ -47,6 +47,8 @@ from widgets.theme import PALETTE
 
 log = logging.getLogger(__name__)
 GOOD, BAD = "#009E73", "#D55E00"
+NOISE_NOTE = ("A difference is <i>beyond the noise</i> when the 95 % interval of the change (bootstrap over each "
+              "run's repeats) excludes zero. Green: better, red: worse.")
 
 
 class _Relay(QObject):
@@ -156,8 +158,7 @@ class BenchmarkDialog(QDialog):
         self._table_style(self.comparison)
         self.compare_plot = pg.PlotWidget()
         self.compare_plot.addLegend(offset=(10, 5))
-        self.compare_note = QLabel("A difference is <i>beyond the noise</i> when the 95 % interval of the change "
-                                   "(bootstrap over each run's repeats) excludes zero.")
+        self.compare_note = QLabel(NOISE_NOTE)
         self.compare_note.setWordWrap(True)
         compare_page = QWidget()
         right = QVBoxLayout(compare_page)
@@ -309,7 +310,10 @@ class BenchmarkDialog(QDialog):
         a, b = self.run_a.currentData(), self.run_b.currentData()
         if a is None or b is None:
             self.comparison.setRowCount(0)
+            self.compare_note.setText("No two benchmarks stored yet: run one on the left, change something "
+                                      "(a driver, a server version, a setting), run it again, and compare here.")
             return
+        self.compare_note.setText(NOISE_NOTE)
         conn = self.runtime.store.reader()
         try:
             results_a, results_b = benchmark_results(conn, a), benchmark_results(conn, b)
@@ -330,7 +334,7 @@ class BenchmarkDialog(QDialog):
                 spread = f"A {spread_text(d.a)}\nB {spread_text(d.b)}  (median, p10–p90, {d.a.n} and {d.b.n} repeats)"
                 self.comparison.setItem(row, col, _item(f"{d.a.median:.3g} → {d.b.median:.3g}", spread))
                 self.comparison.setItem(row, col + 1, _item(change_text(d), spread, colour))
-                self.comparison.setItem(row, col + 2, _item(verdict(d), colour=colour))
+                self.comparison.setItem(row, col + 2, _item(verdict(d, short=True), verdict(d), colour))
         self._draw_comparison(rows)
 
     def _draw_comparison(self, rows: list[Comparison]) -> None:

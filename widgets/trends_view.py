@@ -13,6 +13,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from app.usage.changes import ChangeMarker
 from app.usage.trends import ModelTrend, model_trend, trend_models
 from widgets.background import run_in_thread
 from widgets.theme import PALETTE, muted
@@ -159,19 +160,18 @@ class TrendsView(QWidget):
                                                 brush=PALETTE[2], pen=pg.mkPen(None)))
         self.load_time_plot.plot(x, series([d.load_median_s for d in days]), pen=pg.mkPen(PALETTE[3], width=2),
                                  symbol="o", symbolSize=6, symbolBrush=PALETTE[3], connect="finite")
+        at: dict[float, list[ChangeMarker]] = {}
+        for change in trend.changes:  # one line per instant: a server update often brings a new digest
+            at.setdefault(change.ts, []).append(change)
         for plot in self.plots:
             plot.setXRange(min(t0, days[0].start if days else t0), t1, padding=0.02)
-            for change in trend.changes:
-                line = pg.InfiniteLine(change.ts, angle=90, pen=pg.mkPen(muted(PALETTE[5], 200), width=2,
-                                                                          style=Qt.PenStyle.DotLine))
-                line.setToolTip(change.text)
+            for ts, changes in at.items():
+                label = " + ".join(dict.fromkeys(c.short for c in changes)) if plot is self.speed_plot else None
+                line = pg.InfiniteLine(ts, angle=90, label=label,
+                                       labelOpts={"position": 0.92, "color": PALETTE[5], "anchors": [(0, 0), (0, 0)]},
+                                       pen=pg.mkPen(muted(PALETTE[5], 200), width=2, style=Qt.PenStyle.DotLine))
+                line.setToolTip("\n".join(c.text for c in changes))
                 plot.addItem(line)
-        if trend.changes:
-            first = self.speed_plot
-            for change in trend.changes:
-                label = pg.TextItem(change.kind, color=PALETTE[5], anchor=(0, 0))
-                label.setPos(change.ts, 0)
-                first.addItem(label)
         self.changes.setText(
             "<b>Changes:</b> " + " &nbsp;·&nbsp; ".join(f"{datetime.fromtimestamp(c.ts):%Y-%m-%d %H:%M} {c.text}"
                                                        for c in trend.changes)

@@ -8,6 +8,7 @@ written, here); the tab redraws when the range changes and once a minute while v
 """
 from __future__ import annotations
 
+import html
 import logging
 import sqlite3
 import time
@@ -115,10 +116,12 @@ COLUMNS: list[Column] = [
 
 
 def _origin(c: UsageCell) -> str:
+    """Short: "server, 77 % measured" or "requests"; the tooltip says it in full."""
     sources = c.sources["completion_tokens"]
     if SERVER in sources and c.completion_tokens > 0:
-        return f"server counters ({min(1.0, c.measured['completion_tokens'] / c.completion_tokens):.0%} measured)"
-    return " + ".join(sorted(sources)) if sources else ""
+        share = min(1.0, c.measured["completion_tokens"] / c.completion_tokens)
+        return f"server, {share:.0%} measured" + (" (mixed)" if len(sources) > 1 else "")
+    return "requests" if sources else ""
 
 
 _ROOT = QModelIndex()
@@ -166,11 +169,12 @@ class UsageTableModel(QAbstractTableModel):
         return None
 
 
-BAR_METRICS: list[tuple[str, Callable[[UsageCell], float]]] = [
-    ("Tokens", lambda c: c.total_tokens), ("Completion tokens", lambda c: c.completion_tokens),
-    ("Prompt tokens", lambda c: c.prompt_tokens), ("Requests", lambda c: c.requests),
-    ("Errors", lambda c: float(c.errors)), ("Busy hours", lambda c: c.busy_s / 3600.0),
-    ("Energy (kJ)", lambda c: c.energy_j / 1000.0)]
+# (choice, unit of the value axis (SI prefixes added), value of a cell)
+BAR_METRICS: list[tuple[str, str, Callable[[UsageCell], float]]] = [
+    ("Tokens", "tokens", lambda c: c.total_tokens), ("Completion tokens", "tokens", lambda c: c.completion_tokens),
+    ("Prompt tokens", "tokens", lambda c: c.prompt_tokens), ("Requests", "requests", lambda c: c.requests),
+    ("Errors", "errors", lambda c: float(c.errors)), ("Busy time", "h", lambda c: c.busy_s / 3600.0),
+    ("Energy", "J", lambda c: c.energy_j)]
 
 
 class _Relay(QObject):
@@ -193,7 +197,7 @@ class UsagePanel(Panel):
         self.per_box = QComboBox()
         self.per_box.addItems(["per model", "per server"])
         self.bars_box = QComboBox()
-        self.bars_box.addItems([label for label, _ in BAR_METRICS])
+        self.bars_box.addItems([label for label, _, _ in BAR_METRICS])
         self.bars_box.setToolTip("What the bars show")
         now = QDateTime.currentDateTime()
         self.custom_from = QDateTimeEdit(now.addDays(-7))
@@ -226,7 +230,9 @@ class UsagePanel(Panel):
         self.plot.setMenuEnabled(False)
         self.plot.hideButtons()
         self.plot.setMinimumHeight(160)
-        self.legend = self.plot.addLegend(offset=(10, 5), colCount=4)
+        self.legend = QLabel()  # above the chart, wrapping: a legend inside it would cover bars
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.legend.setWordWrap(True)
         self.bars: list[pg.BarGraphItem] = []
         self.model = UsageTableModel(self)
         self.sorter = QSortFilterProxyModel(self)
@@ -246,8 +252,13 @@ class UsagePanel(Panel):
         self.empty.setStyleSheet("color: palette(mid); padding: 12px;")
         self.stack = QStackedWidget()
         self.stack.addWidget(self.empty)
+        chart = QWidget()
+        chart_layout = QVBoxLayout(chart)
+        chart_layout.setContentsMargins(0, 0, 0, 0)
+        chart_layout.addWidget(self.legend)
+        chart_layout.addWidget(self.plot, 1)
         split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(self.plot)
+        split.addWidget(chart)
         split.addWidget(self.table)
         split.setSizes([300, 300])
         self.stack.addWidget(split)
@@ -360,8 +371,8 @@ class UsagePanel(Panel):
         for bar in self.bars:
             self.plot.removeItem(bar)
         self.bars = []
-        self.legend.clear()
-        label, value = BAR_METRICS[self.bars_box.currentIndex()]
+        legend = []
+        label, unit, value = BAR_METRICS[self.bars_box.currentIndex()]
         def name(c: UsageCell) -> str:
             return c.server if per_server else f"{c.model or '(unknown)'} · {c.server}"
 
@@ -385,11 +396,14 @@ class UsagePanel(Panel):
                 continue
             colour = PALETTE[row % len(PALETTE)] if series != "other" else "#999999"
             bar = pg.BarGraphItem(x=x, height=heights[row], y0=base.copy(), width=width * 0.8, brush=colour,
-                                  pen=pg.mkPen(None), name=series)
+                                  pen=pg.mkPen(None))
+            legend.append(f"<span style='color:{colour}'>■</span>&nbsp;{html.escape(series)}")
             self.plot.addItem(bar)
             self.bars.append(bar)
             base += heights[row]
+        self.legend.setText(" &nbsp; ".join(legend))
         self.plot.setTitle(label)
+        self.plot.setLabel("left", units=unit)
         start = report.t0 if report.group != "week" else local_midnight(report.t0)
         self.plot.setXRange(min([start, *periods]), max([report.t1, *(p + width for p in periods)]), padding=0.02)
         self.plot.setYRange(0, float(base.max()) * 1.15 if len(base) and base.max() > 0 else 1.0, padding=0)

@@ -138,13 +138,13 @@ def compare(a: Sequence[BenchResult], b: Sequence[BenchResult]) -> list[Comparis
     return out
 
 
-def verdict(d: Difference) -> str:
+def verdict(d: Difference, short: bool = False) -> str:
     """In words: better or worse, and whether the repeats' noise could explain it."""
     if d.beyond_noise is None:
-        return "too few repeats to tell"
+        return "too few repeats" if short else "too few repeats to tell"
     if not d.beyond_noise:
-        return "within the noise"
-    return ("better" if d.better else "worse") + ", beyond the noise"
+        return "noise" if short else "within the noise"
+    return ("better" if d.better else "worse") + ("" if short else ", beyond the noise")
 
 
 def change_text(d: Difference) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from app.records import Event, Health, HealthState, Record, labels_of
 
 KINDS = {"model_digest": "model digest", "server_version": "server version", "gpu_driver": "GPU driver"}
+SHORT = {"model digest": "new digest", "server version": "server update", "GPU driver": "driver update"}
 
 
 class VersionRecorder:
@@ -55,6 +56,11 @@ class ChangeMarker:
     ts: float
     kind: str          # "model digest", "server version", "GPU driver"
     text: str          # e.g. "llama3:latest digest 9f438cb9cd58 → fe938a131f40"
+
+    @property
+    def short(self) -> str:
+        """For a chart label: "new digest", "server update", "driver update"."""
+        return SHORT[self.kind]
 
 
 def change_markers(conn: sqlite3.Connection, t0: float, t1: float, model: str | None = None,
