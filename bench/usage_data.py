@@ -125,6 +125,7 @@ def populate(path: Path, *, days: int = 30, requests: int = 1_000_000, sample_in
         (_series_id(conn, "vllm_prompt_tokens_per_second", server=VLLM, model=vllm_model),
          rate(counter(VLLM, prompt_tokens * 1.0))),
         (_series_id(conn, "vllm_requests_running", server=VLLM, model=vllm_model), in_flight(VLLM)),
+        (_series_id(conn, "llm_poll_latency_seconds", server=VLLM), 0.004 + rng.exponential(0.002, len(ts))),
         (_series_id(conn, "gpu_power_watts", gpu="0"), 30.0 + np.minimum(busy_all, 4) * 60.0
          + rng.normal(0, 3, len(ts))),
     ]

@@ -12,8 +12,8 @@ origin, server, model). :mod:`app.usage.merge` then keeps one figure of each per
     ``llamacpp_prompt_tokens_total`` / ``llamacpp_generation_tokens_total`` (increase between two
     readings of one session; a drop is a restart), vLLM's ``vllm_prompt_tokens_per_second``,
     ``vllm_generation_tokens_per_second`` and ``vllm_requests_finished_per_second`` (each rate
-    times the time since the series' previous reading, which is the interval it was computed
-    over), and busy time from ``llamacpp_requests_processing`` / ``vllm_requests_running``
+    times the time since the server's previous successful poll, its ``llm_poll_latency_seconds``
+    reading: the interval the collector computed it over), and busy time from ``llamacpp_requests_processing`` / ``vllm_requests_running``
     (the time since the previous reading when the reading is above zero; at most
     :data:`GAUGE_MAX_GAP_S`). An increase counts in the bucket of the reading that shows it.
     llama.cpp's series carry no model: the model is the one ``llm_model_loaded`` reported for
@@ -41,7 +41,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from app.records import labels_from_json
+from app.records import labels_from_json, labels_json, labels_of
 from app.usage.energy import load_curve, split_equally
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ SERVER_SERIES: dict[str, tuple[str, str]] = {
     "vllm_requests_running": ("busy_s", "gauge"),
 }
 MODEL_SERIES = "llm_model_loaded"
+POLL_SERIES = "llm_poll_latency_seconds"
 
 
 def bucket_of(ts: float) -> float:
@@ -167,7 +168,8 @@ def _request_usage(conn: sqlite3.Connection, t0: float, t1: float, row: Row) -> 
 
 @dataclass(frozen=True, slots=True)
 class _Readings:
-    """One server series' readings in a range, with the one before it."""
+    """One server series' readings in a range, each with what it is an increase over: the
+    reading before it (counters, gauges), or the server's poll before it (rates)."""
 
     field: str
     how: str
@@ -176,6 +178,9 @@ class _Readings:
     ts: np.ndarray
     values: np.ndarray
     sessions: np.ndarray
+    prev_ts: np.ndarray
+    prev_values: np.ndarray
+    prev_sessions: np.ndarray
 
 
 def _read_series(conn: sqlite3.Connection, sid: int, t0: float, t1: float) -> np.ndarray:
@@ -195,16 +200,36 @@ def _server_readings(conn: sqlite3.Connection, t0: float, t1: float) -> list[_Re
     names = tuple(SERVER_SERIES)
     found = conn.execute(f"SELECT id, name, labels FROM series WHERE name IN ({','.join('?' * len(names))})",
                          names).fetchall()
+    polls: dict[str, np.ndarray] = {}
     out = []
     for sid, name, labels_text in found:
         labels = dict(labels_from_json(labels_text))
+        server = labels.get("server", "")
         data = _read_series(conn, sid, t0, t1)
-        if len(data) < 2:
-            continue
         field, how = SERVER_SERIES[name]
-        out.append(_Readings(field, how, labels.get("server", ""), labels.get("model"),
-                             data[:, 1], data[:, 2], data[:, 0]))
+        if how == "rate":
+            # A rate is the increase since the server's previous successful poll (the first poll
+            # has no rate): every successful poll leaves a llm_poll_latency_seconds reading.
+            if server not in polls:
+                polls[server] = _poll_times(conn, server, t0, t1)
+            before = polls[server]
+            index = np.searchsorted(before[:, 1], data[:, 1], side="left") - 1
+            known = index >= 0
+            data, prev = data[known], before[index[known]]
+            prev = np.column_stack([prev[:, 0], prev[:, 1], np.zeros(len(prev))])
+        else:
+            data, prev = data[1:], data[:-1]
+        if len(data):
+            out.append(_Readings(field, how, server, labels.get("model"), data[:, 1], data[:, 2], data[:, 0],
+                                 prev[:, 1], prev[:, 2], prev[:, 0]))
     return out
+
+
+def _poll_times(conn: sqlite3.Connection, server: str, t0: float, t1: float) -> np.ndarray:
+    """``(session, ts, _)`` of the server's successful polls in ``[t0, t1)`` and the one before."""
+    sid = conn.execute("SELECT id FROM series WHERE name=? AND labels=?",
+                       (POLL_SERIES, labels_json(labels_of(server=server)))).fetchone()
+    return _read_series(conn, int(sid[0]), t0, t1) if sid is not None else np.empty((0, 3))
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,17 +318,17 @@ def _counter_usage(conn: sqlite3.Connection, t0: float, t1: float, row: Row) -> 
     busy_parts: list[tuple[np.ndarray, ...]] = []      # (start, end, bucket, session, server, model)
     tokens_parts: list[tuple[np.ndarray, ...]] = []    # completion increases: (ts, amount, key columns...)
     for r in readings:
-        ts, values = r.ts[1:], r.values[1:]
-        inside = (ts >= t0) & (ts < t1) & (r.sessions[1:] == r.sessions[:-1])
-        dt = np.diff(r.ts)
+        ts, values = r.ts, r.values
+        inside = (ts >= t0) & (ts < t1) & (r.sessions == r.prev_sessions)
+        dt = ts - r.prev_ts
         if r.how == "counter":
-            deltas = np.diff(r.values)
+            deltas = values - r.prev_values
             amounts = np.where(deltas >= 0, deltas, values)
         elif r.how == "rate":
             amounts = values * dt
         else:
             amounts = np.where(values > 0, np.minimum(dt, GAUGE_MAX_GAP_S), 0.0)
-        ts, amounts, sessions = ts[inside], amounts[inside], r.sessions[1:][inside]
+        ts, amounts, sessions = ts[inside], amounts[inside], r.sessions[inside]
         if not len(ts):
             continue
         columns = (np.floor((ts - t0) / BUCKET_S), sessions, np.full(len(ts), names.code(r.server)),
