@@ -13,7 +13,8 @@ origin, server, model). :mod:`app.usage.merge` then keeps one figure of each per
     readings of one session; a drop is a restart), vLLM's ``vllm_prompt_tokens_per_second``,
     ``vllm_generation_tokens_per_second`` and ``vllm_requests_finished_per_second`` (each rate
     times the time since the server's previous successful poll, its ``llm_poll_latency_seconds``
-    reading: the interval the collector computed it over), and busy time from ``llamacpp_requests_processing`` / ``vllm_requests_running``
+    reading: the interval the collector computed it over), and busy time from
+    ``llamacpp_requests_processing`` / ``vllm_requests_running``
     (the time since the previous reading when the reading is above zero; at most
     :data:`GAUGE_MAX_GAP_S`). An increase counts in the bucket of the reading that shows it.
     llama.cpp's series carry no model: the model is the one ``llm_model_loaded`` reported for

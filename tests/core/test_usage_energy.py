@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pynvml
 import pytest
 
 from app.records import HealthState, RequestRecord
 from app.storage.store import Store
-from app.usage.report import usage_report
+from app.usage.report import UsageCell, usage_report
 from collectors.energy import CpuEnergyCollector
 from collectors.gpu import GpuCollector
 from tests.collectors.test_gpu import FakeNvml, rtx
+from tests.support import health_of
 
 T = 1_700_000_000.0
 SERVER = "ollama@127.0.0.1:11434"
@@ -52,10 +54,14 @@ def request(start: float, end: float, model: str, tokens: int) -> RequestRecord:
                          latency_s=end - start, completion_tokens=tokens)
 
 
-def per_model(store: Store) -> dict[str, tuple[float | None, float, frozenset[str], bool]]:
+def per_model(store: Store) -> dict[str, UsageCell]:
     store.flush()
-    report = usage_report(store.reader(), T - 3600, T + 3600)
-    return {c.model: (c.joules_per_token, c.energy_j, c.energy_sources, c.energy_shared) for c in report.rows}
+    return {c.model: c for c in usage_report(store.reader(), T - 3600, T + 3600).rows}
+
+
+def energy(cell: UsageCell) -> tuple[Any, ...]:
+    """What a user sees of a row's energy: J/token, joules, sources, estimate or not."""
+    return (cell.joules_per_token, cell.energy_j, set(cell.energy_sources), cell.energy_shared)
 
 
 def record(tmp_path: Path, collector, clock: Clock, before_poll, requests: list[RequestRecord]) -> Store:
@@ -80,9 +86,8 @@ def test_nvml_energy_counter_gives_joules_per_token(tmp_path: Path) -> None:
     store = record(tmp_path, GpuCollector(nvml=nvml, clock=clock, monotonic=itertools.count().__next__), clock,
                    tick, [request(2.0, 4.0, "m1", 100), request(6.5, 8.5, "m1", 50), request(7.5, 9.5, "m2", 90)])
     figures = per_model(store)
-    assert figures["m1"][:3] == (pytest.approx((300 + 225) / 150), pytest.approx(525), {"gpu_counter"})
-    assert figures["m2"][:3] == (pytest.approx(225 / 90), pytest.approx(225), {"gpu_counter"})
-    assert figures["m1"][3] and figures["m2"][3]  # overlapping requests: an estimate
+    assert energy(figures["m1"]) == (pytest.approx((300 + 225) / 150), pytest.approx(525), {"gpu_counter"}, True)
+    assert energy(figures["m2"]) == (pytest.approx(225 / 90), pytest.approx(225), {"gpu_counter"}, True)
     store.close()
 
 
@@ -100,9 +105,9 @@ def test_power_readings_when_the_gpu_has_no_energy_counter(tmp_path: Path) -> No
     def integral(a: float, b: float) -> float:
         return 100 * (b - a) + 5 * (b * b - a * a)
     figures = per_model(store)
-    assert figures["m1"][:4] == (pytest.approx(integral(2, 4) / 40), pytest.approx(integral(2, 4)),
-                                 {"gpu_power"}, False)
-    assert figures["m2"][0] == pytest.approx(integral(6, 8) / 70)
+    assert energy(figures["m1"]) == (pytest.approx(integral(2, 4) / 40), pytest.approx(integral(2, 4)),
+                                     {"gpu_power"}, False)
+    assert figures["m2"].joules_per_token == pytest.approx(integral(6, 8) / 70)
     store.close()
 
 
@@ -131,17 +136,17 @@ def test_cpu_rapl_counter_with_a_wrap_around(tmp_path: Path) -> None:
     collector = CpuEnergyCollector(root, clock=clock)
     store = record(tmp_path, collector, clock, tick, [request(2, 4, "m1", 60), request(5, 6.5, "m2", 90)])
     figures = per_model(store)
-    assert figures["m1"][:4] == (pytest.approx(240 / 60), pytest.approx(240), {"cpu_rapl"}, False)
-    assert figures["m2"][0] == pytest.approx(180 / 90)
+    assert energy(figures["m1"]) == (pytest.approx(240 / 60), pytest.approx(240), {"cpu_rapl"}, False)
+    assert figures["m2"].joules_per_token == pytest.approx(180 / 90)
     store.close()
 
 
 def test_no_rapl_counters_is_absent_with_the_reason(tmp_path: Path) -> None:
     (tmp_path / "intel-rapl:0").mkdir()  # a zone whose counter cannot be read
-    (health,) = CpuEnergyCollector(tmp_path).poll()
+    health = health_of(CpuEnergyCollector(tmp_path).poll())
     assert health.state == HealthState.ABSENT
     assert "No CPU energy counters" in health.reason and "intel-rapl:0" in health.reason
-    (health,) = CpuEnergyCollector(tmp_path / "missing").poll()
+    health = health_of(CpuEnergyCollector(tmp_path / "missing").poll())
     assert health.state == HealthState.ABSENT and "no RAPL zones" in health.reason
 
 
@@ -154,5 +159,6 @@ def test_requests_outside_the_energy_readings_get_no_energy(tmp_path: Path) -> N
     store = record(tmp_path, GpuCollector(nvml=nvml, clock=clock, monotonic=itertools.count().__next__), clock,
                    tick, [request(20, 22, "late", 50), request(1, 2, "m1", 10)])
     figures = per_model(store)
-    assert figures["late"][0] is None and figures["m1"][0] == pytest.approx(200 / 10)
+    assert figures["late"].joules_per_token is None
+    assert figures["m1"].joules_per_token == pytest.approx(200 / 10)
     store.close()

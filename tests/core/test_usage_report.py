@@ -9,6 +9,7 @@ import random
 from collections import defaultdict
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,7 +84,7 @@ def independent_sums(path: Path) -> dict[tuple[date, str, str], list[float]]:
     return sums
 
 
-def report_by_day(store: Store, t0: float, t1: float) -> dict[tuple[date, str, str], list[float]]:
+def report_by_day(store: Store, t0: float, t1: float) -> dict[tuple[date, str, str], list[Any]]:
     conn = store.reader()
     try:
         report = usage_report(conn, t0, t1, "day")
