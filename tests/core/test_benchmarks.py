@@ -91,7 +91,7 @@ def test_repeats_give_one_stored_row_each_and_a_spread(upstream: SimUpstream, st
 def test_several_at_once_overlap_and_share_the_energy(upstream: SimUpstream, store: Store) -> None:
     """Constant 200 W from a GPU power series recorded while the run goes: the repeats' energy
     adds up to 200 W times the time any repeat ran, and overlapping ones are marked shared."""
-    upstream.chunk_delay_s = 0.02
+    upstream.hang = True  # the first three wait together until all three arrived
     stop = threading.Event()
 
     def power() -> None:  # what the GPU collector would record meanwhile
@@ -106,12 +106,18 @@ def test_several_at_once_overlap_and_share_the_energy(upstream: SimUpstream, sto
     try:
         config = BenchmarkConfig("together", targets(upstream.url, "a", "b", "c"), PROMPTS[:1], repeat=2,
                                  concurrency=3)
-        bench = run(config, store)
+        hub = Hub(store)
+        bench = BenchmarkRun(config, hub.publish, store)
+        bench.start()
+        wait_until(lambda: len(upstream.requests) == 3, what="three requests at once")
+        upstream.hang = False
+        upstream.release()
+        bench.join(60)
+        store.flush()
     finally:
         stop.set()
         recorder.join()
-    received = sorted(r.received_at for r in upstream.requests)
-    assert received[1] < min(r.write_times[-1] for r in upstream.requests)  # requests ran at once
+    assert bench.status == "done" and len(upstream.requests) == 6
     results = benchmark_results(store.reader(), bench.benchmark_id)
     assert len(results) == 6 and all(r.energy_j is not None and r.energy_source == "gpu_power" for r in results)
     starts, ends = np.array([r.ts_start for r in results]), np.array([r.end for r in results])
