@@ -28,7 +28,7 @@ from app.export import safe_text
 from app.storage.store import connect
 from app.usage.energy import SOURCE_TEXT
 from app.usage.periods import GROUPS, SINCE_HELP, parse_since
-from app.usage.report import REQUESTS, SERVER, UsageCell, UsageReport, usage_report
+from app.usage.report import REQUESTS, SERVER, UsageCell, UsageReport, first_recorded, usage_report
 
 CSV_COLUMNS = ("period_start", "server", "model", "requests", "requests_from", "errors", "prompt_tokens",
                "prompt_tokens_from", "completion_tokens", "completion_tokens_from",
@@ -163,9 +163,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         conn = connect(path, readonly=True)
         t0 = args.since
-        if t0 == 0.0:
-            first = conn.execute("SELECT min(started) FROM sessions").fetchone()[0]
-            t0 = float(first) if first is not None else now
+        if t0 == 0.0:  # --since all
+            first = first_recorded(conn)
+            t0 = first if first is not None else now
         report = usage_report(conn, t0, now, args.by)
     except sqlite3.Error as exc:
         print(f"llmmon usage: cannot read {path}: {exc}", file=sys.stderr)

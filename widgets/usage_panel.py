@@ -49,7 +49,7 @@ from app.alerts.rules import format_duration
 from app.runtime import Runtime
 from app.usage.energy import SOURCE_TEXT
 from app.usage.periods import local_midnight, preset_range
-from app.usage.report import SERVER, UsageCell, UsageReport, usage_report
+from app.usage.report import SERVER, UsageCell, UsageReport, first_recorded, usage_report
 from app.usage_cli import write_csv
 from widgets.background import run_in_thread
 from widgets.panel import Panel
@@ -297,12 +297,11 @@ class UsagePanel(Panel):
         try:  # its own connection: the panel's may be busy on the worker thread
             conn = self.runtime.store.reader()
             try:
-                first = conn.execute("SELECT min(started) FROM sessions").fetchone()[0]
+                return first_recorded(conn)
             finally:
                 conn.close()
         except sqlite3.Error:
             return None
-        return None if first is None else float(first)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:

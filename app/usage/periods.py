@@ -75,7 +75,7 @@ def parse_since(text: str, now: float) -> float:
 
 def preset_range(preset: str, now: float, first: float | None) -> tuple[float, float]:
     """``(t0, t1)`` of a preset (``today``, ``7d``, ``30d``, ``all``); ``first`` is when the
-    database's first session began (``all`` starts there)."""
+    database's history begins (``all`` starts there)."""
     start = parse_since(preset, now)
     if start == 0.0:
         start = first if first is not None else local_midnight(now)

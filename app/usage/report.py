@@ -139,6 +139,13 @@ def build_report(rows: list[tuple[Any, ...]], t0: float, t1: float, group: str,
                        _cell(t0, "", "", total), rows)
 
 
+def first_recorded(conn: sqlite3.Connection) -> float | None:
+    """When the database's history begins (its first session or request): where "all" starts."""
+    row = conn.execute("SELECT min(t) FROM (SELECT min(started) AS t FROM sessions "
+                       "UNION ALL SELECT min(ts_start) FROM requests)").fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 def usage_report(conn: sqlite3.Connection, t0: float, t1: float, group: str = "day") -> UsageReport:
     """Usage in ``[t0, t1)`` (widened to whole 15-minute buckets) grouped by ``hour``, ``day``
     or ``week`` of local time, or ``none``."""
