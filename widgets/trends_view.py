@@ -150,16 +150,18 @@ class TrendsView(QWidget):
         def series(values: list[float | None]) -> np.ndarray:
             return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
+        def draw(plot: pg.PlotWidget, values: np.ndarray, colour: str, **style: object) -> None:
+            if np.isfinite(values).any():  # a day-less line would only warn
+                plot.plot(x, values, pen=pg.mkPen(colour, width=2, style=style.pop("pen_style", Qt.PenStyle.SolidLine)),
+                          symbolSize=6, symbolBrush=colour, connect="finite", **style)
+
         for plot, (median, p90) in ((self.speed_plot, ([d.speed_median for d in days], [d.speed_p90 for d in days])),
                                     (self.ttft_plot, ([d.ttft_median for d in days], [d.ttft_p90 for d in days]))):
-            plot.plot(x, series(median), pen=pg.mkPen(PALETTE[0], width=2), symbol="o", symbolSize=6,
-                      symbolBrush=PALETTE[0], connect="finite", name="median")
-            plot.plot(x, series(p90), pen=pg.mkPen(PALETTE[1], style=Qt.PenStyle.DashLine), symbol="t",
-                      symbolSize=6, symbolBrush=PALETTE[1], connect="finite", name="p90")
+            draw(plot, series(median), PALETTE[0], symbol="o", name="median")
+            draw(plot, series(p90), PALETTE[1], symbol="t", name="p90", pen_style=Qt.PenStyle.DashLine)
         self.loads_plot.addItem(pg.BarGraphItem(x=x, height=[d.loads for d in days], width=DAY * 0.7,
                                                 brush=PALETTE[2], pen=pg.mkPen(None)))
-        self.load_time_plot.plot(x, series([d.load_median_s for d in days]), pen=pg.mkPen(PALETTE[3], width=2),
-                                 symbol="o", symbolSize=6, symbolBrush=PALETTE[3], connect="finite")
+        draw(self.load_time_plot, series([d.load_median_s for d in days]), PALETTE[3], symbol="o")
         at: dict[float, list[ChangeMarker]] = {}
         for change in trend.changes:  # one line per instant: a server update often brings a new digest
             at.setdefault(change.ts, []).append(change)
