@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 import main
 from app.benchmarks.records import benchmark_results, find_benchmark
@@ -70,11 +71,12 @@ def test_proxied_and_direct_requests_count_once(tmp_path: Path, llama_server: Ll
         started = time.time()
         wait_until(lambda: polled_after(started + 1.0), timeout=20, what="two polls of the server")
         before = generated_total(llama_server)
-        ask = {"model": ALIAS, "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 16,
-               "temperature": 0, "seed": 5}
+        messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
         through = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-        measured = sum(through.chat.completions.create(**ask).usage.completion_tokens for _ in range(2))
-        direct = httpx.post(f"{llama_server.base_url}/v1/chat/completions", json=ask, timeout=30).json()
+        measured = sum(through.chat.completions.create(model=ALIAS, messages=messages, max_tokens=16, temperature=0,
+                                                       seed=5).usage.completion_tokens for _ in range(2))
+        direct = httpx.post(f"{llama_server.base_url}/v1/chat/completions", timeout=30, json={
+            "model": ALIAS, "messages": messages, "max_tokens": 16, "temperature": 0, "seed": 5}).json()
         through.close()
         finished = time.time()
         wait_until(lambda: polled_after(finished), timeout=20, what="a poll after the last request")
@@ -89,4 +91,4 @@ def test_proxied_and_direct_requests_count_once(tmp_path: Path, llama_server: Ll
     assert row.completion_tokens == increase                 # the server's counter is the total
     assert row.measured["completion_tokens"] == measured     # the proxied part, not added again
     assert row.sources["completion_tokens"] == {SERVER}
-    assert (row.requests, row.sources["requests"]) == (2, {REQUESTS})  # llama.cpp counts no requests
+    assert row.requests == 2 and row.sources["requests"] == {REQUESTS}  # llama.cpp counts no requests
