@@ -118,8 +118,9 @@ def build_report(rows: list[tuple[Any, ...]], t0: float, t1: float, group: str,
                  per_server: bool = False) -> UsageReport:
     """Add up merged rows (tuples in :data:`MERGED_COLUMNS` order) per period (``hour``, ``day``,
     ``week``, or ``none``), server and model."""
-    values = np.array([r[4:] for r in rows], dtype=np.float64).reshape(len(rows), len(_NUMBERS))
-    buckets, bucket_index = np.unique(np.array([r[0] for r in rows], dtype=np.float64), return_inverse=True)
+    table = np.array(rows, dtype=object).reshape(len(rows), len(MERGED_COLUMNS))
+    values = table[:, 4:].astype(np.float64)
+    buckets, bucket_index = np.unique(table[:, 0].astype(np.float64), return_inverse=True)
     starts = np.array([period_start(b, group) if group != "none" else t0 for b in buckets])[bucket_index]
     names = sorted({(r[2], "" if per_server else r[3]) for r in rows})
     code = {n: i for i, n in enumerate(names)}

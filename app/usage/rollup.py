@@ -40,13 +40,6 @@ if TYPE_CHECKING:
 
 LAG_S = 60.0                  # roll up to this long before now: the last rows are being written
 CHUNK_S = 6 * 3600.0          # one writer-thread call rolls up at most this much
-_FLAGS = {c for c in MERGED_COLUMNS if c.endswith("_from")} | {"energy_shared"}
-_TEXT = {"server", "model"}
-# Sessions added up in SQL: sums, and the "from" bits OR-ed (SQLite has no BIT_OR aggregate).
-_SELECT = ", ".join(
-    c if c in ("bucket", *_TEXT) else "NULL" if c == "session_id"
-    else f"max({c} & 1) | max({c} & 2) | max({c} & 4)" if c in _FLAGS else f"sum({c})"
-    for c in MERGED_COLUMNS)
 
 
 def rolled_until(conn: sqlite3.Connection) -> float | None:
@@ -59,14 +52,15 @@ def rolled_until(conn: sqlite3.Connection) -> float | None:
 
 
 def merged_rows(conn: sqlite3.Connection, t0: float, t1: float) -> list[tuple[Any, ...]]:
-    """The merged rows of the buckets in ``[bucket_of(t0), bucket_ceil(t1))``, sessions added up,
-    as tuples in :data:`~app.usage.merge.MERGED_COLUMNS` order."""
+    """The merged rows of the buckets in ``[bucket_of(t0), bucket_ceil(t1))`` as tuples in
+    :data:`~app.usage.merge.MERGED_COLUMNS` order (a bucket can have a row per session: the
+    report adds them up with the rest of its period)."""
     t0, t1 = bucket_of(t0), bucket_ceil(t1)
     done = rolled_until(conn)
     out: list[tuple[Any, ...]] = []
     if done is not None and done > t0:
-        out = conn.execute(f"SELECT {_SELECT} FROM usage_rollup WHERE bucket>=? AND bucket<? "
-                           "GROUP BY bucket, server, model", (t0, min(t1, done))).fetchall()
+        out = conn.execute(f"SELECT {', '.join(MERGED_COLUMNS)} FROM usage_rollup WHERE bucket>=? AND bucket<?",
+                           (t0, min(t1, done))).fetchall()
         t0 = max(t0, done)
     return out + [as_tuple(r) for r in merge_sources(compute_usage(conn, t0, t1))]
 
