@@ -68,7 +68,8 @@ def _v3_session_pid(db: sqlite_utils.Database) -> None:
 
 def _v4_usage_and_benchmarks(db: sqlite_utils.Database) -> None:
     """Usage rollups (app/usage/rollup.py: one row per 15-minute bucket, session, server and
-    model, kept by the store's writer) and named benchmark runs (app/benchmarks/)."""
+    model, and per local day and model for the trends, kept by the store's writer) and named
+    benchmark runs (app/benchmarks/)."""
     db.table("usage_rollup").create(
         {"bucket": float, "session_id": int, "server": str, "model": str,
          "requests": float, "requests_measured": float, "requests_from": int, "errors": int,
@@ -81,7 +82,14 @@ def _v4_usage_and_benchmarks(db: sqlite_utils.Database) -> None:
     # One row: how far the rollup has got, and the last rows it had seen (newer ones below
     # done_until arrived late and get their buckets recomputed).
     db.table("usage_rollup_state").create(
-        {"id": int, "done_until": float, "requests_rowid": int, "samples_rowid": int}, pk="id")
+        {"id": int, "done_until": float, "requests_rowid": int, "samples_rowid": int, "trend_until": float},
+        pk="id")
+    # Each complete local day's speed figures per model (app/usage/trends.py).
+    db.table("usage_trend_day").create(
+        {"day_start": float, "day_end": float, "model": str, "servers": str, "requests": int,
+         "speed_median": float, "speed_p90": float, "ttft_median": float, "ttft_p90": float, "loads": int,
+         "load_median_s": float})
+    db.table("usage_trend_day").create_index(["model", "day_start"])
     db.table("benchmarks").create(
         {"id": int, "name": str, "started": float, "ended": float, "session_id": int,
          "status": str, "config": str, "note": str}, pk="id")

@@ -7,7 +7,9 @@ a time (:data:`CHUNK_S`), up to :data:`LAG_S` before now. Rows that arrive later
 already rolled up (a long request is written when it ends, a write that was retried) are found
 by their row ids and their buckets recomputed, with the neighbours whose time or energy they
 share. Rollup rows live as long as their session: deleting a session deletes them; time-based
-retention of the raw rows leaves them, so usage totals outlive the raw data.
+retention of the raw rows leaves them, so usage totals outlive the raw data. As the rollup
+passes a local midnight it also keeps that day's trend figures per model
+(:func:`app.usage.trends.store_days`), recomputed likewise when late rows arrive.
 
 :func:`merged_rows` reads a range: rolled-up rows where the rollup has got to, the rest
 computed from the raw rows on the spot (the same code), so a report is always complete.
@@ -34,6 +36,8 @@ from app.usage.compute import (
     compute_usage,
 )
 from app.usage.merge import MERGED_COLUMNS, as_tuple, merge_sources
+from app.usage.periods import local_midnight
+from app.usage.trends import day_starts, store_days
 
 if TYPE_CHECKING:
     from app.storage.store import Store
@@ -71,12 +75,28 @@ class _State:
     done_until: float
     requests_rowid: int
     samples_rowid: int
+    trend_until: float    # the local midnight up to which usage_trend_day is kept
 
 
 def _read_state(conn: sqlite3.Connection) -> _State | None:
-    found = conn.execute("SELECT done_until, requests_rowid, samples_rowid FROM usage_rollup_state "
+    found = conn.execute("SELECT done_until, requests_rowid, samples_rowid, trend_until FROM usage_rollup_state "
                          "WHERE id=1").fetchone()
-    return None if found is None else _State(float(found[0]), int(found[1]), int(found[2]))
+    return None if found is None else _State(float(found[0]), int(found[1]), int(found[2]), float(found[3]))
+
+
+def _keep_days(conn: sqlite3.Connection, since: float, until: float) -> float:
+    """Keep the trend rows of the complete local days from ``since`` (a local midnight) to
+    ``until``; returns the midnight it got to."""
+    complete = [float(e) for e in day_starts(since, until) if e <= until]
+    if len(complete) > 1:
+        store_days(conn, complete)
+    return complete[-1] if complete else since
+
+
+def _redo_days(conn: sqlite3.Connection, buckets: Iterable[float], trend_until: float) -> None:
+    """Compute again the kept days holding these buckets (rows arrived late, or went away)."""
+    for day in sorted({local_midnight(b) for b in buckets if b < trend_until}):
+        store_days(conn, [float(e) for e in day_starts(day, day)[:2]])
 
 
 def _max_rowid(conn: sqlite3.Connection, table: str) -> int:
@@ -136,19 +156,27 @@ def rollup_step(db: sqlite_utils.Database, now: float, chunk_s: float = CHUNK_S,
         if state is None:
             first = conn.execute("SELECT min(started) FROM sessions").fetchone()[0]
             start = bucket_of(first) if first is not None else target
-            state = _State(start, 0, 0)
-            conn.execute("INSERT INTO usage_rollup_state (id, done_until, requests_rowid, samples_rowid) "
-                         "VALUES (1, ?, 0, 0)", (start,))
+            state = _State(start, 0, 0, local_midnight(start))
+            conn.execute("INSERT INTO usage_rollup_state (id, done_until, requests_rowid, samples_rowid, trend_until) "
+                         "VALUES (1, ?, 0, 0, ?)", (start, state.trend_until))
         else:
-            for a, b in _ranges(_late_buckets(conn, state)):
+            late = _late_buckets(conn, state)
+            for a, b in _ranges(late):
                 conn.execute("DELETE FROM usage_rollup WHERE bucket>=? AND bucket<?", (a, b))
                 _roll(conn, a, b)
+            _redo_days(conn, late, state.trend_until)
         end = min(target, state.done_until + chunk_s)
         if end > state.done_until:
             _roll(conn, state.done_until, end)
-        conn.execute("DELETE FROM usage_rollup WHERE session_id NOT IN (SELECT id FROM sessions)")
-        conn.execute("UPDATE usage_rollup_state SET done_until=?, requests_rowid=?, samples_rowid=? WHERE id=1",
-                     (max(end, state.done_until), requests_rowid, samples_rowid))
+        gone = [r[0] for r in conn.execute(
+            "SELECT DISTINCT bucket FROM usage_rollup WHERE session_id NOT IN (SELECT id FROM sessions)")]
+        if gone:  # a deleted session: its usage goes, its days are computed again without it
+            conn.execute("DELETE FROM usage_rollup WHERE session_id NOT IN (SELECT id FROM sessions)")
+            _redo_days(conn, gone, state.trend_until)
+        done_until = max(end, state.done_until)
+        conn.execute("UPDATE usage_rollup_state SET done_until=?, requests_rowid=?, samples_rowid=?, trend_until=? "
+                     "WHERE id=1", (done_until, requests_rowid, samples_rowid,
+                                    _keep_days(conn, state.trend_until, done_until)))
     return end < target
 
 

@@ -8,12 +8,20 @@ benchmarks), the server's own figure where it gave one. Loads are the ``model_lo
 of the collectors; the load time is the median ``load_s`` the server reported on requests that
 waited for a load (more than :data:`LOAD_MIN_S`; Ollama reports a few milliseconds on every
 request to a model already in memory). Days are local days.
+
+Complete days are computed once, on the store's writer as the usage rollup passes each local
+midnight, and kept in ``usage_trend_day`` (per day and model): a model's month then reads 30
+rows instead of the hundreds of thousands of requests behind them. Today, and days kept in
+another time zone, are computed when asked.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import astuple, dataclass
 
 import numpy as np
 
@@ -34,6 +42,10 @@ class TrendDay:
     ttft_p90: float | None
     loads: int
     load_median_s: float | None
+
+
+DAY_COLUMNS = ("day_start", "requests", "speed_median", "speed_p90", "ttft_median", "ttft_p90", "loads",
+               "load_median_s")
 
 
 @dataclass(frozen=True)
@@ -67,25 +79,93 @@ def _quantiles(values: np.ndarray) -> tuple[float | None, float | None]:
     return float(median), float(p90)
 
 
-def model_trend(conn: sqlite3.Connection, model: str, t0: float, t1: float) -> ModelTrend:
+def compute_days(conn: sqlite3.Connection, edges: Sequence[float] | np.ndarray,
+                 model: str | None = None) -> dict[tuple[float, str], tuple[TrendDay, list[str]]]:
+    """``(day start, model) → (its day, the servers it ran on)`` for the days between consecutive
+    ``edges`` (local midnights), of one model or of every model that had requests then."""
+    t0, t1 = float(edges[0]), float(edges[-1])
+    where, params = ("model=? AND ", [model]) if model is not None else ("", [])
     rows = conn.execute(
-        "SELECT ts_start, COALESCE(server_tokens_per_s, client_tokens_per_s), ttft_s, load_s, server "
-        f"FROM requests WHERE model=? AND ts_start BETWEEN ? AND ? AND {OK}", (model, t0, t1)).fetchall()
-    edges = day_starts(t0, t1)
-    servers = sorted({r[4] for r in rows})
+        "SELECT ts_start, COALESCE(server_tokens_per_s, client_tokens_per_s), ttft_s, load_s, model, server "
+        f"FROM requests WHERE {where}ts_start>=? AND ts_start<? AND {OK} ORDER BY model, ts_start",
+        (*params, t0, t1)).fetchall()
+    edges_array = np.asarray(edges, dtype=np.float64)
+    loads: dict[tuple[float, str], int] = defaultdict(int)
+    for ts, labels_text in conn.execute(
+            "SELECT ts, labels FROM events WHERE kind='model_loaded' AND ts>=? AND ts<?", (t0, t1)):
+        name = json.loads(labels_text or "{}").get("model", "")
+        if model is None or name == model:
+            loads[(float(edges_array[np.searchsorted(edges_array, ts, side="right") - 1]), name)] += 1
     data = np.array([r[:4] for r in rows], dtype=np.float64).reshape(-1, 4)
-    day = np.searchsorted(edges, data[:, 0], side="right") - 1
-    loads = np.zeros(len(edges), dtype=int)
-    loaded = conn.execute("SELECT ts, labels FROM events WHERE kind='model_loaded' AND ts BETWEEN ? AND ?", (t0, t1))
-    for ts, labels_text in loaded:
-        if json.loads(labels_text or "{}").get("model") == model:
-            loads[int(np.searchsorted(edges, ts, side="right")) - 1] += 1
-    days = []
-    for i, start in enumerate(edges[:-1]):
-        mine = data[day == i]
-        speed = _quantiles(mine[:, 1])
-        ttft = _quantiles(mine[:, 2])
-        load_s = mine[:, 3][mine[:, 3] > LOAD_MIN_S]
-        days.append(TrendDay(float(start), len(mine), *speed, *ttft, int(loads[i]),
-                             float(np.median(load_s)) if len(load_s) else None))
-    return ModelTrend(model, servers, days, change_markers(conn, t0, t1, model, servers or None))
+    # rows come grouped by model and in time order: each model's days are consecutive slices
+    model_starts = [i for i in range(len(rows)) if i == 0 or rows[i][4] != rows[i - 1][4]]
+    out: dict[tuple[float, str], tuple[TrendDay, list[str]]] = {}
+    for first, last in itertools.pairwise([*model_starts, len(rows)]):
+        name = rows[first][4]
+        cuts = first + np.searchsorted(data[first:last, 0], edges_array)
+        for i, (a, b) in enumerate(itertools.pairwise(cuts.tolist())):
+            if a == b and (float(edges_array[i]), name) not in loads:
+                continue
+            chosen = data[a:b]
+            load_s = chosen[:, 3][chosen[:, 3] > LOAD_MIN_S]
+            start = float(edges_array[i])
+            out[(start, name)] = (TrendDay(
+                start, len(chosen), *_quantiles(chosen[:, 1]), *_quantiles(chosen[:, 2]), loads.get((start, name), 0),
+                float(np.median(load_s)) if len(load_s) else None), sorted({r[5] for r in rows[a:b]}))
+    for (start, name), count in loads.items():  # loaded, but no request measured that day
+        if (start, name) not in out:
+            out[(start, name)] = (TrendDay(start, 0, None, None, None, None, count, None), [])
+    return out
+
+
+# ----------------------------------------------------------------------------- kept per day
+def store_days(conn: sqlite3.Connection, edges: Sequence[float]) -> None:
+    """Compute the days between ``edges`` for every model and keep them (on the writer)."""
+    days = compute_days(conn, edges)
+    conn.execute("DELETE FROM usage_trend_day WHERE day_start>=? AND day_start<?", (edges[0], edges[-1]))
+    ends = dict(itertools.pairwise(float(e) for e in edges))
+    conn.executemany(
+        f"INSERT INTO usage_trend_day (day_end, model, servers, {', '.join(DAY_COLUMNS)}) "
+        f"VALUES (?, ?, ?, {', '.join('?' * len(DAY_COLUMNS))})",
+        [(ends[start], name, json.dumps(servers), *astuple(d)) for (start, name), (d, servers) in days.items()])
+
+
+def _kept_days(conn: sqlite3.Connection, model: str, edges: np.ndarray) -> dict[float, tuple[TrendDay, list[str]]]:
+    """The kept days of ``model`` whose span is exactly one of today's local days (a database
+    kept in another time zone keeps other spans: those days are computed again)."""
+    wanted = dict(itertools.pairwise(edges.tolist()))
+    try:
+        rows = conn.execute(f"SELECT day_end, servers, {', '.join(DAY_COLUMNS)} FROM usage_trend_day "
+                            "WHERE model=? AND day_start>=? AND day_start<?", (model, edges[0], edges[-1])).fetchall()
+    except sqlite3.OperationalError:  # a database from before the usage tables
+        return {}
+    return {r[2]: (TrendDay(*r[2:]), json.loads(r[1])) for r in rows if wanted.get(r[2]) == r[0]}
+
+
+def model_trend(conn: sqlite3.Connection, model: str, t0: float, t1: float) -> ModelTrend:
+    """The model's whole local days from the one holding ``t0`` to the one holding ``t1``:
+    complete days as the rollup kept them, the others computed now."""
+    edges = day_starts(t0, t1)
+    kept = _kept_days(conn, model, edges)
+    missing = [i for i, start in enumerate(edges[:-1]) if float(start) not in kept]
+    computed: dict[float, tuple[TrendDay, list[str]]] = {}
+    for first, last in _runs(missing):  # consecutive missing days in one query each
+        for (start, _name), value in compute_days(conn, edges[first:last + 2], model).items():
+            computed[start] = value
+    days, servers = [], set()
+    for start in edges[:-1].tolist():
+        day, on = kept.get(start) or computed.get(start) or (TrendDay(start, 0, None, None, None, None, 0, None), [])
+        days.append(day)
+        servers.update(on)
+    return ModelTrend(model, sorted(servers), days, change_markers(conn, t0, t1, model, sorted(servers) or None))
+
+
+def _runs(indexes: list[int]) -> list[tuple[int, int]]:
+    """``[1, 2, 3, 7]`` → ``[(1, 3), (7, 7)]``."""
+    out: list[tuple[int, int]] = []
+    for i in indexes:
+        if out and out[-1][1] == i - 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out

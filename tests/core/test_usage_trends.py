@@ -16,6 +16,7 @@ from app.hub import Hub
 from app.records import Event, RequestRecord, labels_of
 from app.storage.store import Store
 from app.usage.changes import VersionRecorder, change_markers
+from app.usage.rollup import UsageRollup
 from app.usage.trends import LOAD_MIN_S, model_trend
 from collectors.gpu import GpuCollector
 from collectors.ollama import OllamaCollector
@@ -113,23 +114,38 @@ def test_daily_medians_and_p90_equal_numpy_over_the_days_rows(tmp_path: Path) ->
         store.put(loads)
         store.flush()
         end = records[-1].ts_start + 1
-        trend = model_trend(store.reader(), "llama3", start, end)
+        check_days(model_trend(store.reader(), "llama3", start, end), records, loads)  # from the requests
 
-        by_day: dict[str, list[RequestRecord]] = defaultdict(list)
-        for r in records:
-            if r.model == "llama3" and not r.error_type:
-                by_day[datetime.fromtimestamp(r.ts_start).date().isoformat()].append(r)
-        days = {datetime.fromtimestamp(d.start).date().isoformat(): d for d in trend.days}
-        assert set(by_day) <= set(days) and len(by_day) >= 3
-        for day, rows in by_day.items():
-            d = days[day]
-            speeds = [r.server_tokens_per_s if r.server_tokens_per_s is not None else r.client_tokens_per_s
-                      for r in rows]
-            assert d.requests == len(rows)
-            assert (d.speed_median, d.speed_p90) == pytest.approx(tuple(np.percentile(speeds, [50, 90])))
-            assert (d.ttft_median, d.ttft_p90) == pytest.approx(tuple(np.percentile([r.ttft_s for r in rows],
-                                                                                   [50, 90])))
-            slow_loads = [r.load_s for r in rows if r.load_s > LOAD_MIN_S]
-            assert d.load_median_s == (pytest.approx(float(np.median(slow_loads))) if slow_loads else None)
-            assert d.loads == sum(1 for e in loads if datetime.fromtimestamp(e.ts).date().isoformat() == day)
+        clock.now = end + 86400  # the rollup keeps the complete days
+        rollup = UsageRollup(store, clock=clock)
+        rollup.catch_up()
+        kept = query(store.path, "SELECT count(*) FROM usage_trend_day WHERE model='llama3'")[0][0]
+        assert kept >= 3
+        check_days(model_trend(store.reader(), "llama3", start, end), records, loads)  # from the kept days
+        # a request that ended long after it began, written after its day was kept
+        late = RequestRecord(ts_start=start + 3600, server="ollama@x", endpoint="/api/chat", model="llama3",
+                             status=200, latency_s=4000.0, ttft_s=9.0, server_tokens_per_s=1.0)
+        store.put([late])
+        rollup.catch_up()
+        check_days(model_trend(store.reader(), "llama3", start, end), [*records, late], loads)
         store.close()
+
+
+def check_days(trend, records: list[RequestRecord], loads: list[Event]) -> None:
+    by_day: dict[str, list[RequestRecord]] = defaultdict(list)
+    for r in records:
+        if r.model == "llama3" and not r.error_type:
+            by_day[datetime.fromtimestamp(r.ts_start).date().isoformat()].append(r)
+    days = {datetime.fromtimestamp(d.start).date().isoformat(): d for d in trend.days}
+    assert set(by_day) <= set(days) and len(by_day) >= 3
+    for day, rows in by_day.items():
+        d = days[day]
+        speeds = [r.server_tokens_per_s if r.server_tokens_per_s is not None else r.client_tokens_per_s
+                  for r in rows]
+        assert d.requests == len(rows)
+        assert (d.speed_median, d.speed_p90) == pytest.approx(tuple(np.percentile(speeds, [50, 90])))
+        assert (d.ttft_median, d.ttft_p90) == pytest.approx(tuple(np.percentile([r.ttft_s for r in rows],
+                                                                               [50, 90])))
+        slow_loads = [r.load_s for r in rows if r.load_s and r.load_s > LOAD_MIN_S]
+        assert d.load_median_s == (pytest.approx(float(np.median(slow_loads))) if slow_loads else None)
+        assert d.loads == sum(1 for e in loads if datetime.fromtimestamp(e.ts).date().isoformat() == day)
