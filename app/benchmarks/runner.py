@@ -116,10 +116,10 @@ class BenchmarkRun:
 
     def _run_jobs(self) -> None:
         finished: queue.SimpleQueue[tuple[int, RequestRecord]] = queue.SimpleQueue()
-        request = self.config
         next_job = 0
         while True:
-            while not self._cancel.is_set() and next_job < len(self.jobs) and len(self._active) < request.concurrency:
+            while (not self._cancel.is_set() and next_job < len(self.jobs)
+                   and len(self._active) < self.config.concurrency):
                 self._launch(next_job, finished)
                 next_job += 1
             with self._lock:

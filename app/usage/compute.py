@@ -33,19 +33,16 @@ are whole quarter hours from UTC), so local hours, days and weeks are sums of wh
 """
 from __future__ import annotations
 
-import logging
 import math
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from app.records import labels_from_json, labels_json, labels_of
 from app.usage.energy import load_curve, split_equally
-
-log = logging.getLogger(__name__)
 
 BUCKET_S = 900.0
 GAUGE_MAX_GAP_S = 15.0        # a busy reading vouches for at most this long before it
@@ -94,16 +91,11 @@ class UsageRow:
     energy_source: str = ""
     energy_shared: int = 0
 
-    @property
-    def key(self) -> tuple[float, int | None, str, str, str]:
-        return (self.bucket, self.session_id, self.origin, self.server, self.model)
-
     def add(self, name: str, amount: float) -> None:
         current = getattr(self, name)
         setattr(self, name, amount if current is None else current + amount)
 
 
-COLUMNS = tuple(f.name for f in fields(UsageRow))
 
 
 # ----------------------------------------------------------------------------- computing
