@@ -46,7 +46,7 @@ from app.runtime import Runtime
 from widgets.theme import PALETTE
 
 log = logging.getLogger(__name__)
-GOOD, BAD = "#009E73", "#D55E00"
+GOOD, BAD = PALETTE[2], PALETTE[5]  # bluish green, vermillion
 NOISE_NOTE = ("A difference is <i>beyond the noise</i> when the 95 % interval of the change (bootstrap over each "
               "run's repeats) excludes zero. Green: better, red: worse.")
 

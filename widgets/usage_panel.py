@@ -63,7 +63,8 @@ RANGES = [("Today", "today"), ("Last 7 days", "7d"), ("Last 30 days", "30d"), ("
           ("Custom…", "custom")]
 GROUPS = [("by hour", "hour"), ("by day", "day"), ("by week", "week")]
 PERIOD_S = {"hour": 3600.0, "day": 86400.0, "week": 7 * 86400.0}
-MAX_SERIES = 7   # stacked bars: the biggest series, the rest added up as "other"
+MAX_SERIES = 6   # stacked bars: the biggest series (a palette colour each), the rest added up as "other"
+OTHER = PALETTE[6]  # grey
 EMPTY = ("No usage in this range.\n\nllmmon counts the requests it measures (the metering proxy, prompt "
          "tests and benchmarks) and the servers' own token counters: llama.cpp started with --metrics, "
          "and vLLM.")
@@ -393,7 +394,7 @@ class UsagePanel(Panel):
         for row, series in enumerate([*shown, "other"]):
             if not heights[row].any():
                 continue
-            colour = PALETTE[row % len(PALETTE)] if series != "other" else "#999999"
+            colour = PALETTE[row] if series != "other" else OTHER
             bar = pg.BarGraphItem(x=x, height=heights[row], y0=base.copy(), width=width * 0.8, brush=colour,
                                   pen=pg.mkPen(None))
             legend.append(f"<span style='color:{colour}'>■</span>&nbsp;{html.escape(series)}")

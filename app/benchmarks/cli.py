@@ -6,8 +6,9 @@
     main.py bench --compare before-driver after-driver      # names or ids (#12)
 
 A prompt file holds prompts separated by a line ``---``, or is a ``.jsonl`` file of prompts (see
-app/benchmarks/prompts.py). Without --server the first server answering on the default local
-ports (Ollama 11434, vLLM 8000, llama.cpp 8080, LM Studio 1234) is used. The run records like
+app/benchmarks/prompts.py). The server is found the way the app finds it (its kind asked unless
+--kind names it); without --server, the first one up among the configured servers and the
+default local ports (Ollama 11434, vLLM 8000, llama.cpp 8080, LM Studio 1234). The run records like
 ``main.py --headless`` meanwhile (GPU power, the server's counters) into a session named after
 the benchmark, and is stored under --name (default: the models and the time) for later
 comparison. Ctrl-C stops it; the repeats done so far are kept.
@@ -29,9 +30,11 @@ from app.benchmarks.runner import BenchmarkRun
 from app.benchmarks.stats import change_text, compare, spread_text, summarize, verdict
 from app.config import ServerEntry, Settings, db_path, load_settings
 from app.prompt_runner import PromptTarget
+from app.records import Health, HealthState
 from app.secrets import get_secret
-from app.server_names import server_name
+from app.server_names import host_port
 from app.storage.store import connect
+from app.summary import SERVER_KINDS
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -65,22 +68,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the stored benchmarks")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), help="compare two stored benchmarks (B against A)")
     parser.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help="database file")
-
-
-def _find_server(url: str | None, kind: str) -> tuple[str, str] | str:
-    """``(url, kind)`` of the server to use, or the reason there is none."""
-    from collectors.discovery import DEFAULT_PORTS, identify, normalise_url
-
-    candidates = [normalise_url(url)] if url else [f"http://127.0.0.1:{port}" for port, _ in DEFAULT_PORTS]
-    reasons = []
-    for candidate in candidates:
-        if kind != "auto" and url:
-            return candidate, kind
-        probe = identify(candidate)
-        if probe.kind:
-            return candidate, probe.kind
-        reasons.append(f"{candidate}: {probe.reason}")
-    return "no LLM server found (" + "; ".join(reasons) + ")"
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -121,48 +108,72 @@ def run(args: argparse.Namespace) -> int:
     except PromptFileError as exc:
         print(f"llmmon bench: {exc}", file=sys.stderr)
         return 2
-    found = _find_server(args.server, args.kind)
-    if isinstance(found, str):
-        print(f"llmmon bench: {found}", file=sys.stderr)
-        return 2
-    url, kind = found
     settings, _problems = load_settings()
-    entry = next((s for s in settings.servers if s.url.rstrip("/") == url), None)
-    if entry is None:  # watch it meanwhile too: its own counters and the GPU's energy
-        settings.servers.append(ServerEntry(url=url, kind=kind))
-    name = entry.name if entry is not None and entry.name else server_name(kind, url)
-    key = get_secret(entry.api_key_ref) if entry is not None and entry.api_key_ref else None
+    url = ""
+    if args.server:
+        url = (args.server if "://" in args.server else f"http://{args.server}").rstrip("/")
+        if not any(host_port(s.url) == host_port(url) for s in settings.servers):
+            settings.servers.append(ServerEntry(url=url, kind=args.kind))
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    bench_name = args.name or f"{', '.join(models)} {time.strftime('%Y-%m-%d %H:%M')}"
-    config = BenchmarkConfig(bench_name, tuple(PromptTarget(name, url, kind, m, key) for m in models),
-                             tuple(prompts), args.repeat, args.concurrency, args.temperature, args.max_tokens,
-                             args.seed)
-    return _run_benchmark(args, config, settings)
+    return _run_benchmark(args, settings, url, models, tuple(prompts))
 
 
-POLL_WAIT_S = 15.0
+SERVER_WAIT_S = 15.0
 
 
-def _polled(runtime: Runtime, server: str, after: float, timeout: float, stop: threading.Event) -> bool:
-    """Wait until the server's collector has read it at or after ``after``."""
-    from app.records import HealthState
+def _server(runtime: Runtime, url: str, stop: threading.Event) -> Health | str:
+    """The LLM server to benchmark as the runtime's discovery found it (the one at ``url``, or
+    the first one up), or why there is none."""
+    deadline = time.monotonic() + SERVER_WAIT_S
+    while not stop.is_set():
+        servers = [h for h in list(runtime.hub.health.values()) if h.kind in SERVER_KINDS and h.url
+                   and (not url or host_port(h.url) == host_port(url))]
+        up = sorted((h for h in servers if h.state == HealthState.UP), key=lambda h: h.source)
+        if up:
+            return up[0]
+        if time.monotonic() > deadline:
+            reasons = "; ".join(f"{h.source}: {h.reason}" for h in servers if h.reason)
+            where = url or "the default local ports (Ollama 11434, vLLM 8000, llama.cpp 8080, LM Studio 1234)"
+            return f"no LLM server up at {where}" + (f" ({reasons})" if reasons else "")
+        stop.wait(0.1)
+    return "stopped"
 
-    deadline = time.monotonic() + timeout
+
+def _polled(runtime: Runtime, server: str, after: float, stop: threading.Event) -> bool:
+    """Wait until the server's collector has read it after ``after``."""
+    deadline = time.monotonic() + SERVER_WAIT_S
     while time.monotonic() < deadline and not stop.is_set():
         health = runtime.hub.health.get(server)
-        if health is not None and health.state == HealthState.UP and health.ts >= after:
+        if health is not None and health.state == HealthState.UP and health.ts > after:
             return True
         stop.wait(0.1)
     return False
 
 
-def _run_benchmark(args: argparse.Namespace, config: BenchmarkConfig, settings: Settings) -> int:
+def _run_benchmark(args: argparse.Namespace, settings: Settings, url: str, models: list[str],
+                   prompts: tuple[BenchPrompt, ...]) -> int:
     from app.runtime import Runtime  # the collectors: only when a benchmark runs
 
-    runtime = Runtime.create(getattr(args, "db", None), settings=settings, session_name=f"bench {config.name}")
+    name = args.name or f"{', '.join(models)} {time.strftime('%Y-%m-%d %H:%M')}"
+    runtime = Runtime.create(getattr(args, "db", None), settings=settings, session_name=f"bench {name}")
     runtime.start()
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        found = _server(runtime, url, stop)
+        if isinstance(found, str):
+            print(f"llmmon bench: {found}", file=sys.stderr)
+            return 2
+        entry = next((s for s in settings.servers if host_port(s.url) == host_port(found.url)), None)
+        key = get_secret(entry.api_key_ref) if entry is not None and entry.api_key_ref else None
+        config = BenchmarkConfig(name, tuple(PromptTarget(found.source, found.url, found.kind, m, key) for m in models),
+                                 prompts, args.repeat, args.concurrency, args.temperature, args.max_tokens, args.seed)
+        return _bench(runtime, config, stop)
+    finally:
+        runtime.stop()
+
+
+def _bench(runtime: Runtime, config: BenchmarkConfig, stop: threading.Event) -> int:
     done = threading.Event()
 
     def progress(result: BenchResult) -> None:
@@ -174,20 +185,18 @@ def _run_benchmark(args: argparse.Namespace, config: BenchmarkConfig, settings: 
 
     bench = BenchmarkRun(config, runtime.hub.publish, runtime.store, on_result=progress,
                          on_finished=lambda _run: done.set())
-    print(f"llmmon bench: {config.name!r}: {len(config.targets)} model(s) × {len(config.prompts)} prompt(s) × "
-          f"{config.repeat} repeats on {config.targets[0].server}, "
-          f"{'one at a time' if config.concurrency == 1 else f'{config.concurrency} at once'}", flush=True)
     server = config.targets[0].server
+    print(f"llmmon bench: {config.name!r}: {len(config.targets)} model(s) × {len(config.prompts)} prompt(s) × "
+          f"{config.repeat} repeats on {server}, "
+          f"{'one at a time' if config.concurrency == 1 else f'{config.concurrency} at once'}", flush=True)
     # The server's own counters need a reading before the first request and one after the last.
-    if not _polled(runtime, server, time.time(), POLL_WAIT_S, stop):
-        print(f"llmmon bench: {server} is not being watched yet; its own counters may miss the run", flush=True)
+    _polled(runtime, server, time.time(), stop)
     bench.start()
     while not done.wait(0.2):  # short waits keep Ctrl-C responsive
         if stop.is_set():
             bench.cancel()
     bench.join()
-    _polled(runtime, server, time.time(), POLL_WAIT_S, stop)
-    runtime.stop()
+    _polled(runtime, server, time.time(), stop)
     if bench.status == "failed":
         print(f"llmmon bench: {bench.error}", file=sys.stderr)
         return 1
