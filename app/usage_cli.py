@@ -14,17 +14,16 @@ two (see app/usage/report.py). Reads the database read-only: safe while the app 
 from __future__ import annotations
 
 import argparse
-import csv
+import io
 import sqlite3
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
 
 from app.alerts.rules import format_duration
 from app.config import db_path
-from app.export import safe_text
+from app.export import CsvFile
 from app.storage.store import connect
 from app.usage.energy import SOURCE_TEXT
 from app.usage.periods import GROUPS, SINCE_HELP, parse_since
@@ -138,13 +137,13 @@ def write_csv(report: UsageReport, path: Path, per: str = "model") -> int:
         return _write_cells(f, cells)
 
 
-def _write_cells(f: TextIO, cells: list[UsageCell]) -> int:
-    writer = csv.writer(f)
-    writer.writerow(CSV_COLUMNS)
+def _write_cells(f: io.TextIOBase, cells: list[UsageCell]) -> int:
+    writer = CsvFile(f)  # the export's writer: RFC 4180 quoting, text cells inert for spreadsheets
+    writer.row(CSV_COLUMNS)
     for c in cells:
         per_token = c.joules_per_token
-        writer.writerow([
-            datetime.fromtimestamp(c.start).astimezone().isoformat(), safe_text(c.server), safe_text(c.model),
+        writer.row([
+            datetime.fromtimestamp(c.start).astimezone().isoformat(), c.server, c.model,
             round(c.requests, 3), _origin(c, "requests"), c.errors, round(c.prompt_tokens, 3),
             _origin(c, "prompt_tokens"), round(c.completion_tokens, 3), _origin(c, "completion_tokens"),
             round(c.measured["completion_tokens"], 3), c.estimated_tokens, round(c.busy_s, 3),

@@ -23,10 +23,11 @@ log = logging.getLogger(__name__)
 
 class UsageService:
     """One thread: a rollup catch-up every ``rollup_interval_s``, the speed ratios every
-    ``ratio_interval_s`` (they read the database, so not on every alert tick)."""
+    ``ratio_interval_s`` (they read the database, so not on every alert tick; often enough that
+    the Prometheus exporter, which drops a series unchanged for 2 minutes, keeps them)."""
 
     def __init__(self, store: Store, publish: Callable[[list[Record]], None], *, rollup_interval_s: float = 60.0,
-                 ratio_interval_s: float = 300.0, clock: Callable[[], float] = time.time) -> None:
+                 ratio_interval_s: float = 60.0, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.publish = publish
         self.clock = clock
