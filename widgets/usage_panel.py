@@ -273,7 +273,7 @@ class UsagePanel(Panel):
         self.pages.setDocumentMode(True)
         self.pages.addTab(totals_page, "Totals")
         self.pages.addTab(self.trends, "Trends per model")
-        self.pages.currentChanged.connect(lambda _: self.requery())
+        self.pages.currentChanged.connect(self._page_changed)
         layout = QVBoxLayout(self)
         layout.addLayout(controls)
         layout.addWidget(self.pages, 1)
@@ -283,6 +283,12 @@ class UsagePanel(Panel):
         self._busy = False
         self._dirty = True
         self._queried_at = float("-inf")
+
+    def _page_changed(self, _index: int) -> None:
+        totals = self.pages.currentWidget() is not self.trends
+        for w in (self.group_box, self.per_box, self.bars_box, self.export_button):
+            w.setEnabled(totals)  # the trends are per model and per day, whatever these say
+        self.requery()
 
     # ------------------------------------------------------------------ querying
     def current_range(self, now: float) -> tuple[float, float]:
