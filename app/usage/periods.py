@@ -5,7 +5,7 @@ or ISO week, across daylight-saving changes (via ``datetime``'s local conversion
 local midnight, so ``--by day`` never starts with a partial day. ``Nh`` and ``Nm`` are rolling:
 the last N hours or minutes.
 
->>> import os, time; os.environ["TZ"] = "Europe/Berlin"; time.tzset()
+>>> import os, time; before = os.environ.get("TZ"); os.environ["TZ"] = "Europe/Berlin"; time.tzset()
 >>> now = datetime(2024, 3, 31, 15, 0).timestamp()   # the day clocks went forward
 >>> datetime.fromtimestamp(parse_since("2d", now)).isoformat()
 '2024-03-30T00:00:00'
@@ -13,7 +13,8 @@ the last N hours or minutes.
 3.0
 >>> (period_start(now, "day") - datetime(2024, 3, 31).timestamp(), period_start(now, "week") < now)
 (0.0, True)
->>> del os.environ["TZ"]; time.tzset()
+>>> _ = os.environ.pop("TZ") if before is None else os.environ.update(TZ=before); time.tzset()
+
 """
 from __future__ import annotations
 
