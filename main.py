@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("app.export_cli", "export a session to CSV files"),
     "proxy": ("app.proxy.cli", "run the metering proxy without a window"),
     "rules": ("app.alerts.rules_cli", "write the alert rules for Prometheus"),
+    "usage": ("app.usage_cli", "print requests, tokens and energy per model over a range"),
+    "bench": ("app.benchmarks.cli", "run a benchmark without a window, or compare two"),
 }
 
 

@@ -26,6 +26,7 @@ from app.scheduler import Scheduler
 from app.storage.store import Store
 from collectors.base import Collector
 from collectors.discovery import DiscoveryCollector
+from collectors.energy import CpuEnergyCollector
 from collectors.gpu import GpuCollector
 from collectors.system import SystemCollector
 
@@ -42,6 +43,7 @@ def default_collectors(settings: Settings) -> list[Collector]:
         SystemCollector(interval=settings.system_interval_s),
         discovery,
         GpuCollector(servers=discovery.servers),
+        CpuEnergyCollector(),
     ]
 
 

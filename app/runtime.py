@@ -21,6 +21,7 @@ from app.request_stats import RequestStats
 from app.server_names import display_name, host_port
 from app.storage.retention import GB
 from app.storage.store import Store
+from app.usage.service import UsageService
 from collectors.base import Collector
 from collectors.discovery import DiscoveryCollector
 
@@ -54,6 +55,7 @@ class Runtime:
     exporter: MetricsExporter | None = None  # /metrics for Prometheus; only when asked for
     discovery: DiscoveryCollector | None = None  # finds the servers (and with them the proxies' routes)
     config_file: Path | None = None       # where the settings came from; switches are saved there
+    usage: UsageService | None = None     # usage rollup, version changes, speed ratios
 
     @classmethod
     def create(cls, db: str | Path | None = None, settings: Settings | None = None,
@@ -84,9 +86,12 @@ class Runtime:
         proxies = ProxyGroup(settings, publish_with_known_names(hub), requests.watch_active,
                              found=discovery.servers if discovery is not None else tuple)
         hub.subscribe(proxies.on_records)  # a server found gets its proxy route
+        usage = UsageService(store, hub.publish)
+        hub.subscribe(usage.versions)
         exporter = MetricsExporter.for_hub(hub, settings.exporter) if settings.exporter.enabled else None
         runtime = cls(settings, store, hub, problems, alerts=AlertEngine.from_hub(hub), requests=requests,
-                      proxies=proxies, exporter=exporter, discovery=discovery, config_file=config_file)
+                      proxies=proxies, exporter=exporter, discovery=discovery, config_file=config_file,
+                      usage=usage)
         if runtime.alerts is not None:
             runtime.alerts.names = runtime.display_name
         return runtime
@@ -122,6 +127,8 @@ class Runtime:
             self.alerts.start()
         if self.requests is not None:
             self.requests.start()
+        if self.usage is not None:
+            self.usage.start()
         if self.proxies is not None and self.settings.proxy.enabled:
             self.proxies.start()  # a route that cannot listen says why in proxies.status()
         if self.exporter is not None and not self.exporter.start():
@@ -134,6 +141,8 @@ class Runtime:
             self.proxies.stop()  # in-flight requests are recorded as cancelled
         if self.requests is not None:
             self.requests.stop()
+        if self.usage is not None:
+            self.usage.stop()
         if self.alerts is not None:
             self.alerts.stop()
         self.hub.stop()

@@ -18,7 +18,8 @@ do their work in child processes).
 
 Emits ``gpu_info{gpu,name}`` (1), ``gpu_utilization_percent{gpu}``, ``gpu_memory_used_bytes{gpu}``,
 ``gpu_memory_total_bytes{gpu}``, ``gpu_memory_percent{gpu}``, ``gpu_temperature_celsius{gpu}``,
-``gpu_power_watts{gpu}``, ``gpu_power_limit_watts{gpu}``, ``gpu_sm_clock_hertz{gpu}``,
+``gpu_power_watts{gpu}``, ``gpu_energy_joules_total{gpu}`` (since the driver loaded; Volta and newer),
+``gpu_power_limit_watts{gpu}``, ``gpu_sm_clock_hertz{gpu}``,
 ``gpu_memory_clock_hertz{gpu}``, ``gpu_fan_percent{gpu}``, ``gpu_throttled{gpu}``,
 ``gpu_process_memory_bytes{gpu,pid,process}``, ``llm_server_process_cpu_percent{server}``,
 ``llm_server_process_rss_bytes{server}``.
@@ -205,6 +206,9 @@ class GpuCollector(Collector):
         out.append(Sample("gpu_info", 1.0, now, labels_of(gpu=i, name=self._names[i])))
         for metric, read in _READINGS:
             add(metric, self._nvml(i, metric, functools.partial(read, n, handle)))
+        energy = getattr(n, "nvmlDeviceGetTotalEnergyConsumption", None)  # Volta and newer; mJ
+        if energy is not None:
+            add("gpu_energy_joules_total", self._nvml(i, "energy", lambda: energy(handle) / 1000.0))
         memory = self._nvml(i, "memory", lambda: n.nvmlDeviceGetMemoryInfo(handle))
         if memory is not None and memory.total:
             add("gpu_memory_used_bytes", memory.used)

@@ -9,7 +9,9 @@ seconds until Ollama unloads it. A change in the loaded set gives ``model_loaded
 
 Emits ``ollama_model_size_bytes{server,model}``, ``ollama_model_vram_bytes{server,model}``,
 ``ollama_model_gpu_share_ratio{server,model}``, ``ollama_model_context_length{server,model}``,
-``ollama_model_expires_in_seconds{server,model}``, ``llm_models_installed{server}`` and the
+``ollama_model_expires_in_seconds{server,model}``, ``llm_models_installed{server}``, a
+``model_digest`` event per installed model (first read, and when ``/api/tags`` shows a new
+digest) and the
 common ``llm_models_loaded``, ``llm_model_loaded``, ``llm_poll_latency_seconds``
 (:mod:`collectors.http`).
 
@@ -24,7 +26,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from app.records import HealthState, Record, Sample, labels_of
+from app.records import Event, HealthState, Record, Sample, labels_of
 from collectors.http import DEFAULT_TIMEOUT_S, ServerCollector, SourceError, list_field
 
 log = logging.getLogger(__name__)
@@ -70,12 +72,13 @@ class OllamaCollector(ServerCollector):
         self.tags_interval = tags_interval
         self._tags_due = 0.0
         self._installed: int | None = None
+        self._digests: dict[str, str] = {}  # installed model -> digest, as last read
 
     def read(self, now: float) -> list[Record]:
         running = list_field(self.source.get_json("/api/ps"), "models", self.what, "/api/ps")
-        if time.monotonic() >= self._tags_due:
-            self._read_slow()
         out: list[Record] = []
+        if time.monotonic() >= self._tags_due:
+            out += self._read_slow(now)
         loaded: dict[str, str] = {}
         for entry in running:
             if not isinstance(entry, dict):
@@ -110,7 +113,7 @@ class OllamaCollector(ServerCollector):
                  f"{size / 2**30:.1f} GiB" if size else ""]
         return ", ".join(p for p in parts if p)
 
-    def _read_slow(self) -> None:
+    def _read_slow(self, now: float) -> list[Record]:
         """Version and installed models. A server that answers ``/api/ps`` but not these (an
         old version, a proxy in front) is still up: keep what we knew and retry later."""
         self._tags_due = time.monotonic() + self.tags_interval
@@ -124,3 +127,20 @@ class OllamaCollector(ServerCollector):
             if exc.state == HealthState.DOWN:
                 raise
             log.info("%s: %s", self.name, exc.reason)
+            return []
+        return self._digest_events(tags, now)
+
+    def _digest_events(self, tags: list[Any], now: float) -> list[Record]:
+        """A ``model_digest`` event per installed model when first seen and when its digest
+        changes (``ollama pull`` of a new version): the usage trends mark these."""
+        out: list[Record] = []
+        for entry in tags:
+            name, digest = (entry.get("name"), entry.get("digest")) if isinstance(entry, dict) else (None, None)
+            if not isinstance(name, str) or not isinstance(digest, str) or self._digests.get(name) == digest:
+                continue
+            before = self._digests.get(name)
+            self._digests[name] = digest
+            text = f"{name} on {self.name}: digest {digest[:12]}" + (f" (was {before[:12]})" if before else "")
+            out.append(Event("model_digest", self.name, text, now,
+                             labels_of(server=self.name, model=name, digest=digest)))
+        return out

@@ -31,6 +31,7 @@ from widgets.sessions_panel import SessionsPanel
 from widgets.smoothing_button import SmoothingButton
 from widgets.time_window import SPANS, TimeWindow
 from widgets.timeseries_plot import TimeSeriesPlot
+from widgets.usage_panel import UsagePanel
 from widgets.vllm_panel import VllmPanel
 
 REDRAW_MS = 1000
@@ -50,6 +51,7 @@ def panel_factories() -> list[Callable[[Runtime], Panel]]:
         GpuPanel,
         RequestsPanel,
         ModelPanel,
+        UsagePanel,
         AlertsPanel,
         PromptPanel,
         SessionsPanel,

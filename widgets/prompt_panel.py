@@ -37,6 +37,7 @@ from app.runtime import Runtime
 from app.secrets import get_secret
 from app.summary import SERVER_KINDS
 from app.units import format_value
+from widgets.benchmark_dialog import BenchmarkDialog
 from widgets.panel import Panel
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,11 @@ class PromptPanel(Panel):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
+        self.bench_button = QPushButton("Benchmark…")
+        self.bench_button.setToolTip("Repeat this prompt N times against the ticked models, store the run, "
+                                     "compare it with another")
+        self.bench_button.clicked.connect(self.open_benchmark)
+        self.benchmark: BenchmarkDialog | None = None
 
         params = QFormLayout()
         params.addRow("Temperature", self.temperature)
@@ -161,6 +167,7 @@ class PromptPanel(Panel):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.bench_button)
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.addWidget(QLabel("Models"))
@@ -276,6 +283,16 @@ class PromptPanel(Panel):
         self._running = len(self.runs)  # counted here: a run's thread outlives its done signal
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
+
+    def open_benchmark(self) -> None:
+        """The benchmark window, with this tab's models and prompt."""
+        if self.benchmark is None:
+            self.benchmark = BenchmarkDialog(self.runtime, [], self)
+        self.benchmark.set_targets(self.available_targets(), self.chosen_targets())
+        self.benchmark.set_request(self.prompt.toPlainText(), PromptRequest(
+            "", max_tokens=self.max_tokens.value() or None))
+        self.benchmark.show()
+        self.benchmark.raise_()
 
     def cancel(self) -> None:
         for run in self.runs:

@@ -66,7 +66,44 @@ def _v3_session_pid(db: sqlite_utils.Database) -> None:
     db.table("sessions").add_column("pid", int)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_events_and_notes, _v3_session_pid]
+def _v4_usage_and_benchmarks(db: sqlite_utils.Database) -> None:
+    """Usage rollups (app/usage/rollup.py: one row per 15-minute bucket, session, server and
+    model, and per local day and model for the trends, kept by the store's writer) and named
+    benchmark runs (app/benchmarks/)."""
+    db.table("usage_rollup").create(
+        {"bucket": float, "session_id": int, "server": str, "model": str,
+         "requests": float, "requests_measured": float, "requests_from": int, "errors": int,
+         "prompt_tokens": float, "prompt_tokens_measured": float, "prompt_tokens_from": int,
+         "completion_tokens": float, "completion_tokens_measured": float, "completion_tokens_from": int,
+         "estimated_tokens": int, "busy_s": float, "busy_s_measured": float, "busy_s_from": int,
+         "energy_j": float, "energy_tokens": float, "energy_from": int, "energy_shared": int})
+    db.table("usage_rollup").create_index(["bucket"])
+    db.table("usage_rollup").create_index(["session_id"])
+    # One row: how far the rollup has got, and the last rows it had seen (newer ones below
+    # done_until arrived late and get their buckets recomputed).
+    db.table("usage_rollup_state").create(
+        {"id": int, "done_until": float, "requests_rowid": int, "samples_rowid": int, "trend_until": float},
+        pk="id")
+    # Each complete local day's speed figures per model (app/usage/trends.py).
+    db.table("usage_trend_day").create(
+        {"day_start": float, "day_end": float, "model": str, "servers": str, "requests": int,
+         "speed_median": float, "speed_p90": float, "ttft_median": float, "ttft_p90": float, "loads": int,
+         "load_median_s": float})
+    db.table("usage_trend_day").create_index(["model", "day_start"])
+    db.table("benchmarks").create(
+        {"id": int, "name": str, "started": float, "ended": float, "session_id": int,
+         "status": str, "config": str, "note": str}, pk="id")
+    db.table("benchmark_results").create(
+        {"id": int, "benchmark_id": int, "ts_start": float, "server": str, "model": str,
+         "prompt_index": int, "repeat": int, "ttft_s": float, "tokens_per_s": float,
+         "prompt_tokens": int, "completion_tokens": int, "tokens_estimated": int,
+         "latency_s": float, "error_type": str, "error": str, "energy_j": float,
+         "energy_source": str, "energy_shared": int}, pk="id")
+    db.table("benchmark_results").create_index(["benchmark_id"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1_initial, _v2_events_and_notes, _v3_session_pid, _v4_usage_and_benchmarks]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -48,7 +48,9 @@ def test_loaded_models_with_vram_share_and_version(ollama: SimOllama) -> None:
     state = health(records)
     assert state.state == HealthState.UP and state.version == recording("version.json")["version"]
     assert state.kind == "ollama" and collector.name == f"ollama@127.0.0.1:{ollama.port}"
-    assert not [r for r in records if isinstance(r, Event)]  # models already loaded are no news
+    # models already loaded are no news; each installed model's digest is recorded once
+    assert {(e.kind, dict(e.labels)["model"], dict(e.labels)["digest"]) for e in records if isinstance(e, Event)} == \
+        {("model_digest", m["name"], m["digest"]) for m in recording("tags.json")["models"]}
 
 
 def test_model_load_and_unload_give_events_and_partial_offload_is_visible(ollama: SimOllama) -> None:
