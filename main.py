@@ -57,11 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 EXIT_REFUSED = 2     # the database file cannot be used (the message says why and what to do)
-EXIT_STOPPED = 3     # recording stopped by itself (a thread that must not die died)
 
 
 def run_headless(args: argparse.Namespace) -> int:
-    from app.runtime import Runtime
+    from app.runtime import EXIT_STOPPED, Runtime
 
     runtime = Runtime.create(args.db, session_name=args.session_name, serve_metrics=args.serve_metrics)
     runtime.start()

@@ -27,6 +27,8 @@ from collectors.discovery import DiscoveryCollector
 
 log = logging.getLogger(__name__)
 
+EXIT_STOPPED = 3  # a headless recorder whose recording stopped by itself (a thread that must not die died)
+
 
 def publish_with_known_names(hub: Hub) -> Callable[[list[Record]], None]:
     """A proxy of a ``[[proxy.routes]]`` entry without a ``kind`` guesses the kind from the port;

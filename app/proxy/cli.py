@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.runtime import Runtime
+    from app.runtime import EXIT_STOPPED, Runtime
 
     settings, problems = load_settings()
     proxy = settings.proxy
@@ -66,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if not statuses:
         print("llmmon proxy: no LLM server found yet; llmmon keeps looking and starts a proxy in front "
               "of each server it finds, on the server's port + 1", flush=True)
-        runtime.record_until_signalled("llmmon proxy")
-        return 0
+        return EXIT_STOPPED if runtime.record_until_signalled("llmmon proxy") else 0
     for status in statuses:
         if status.running:
             print(f"llmmon proxy: {status.listen} → {status.upstream} ({status.name}); "
@@ -77,6 +76,5 @@ def run(args: argparse.Namespace) -> int:
     if not any(s.running for s in statuses):
         runtime.stop()
         return 1
-    runtime.record_until_signalled("llmmon proxy")
-    return 0
+    return EXIT_STOPPED if runtime.record_until_signalled("llmmon proxy") else 0
 

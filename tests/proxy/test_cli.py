@@ -146,3 +146,23 @@ def test_config_routes_with_ports_out_of_range_report_an_error_and_the_others_ru
             runtime.stop()
     with pytest.raises(OSError, match="99999 is not a port"):
         ProxyServer("http://127.0.0.1:11434", listen_port=99999).start()
+
+
+def test_main_py_proxy_exits_non_zero_when_its_recording_stops(db_file: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A thread that must not die dies: ``main.py proxy`` says why and exits 3, as ``--headless``
+    does, so a service manager sees it and restarts it."""
+    import main
+    from app.proxy import cli
+
+    monkeypatch.setattr(Runtime, "failure", lambda self: "the store writer stopped: injected")
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        with SimUpstream() as up:
+            code = cli.run(main.parse_args(["--db", str(db_file), "proxy", "--upstream", up.url,
+                                            "--listen", str(free_port()), "--kind", "vllm"]))
+    finally:  # the recorder installed its own Ctrl-C handler: give pytest its own back
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+    assert code == 3
+    assert "recording stopped: the store writer stopped: injected" in capsys.readouterr().err
