@@ -18,6 +18,7 @@ from app.config import ServerEntry, Settings
 from app.proxy import ProxyServer
 from app.records import HealthState
 from app.runtime import Runtime, publish_with_known_names
+from app.server_names import server_name
 from app.storage.store import connect
 from app.usage.report import REQUESTS, SERVER, usage_report
 from tests.real_server.llama_server import ALIAS, LlamaServer
@@ -61,12 +62,13 @@ def test_proxied_and_direct_requests_count_once(tmp_path: Path, llama_server: Ll
     settings = Settings(discover_local=False, servers=[ServerEntry(url=llama_server.base_url, kind="llamacpp",
                                                                    name=NAME)])
     runtime = Runtime.create(tmp_path / "usage.db", settings)
+    server = server_name("llamacpp", llama_server.base_url)  # its identity: the name is only shown
     proxy = ProxyServer(llama_server.base_url, kind="llamacpp", publish=publish_with_known_names(runtime.hub))
     runtime.start()
     port = proxy.start()
     try:
         def polled_after(t: float) -> bool:
-            health = runtime.hub.health.get(NAME)
+            health = runtime.hub.health.get(server)
             return health is not None and health.state == HealthState.UP and health.ts > t
         started = time.time()
         wait_until(lambda: polled_after(started + 1.0), timeout=20, what="two polls of the server")
@@ -87,7 +89,8 @@ def test_proxied_and_direct_requests_count_once(tmp_path: Path, llama_server: Ll
         proxy.stop()
         runtime.stop()
     assert increase == measured + direct["usage"]["completion_tokens"]
-    assert (row.server, row.model) == (NAME, ALIAS)
+    assert (row.server, row.model) == (server, ALIAS)
+    assert runtime.display_name(row.server) == NAME
     assert row.completion_tokens == increase                 # the server's counter is the total
     assert row.measured["completion_tokens"] == measured     # the proxied part, not added again
     assert row.sources["completion_tokens"] == {SERVER}
