@@ -43,9 +43,11 @@ class TrendsView(QWidget):
     """Reads on worker threads through its own connection; ``refresh(range, changed)`` from the
     panel's UI tick."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], parent: QWidget | None = None) -> None:
+    def __init__(self, connect: Callable[[], sqlite3.Connection], names: Callable[[str], str] = str,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._open = connect
+        self.names = names  # a server's identity -> what the user calls it
         self.relay = _Relay()
         self.relay.models.connect(self._set_models)
         self.relay.trend.connect(self._show)
@@ -131,7 +133,8 @@ class TrendsView(QWidget):
             self._query_trend()  # the user picked another meanwhile
             return
         measured = sum(d.requests for d in result.days)
-        self.status.setText(f"{measured:,} successful requests on {', '.join(result.servers) or 'no server'}")
+        servers = ", ".join(self.names(s) for s in result.servers) or "no server"
+        self.status.setText(f"{measured:,} successful requests on {servers}")
         self._draw()
 
     def _draw(self) -> None:

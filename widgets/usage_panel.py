@@ -100,7 +100,7 @@ def _energy_tip(cell: UsageCell) -> str:
 # (header, text, sort key, tooltip of a cell (or ""), column is numeric)
 Column = tuple[str, Callable[[UsageCell], str], Callable[[UsageCell], Any], Callable[[UsageCell], str]]
 COLUMNS: list[Column] = [
-    ("Server", lambda c: c.server, lambda c: c.server, lambda c: ""),
+    ("Server", lambda c: c.server, lambda c: c.server, lambda c: c.server),  # shown by its display name
     ("Model", lambda c: c.model or "(unknown)", lambda c: c.model, lambda c: ""),
     ("Requests", lambda c: f"{c.requests:,.0f}", lambda c: c.requests, lambda c: c.source_text("requests")),
     ("Errors", lambda c: f"{c.errors:,}", lambda c: c.errors, lambda c: "Measured requests that failed"),
@@ -131,8 +131,9 @@ _ROOT = QModelIndex()
 class UsageTableModel(QAbstractTableModel):
     """One row per server and model (or server); sorted on ``Qt.UserRole``."""
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, names: Callable[[str], str] = str, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        self.names = names  # a server's identity -> what the user calls it
         self.cells: list[UsageCell] = []
         self.per_server = False
 
@@ -154,7 +155,7 @@ class UsageTableModel(QAbstractTableModel):
         cell = self.cells[index.row()]
         _, text, key, tip = self._column(index.column())
         if role == Qt.ItemDataRole.DisplayRole:
-            return text(cell)
+            return self.names(cell.server) if index.column() == 0 else text(cell)
         if role == Qt.ItemDataRole.UserRole:
             return key(cell)
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -235,7 +236,7 @@ class UsagePanel(Panel):
         self.legend.setTextFormat(Qt.TextFormat.RichText)
         self.legend.setWordWrap(True)
         self.bars: list[pg.BarGraphItem] = []
-        self.model = UsageTableModel(self)
+        self.model = UsageTableModel(runtime.display_name, self)
         self.sorter = QSortFilterProxyModel(self)
         self.sorter.setSourceModel(self.model)
         self.sorter.setSortRole(Qt.ItemDataRole.UserRole)
@@ -268,7 +269,7 @@ class UsagePanel(Panel):
         page.setContentsMargins(0, 0, 0, 0)
         page.addWidget(self.totals)
         page.addWidget(self.stack, 1)
-        self.trends = TrendsView(runtime.store.reader)
+        self.trends = TrendsView(runtime.store.reader, runtime.display_name)
         self.pages = QTabWidget()
         self.pages.setDocumentMode(True)
         self.pages.addTab(totals_page, "Totals")
@@ -380,7 +381,8 @@ class UsagePanel(Panel):
         legend = []
         label, unit, value = BAR_METRICS[self.bars_box.currentIndex()]
         def name(c: UsageCell) -> str:
-            return c.server if per_server else f"{c.model or '(unknown)'} · {c.server}"
+            server = self.runtime.display_name(c.server)
+            return server if per_server else f"{c.model or '(unknown)'} · {server}"
 
         totals: dict[str, float] = {}
         for cell in report.cells:
