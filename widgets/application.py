@@ -9,12 +9,13 @@ import sys
 import time
 
 from PySide6.QtCore import QTimer
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from app.runtime import Runtime
 from widgets.main_window import MainWindow
 from widgets.theme import apply_colour_scheme
-from widgets.tray import install_tray
+from widgets.tray import ICON_PATH, install_tray
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,20 @@ def _report_startup(started_at: float, to_stdout: bool) -> None:
         print(f"llmmon: window shown {now - started_at:.2f} s after start (at {now:.3f})", flush=True)
 
 
+def identify(app: QApplication) -> None:
+    """Name the application as the desktop sees it: settings under "llmmon", the window class
+    (task switchers, the .desktop entry) "llmmon" rather than "main.py", and its own icon in the
+    title bar and task switcher, as in the tray."""
+    app.setApplicationName("llmmon")
+    app.setOrganizationName("llmmon")
+    app.setDesktopFileName("llmmon")
+    app.setWindowIcon(QIcon(str(ICON_PATH)))
+
+
 def run_gui(args: argparse.Namespace) -> int:
     existing = QApplication.instance()
     app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
-    app.setApplicationName("llmmon")
-    app.setOrganizationName("llmmon")
+    identify(app)
     apply_colour_scheme(app)
     runtime = Runtime.create(args.db, session_name=args.session_name,
                              serve_metrics=getattr(args, "serve_metrics", None))

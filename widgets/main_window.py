@@ -10,7 +10,17 @@ from typing import TypeVar
 
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QComboBox, QLabel, QMainWindow, QPushButton, QTabWidget, QToolBar, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QLabel,
+    QMainWindow,
+    QPushButton,
+    QTabWidget,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.runtime import Runtime
 from app.storage.history import HistorySource
@@ -113,10 +123,11 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.exporter_label)
         self._show_config_problems(runtime.problems)
 
-        quit_action = QAction("&Quit", self)
-        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
-        quit_action.triggered.connect(self.close)
-        self.menuBar().addMenu("&File").addAction(quit_action)
+        # Quit ends llmmon (closing the window only hides it when a tray is there to bring it back).
+        self.quit_action = QAction("&Quit", self)
+        self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        self.quit_action.triggered.connect(self.quit_app)
+        self.menuBar().addMenu("&File").addAction(self.quit_action)
 
         self.view.changed.connect(self._view_changed)
         self._restore_state()
@@ -258,6 +269,12 @@ class MainWindow(QMainWindow):
         s.setValue("window/tab", self.tabs.currentIndex())
         s.setValue("window/span", self.span_box.currentIndex())
         s.sync()
+
+    def quit_app(self) -> None:
+        """File → Quit (Ctrl+Q): save the window's state and end the application; the runtime
+        stops (everything written) on the application's aboutToQuit."""
+        self.save_state()
+        QApplication.quit()
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_state()
