@@ -29,26 +29,6 @@ def test_window_shows_live_cpu_and_quit_flushes(qtbot, db_file: Path) -> None:
     assert count(db_file, "samples") == len(published)
 
 
-def test_file_quit_ends_the_application_even_with_a_tray(qtbot, qapp, db_file: Path) -> None:
-    """With a tray, closing the window only hides it; File → Quit (Ctrl+Q) must end llmmon."""
-    from PySide6.QtCore import QTimer
-    from PySide6.QtGui import QKeySequence
-
-    runtime = Runtime.create(db_file, Settings(discover_local=False))
-    window = MainWindow(runtime)
-    qtbot.addWidget(window)
-    qapp.setQuitOnLastWindowClosed(False)  # what installing the tray does
-    window.show()
-    assert window.quit_action.shortcut() == QKeySequence(QKeySequence.StandardKey.Quit)  # Ctrl+Q
-    QTimer.singleShot(0, window.quit_action.trigger)
-    QTimer.singleShot(10_000, lambda: qapp.exit(99))  # only if Quit failed to end the loop
-    try:
-        assert qapp.exec() == 0
-    finally:
-        qapp.setQuitOnLastWindowClosed(True)
-        runtime.stop()
-
-
 def test_the_window_carries_llmmons_name_and_icon(qapp) -> None:
     """Task switchers and title bars read the window class from the desktop file name and show
     the window icon: "llmmon" and its own icon, not "main.py" and a generic one."""
