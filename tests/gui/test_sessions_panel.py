@@ -56,13 +56,15 @@ def test_lists_sessions_with_what_they_recorded(panel: SessionsPanel) -> None:
 def test_rename_note_and_open(qtbot, panel: SessionsPanel, db_file: Path) -> None:
     earlier = query(db_file, "SELECT id FROM sessions WHERE name='earlier'")[0][0]
     panel.table.item(1, NAME).setText("llama vs qwen")  # what committing a cell edit does
-    qtbot.waitUntil(lambda: query(db_file, "SELECT name FROM sessions WHERE id=?", (earlier,)) == [("llama vs qwen",)])
+    qtbot.waitUntil(lambda: query(db_file, "SELECT name FROM sessions WHERE id=?", (earlier,)) == [("llama vs qwen",)],
+                    timeout=20_000)
     panel.table.item(1, NOTE).setText("fan replaced")
-    qtbot.waitUntil(lambda: query(db_file, "SELECT note FROM sessions WHERE id=?", (earlier,)) == [("fan replaced",)])
-    qtbot.waitUntil(lambda: panel.status.text() == "Note saved.")
+    qtbot.waitUntil(lambda: query(db_file, "SELECT note FROM sessions WHERE id=?", (earlier,)) == [("fan replaced",)],
+                    timeout=20_000)
+    qtbot.waitUntil(lambda: panel.status.text() == "Note saved.", timeout=20_000)
     panel.table.item(1, NAME).setText("   ")  # a name cannot be blank: refused, and put back
     assert panel.status.text() == "A session needs a name."
-    qtbot.waitUntil(lambda: cell(panel, 1, "Name") == "llama vs qwen")
+    qtbot.waitUntil(lambda: cell(panel, 1, "Name") == "llama vs qwen", timeout=20_000)
     panel.select(earlier)
     with qtbot.waitSignal(panel.openSessionRequested) as opened:
         qtbot.mouseClick(panel.open_button, Qt.MouseButton.LeftButton)
