@@ -1,20 +1,27 @@
 """The main window: a header strip of big numbers, a toolbar choosing the time range, tabs of
 panels and a status bar with the database and session. Panels redraw on one UI timer (never
-per sample) and only the visible tab does any work. Geometry, the chosen tab and the time
-range are restored from QSettings."""
+per sample) and only the visible tab does any work; the timer runs only while the window is
+shown and not minimised, and a tick with no new data since the last redraw draws nothing
+(up to ``STALE_REDRAW_S``, so "no fresh data" still shows). Geometry, the chosen tab and the
+time range are restored from QSettings.
+
+Closing the window does what ``close_behaviour`` says (the app sets it: hide to the tray when
+there is one, else ask and quit); File → Quit always quits."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from enum import Enum
 from typing import TypeVar
 
-from PySide6.QtCore import QSettings, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtCore import QEvent, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QPushButton,
     QTabWidget,
     QToolBar,
@@ -43,12 +50,33 @@ from widgets.time_window import SPANS, TimeWindow
 from widgets.timeseries_plot import TimeSeriesPlot
 from widgets.usage_panel import UsagePanel
 from widgets.vllm_panel import VllmPanel
+from widgets.window_commands import WindowCommands
 
 REDRAW_MS = 1000
+STALE_REDRAW_S = 5.0  # redraw at least this often without new data: figures age into "no data"
 RED = "color: #D55E00; font-weight: bold"
 ORANGE = "color: #E69F00; font-weight: bold"
 
 P = TypeVar("P", bound=Panel)
+
+
+class CloseBehaviour(Enum):
+    CLOSE = "close"              # just close (tests; the app picks one of the others)
+    HIDE_TO_TRAY = "tray"        # llmmon keeps monitoring in the tray
+    ASK_TO_QUIT = "ask"          # no tray: closing quits llmmon, after asking
+
+
+class _PublishCounter:
+    """Counts the hub's published batches. Called on collector threads; the GUI thread only
+    compares the count with the one it last drew (a lost increment still changes it)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, records: Sequence[object]) -> None:
+        self.count += 1
 
 
 def panel_factories() -> list[Callable[[Runtime], Panel]]:
@@ -73,12 +101,19 @@ class MainWindow(QMainWindow):
     """llmmon's window. It reads the runtime's live buffers, health and store; it never talks to
     collectors directly."""
 
+    hidden_to_tray = Signal()  # the user closed the window and llmmon keeps running
+
     def __init__(self, runtime: Runtime, settings: QSettings | None = None) -> None:
         super().__init__()
         self.runtime = runtime
         self.settings = settings if settings is not None else QSettings()
+        self.close_behaviour = CloseBehaviour.CLOSE
+        self._quitting = False
+        self._published = _PublishCounter()
+        unsubscribe = runtime.hub.subscribe(self._published)
+        self.destroyed.connect(lambda *_: unsubscribe())
+        self._drawn: tuple[int, float] = (-1, 0.0)  # publish count and time of the last redraw
         self.setWindowTitle("llmmon")
-        self.resize(1400, 900)
         started = self._session_start()
         self.view = TimeWindow(session_start=started)
         self.history = HistorySource(runtime.hub.buffers, runtime.store.reader)
@@ -123,18 +158,13 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.exporter_label)
         self._show_config_problems(runtime.problems)
 
-        # Quit ends llmmon (closing the window only hides it when a tray is there to bring it back).
-        self.quit_action = QAction("&Quit", self)
-        self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
-        self.quit_action.triggered.connect(self.quit_app)
-        self.menuBar().addMenu("&File").addAction(self.quit_action)
+        self.commands = WindowCommands(self)
 
         self.view.changed.connect(self._view_changed)
         self._restore_state()
-        self.timer = QTimer(self)
+        self.timer = QTimer(self)  # started when the window shows
         self.timer.setInterval(REDRAW_MS)
-        self.timer.timeout.connect(self.refresh)
-        self.timer.start()
+        self.timer.timeout.connect(self._tick)
         self.refresh()
 
     # ------------------------------------------------------------------ building
@@ -178,6 +208,23 @@ class MainWindow(QMainWindow):
     def panel(self, kind: type[P]) -> P:
         return next(p for p in self.panels if isinstance(p, kind))
 
+    def show_panel(self, kind: type[Panel]) -> None:
+        self.tabs.setCurrentWidget(self.panel(kind))
+        self.bring_to_front()
+
+    def bring_to_front(self) -> None:
+        """Show the window (from the tray, minimised or behind others) and give it the focus."""
+        self.setWindowState(self.windowState() & ~Qt.WindowState.WindowMinimized)
+        self.show()
+        self.raise_()
+        self.activateWindow()
+
+    def quit_app(self) -> None:
+        """Quit llmmon, whatever closing the window would do."""
+        self._quitting = True
+        self.save_state()
+        QApplication.quit()  # closes the windows (this one accepts now), then aboutToQuit
+
     def show_session(self, session_id: int) -> None:
         """Show a past session's time range from the database, read-only."""
         conn = self.runtime.store.reader()
@@ -206,7 +253,14 @@ class MainWindow(QMainWindow):
             self.pause_button.blockSignals(False)
         self.refresh()
 
+    def _tick(self) -> None:
+        """The UI timer: redraw when something was published since the last redraw."""
+        published, drawn_at = self._drawn
+        if self._published.count != published or time.monotonic() - drawn_at >= STALE_REDRAW_S:
+            self.refresh()
+
     def refresh(self) -> None:
+        self._drawn = (self._published.count, time.monotonic())
         now = time.time()
         hub = self.runtime.hub
         alerts = self.runtime.alerts.worst_firing() if self.runtime.alerts is not None else None
@@ -252,6 +306,9 @@ class MainWindow(QMainWindow):
         geometry = s.value("window/geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
+        else:  # first start: 1400×900, or less on a small screen (the title bar must stay on it)
+            available = self.screen().availableGeometry()
+            self.resize(min(1400, available.width() * 9 // 10), min(900, available.height() * 9 // 10))
         state = s.value("window/state")
         if state is not None:
             self.restoreState(state)
@@ -270,13 +327,45 @@ class MainWindow(QMainWindow):
         s.setValue("window/span", self.span_box.currentIndex())
         s.sync()
 
-    def quit_app(self) -> None:
-        """File → Quit (Ctrl+Q): save the window's state and end the application; the runtime
-        stops (everything written) on the application's aboutToQuit."""
-        self.save_state()
-        QApplication.quit()
-
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_state()
+        if not self._quitting and self.close_behaviour is CloseBehaviour.ASK_TO_QUIT:
+            if not self._confirm_quit():
+                event.ignore()
+                return
+            self._quitting = True
+            QTimer.singleShot(0, QApplication.quit)  # after this close, not inside it
+        super().closeEvent(event)  # accepted: the window hides; with a tray llmmon runs on
+        if not self._quitting and self.close_behaviour is CloseBehaviour.HIDE_TO_TRAY:
+            self.hidden_to_tray.emit()
+
+    def _confirm_quit(self) -> bool:
+        answer = QMessageBox.question(
+            self, "Quit llmmon?",
+            "This desktop has no system tray for llmmon to stay in.\n"
+            "Closing the window quits llmmon: monitoring and recording stop.",
+            QMessageBox.StandardButton.Close | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Close)
+        return answer == QMessageBox.StandardButton.Close
+
+    # Redraw only while someone can see the window.
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self._resume_redraws()
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        super().hideEvent(event)
         self.timer.stop()
-        super().closeEvent(event)
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.WindowStateChange:
+            if self.isMinimized():
+                self.timer.stop()
+            elif self.isVisible():
+                self._resume_redraws()
+
+    def _resume_redraws(self) -> None:
+        if not self.timer.isActive() and not self.isMinimized():
+            self.timer.start()
+            self.refresh()

@@ -1,6 +1,6 @@
-"""The system tray icon: its colour and badge show the worst firing alert, its balloon shows
-notifications when no desktop notification daemon is there, and it keeps llmmon monitoring
-after the window is closed.
+"""The system tray icon: its badge shows the alert state, its tooltip the live figures, its
+balloon shows notifications when no desktop notification daemon is there. Its menu and its
+place in the app (closing the window keeps llmmon monitoring) are in ``widgets/tray_menu.py``.
 
 The icon reads the alert engine on a 1 s timer (redrawn only when the worst severity or the
 count changes). :class:`TraySink` is the notifier's only Qt sink: it is called on the
@@ -10,23 +10,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QEvent, QObject, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QColor, QFont, QIcon, QPainter
-from PySide6.QtWidgets import QApplication, QMenu, QSystemTrayIcon
+from PySide6.QtCore import QObject, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QFont, QIcon, QPainter
+from PySide6.QtWidgets import QSystemTrayIcon
 
 from app.alerts.engine import AlertEngine
 from app.alerts.notify import Notification, Sink
-from app.alerts.rules import DEFAULT_RULES_PATH
-from app.runtime import Runtime
+from widgets.app_icon import app_icon
 
-if TYPE_CHECKING:
-    from widgets.main_window import MainWindow  # which imports this module
-
-ICON_PATH = DEFAULT_RULES_PATH.parent / "llmmon.svg"
-# Okabe-Ito colours, as in widgets/theme.py: blue info, orange warning, vermilion critical.
+# Okabe-Ito colours, as in widgets/theme.py: blue info, orange warning, vermilion critical,
+# bluish green for "all is well".
 SEVERITY_COLOURS = {"info": "#0072B2", "warning": "#E69F00", "critical": "#D55E00"}
+OK_COLOUR = "#009E73"
 _MESSAGE_ICONS = {"info": QSystemTrayIcon.MessageIcon.Information,
                   "warning": QSystemTrayIcon.MessageIcon.Warning,
                   "critical": QSystemTrayIcon.MessageIcon.Critical}
@@ -36,14 +32,18 @@ log = logging.getLogger(__name__)
 
 
 def badge_icon(severity: str | None, count: int, size: int = 64) -> QIcon:
-    """llmmon's icon with a round badge in the severity's colour holding the alert count."""
-    pixmap = QIcon(str(ICON_PATH)).pixmap(size, size)
-    if severity is None:
-        return QIcon(pixmap)
+    """llmmon's icon with a round badge: in the severity's colour holding the alert count, or a
+    smaller green dot when no alert fires."""
+    pixmap = app_icon().pixmap(size, size)
     painter = QPainter(pixmap)
     painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-    badge = QRectF(size * 0.42, size * 0.42, size * 0.58, size * 0.58)
     painter.setPen(QColor("white"))
+    if severity is None:
+        painter.setBrush(QColor(OK_COLOUR))
+        painter.drawEllipse(QRectF(size * 0.6, size * 0.6, size * 0.38, size * 0.38))
+        painter.end()
+        return QIcon(pixmap)
+    badge = QRectF(size * 0.42, size * 0.42, size * 0.58, size * 0.58)
     painter.setBrush(QColor(SEVERITY_COLOURS[severity]))
     painter.drawEllipse(badge)
     font = QFont()
@@ -56,34 +56,24 @@ def badge_icon(severity: str | None, count: int, size: int = 64) -> QIcon:
 
 
 class AlertTray(QSystemTrayIcon):
-    """The tray icon with a Show / Quit menu.
+    """The tray icon. Its badge shows the alert state (a green dot when nothing fires, else the
+    worst severity's colour with the number firing); its tooltip adds ``status_line()``, the live
+    figures. The menu is the caller's.
 
     Args:
         engine: where the firing alerts are read.
-        show_window: brings the main window back.
-        quit_app: quits llmmon (flushing the database).
+        status_line: the tooltip's second line (servers up, tokens/s...), read every second.
     """
 
     notification_requested = Signal(object)  # a Notification, from any thread
 
-    def __init__(self, engine: AlertEngine, show_window: Callable[[], None], quit_app: Callable[[], None],
+    def __init__(self, engine: AlertEngine, status_line: Callable[[], str] = lambda: "",
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.engine = engine
+        self.status_line = status_line
         self.messages_shown = 0  # balloons asked for (offscreen Qt draws none, tests count these)
         self._shown_state: tuple[str | None, int] | None = None
-        menu = QMenu()
-        self.show_action = QAction("Show llmmon", menu)
-        self.show_action.triggered.connect(show_window)
-        self.quit_action = QAction("Quit", menu)
-        self.quit_action.triggered.connect(quit_app)
-        menu.addAction(self.show_action)
-        menu.addSeparator()
-        menu.addAction(self.quit_action)
-        self._menu = menu  # Qt does not own a context menu: keep it alive
-        self.setContextMenu(menu)
-        self.activated.connect(
-            lambda reason: show_window() if reason == QSystemTrayIcon.ActivationReason.Trigger else None)
         self.notification_requested.connect(self.show_notification)
         self.timer = QTimer(self)
         self.timer.setInterval(1000)
@@ -92,17 +82,18 @@ class AlertTray(QSystemTrayIcon):
         self.refresh()
 
     def refresh(self) -> None:
-        """Recolour the icon when the worst firing severity or the number of alerts changed."""
+        """Redraw the icon when the worst firing severity or the number of alerts changed, and
+        the tooltip when its text did."""
         state = self.engine.worst_firing()
-        if state == self._shown_state:
-            return
-        self._shown_state = state
+        if state != self._shown_state:
+            self._shown_state = state
+            self.setIcon(badge_icon(*state))
         severity, count = state
-        self.setIcon(badge_icon(severity, count))
-        if severity is None:
-            self.setToolTip("llmmon: no alerts firing")
-        else:
-            self.setToolTip(f"llmmon: {count} alert{'s' if count > 1 else ''} firing (worst: {severity})")
+        alerts = (f"llmmon: {count} alert{'s' if count > 1 else ''} firing (worst: {severity})"
+                  if severity is not None else "llmmon: no alerts firing")
+        tip = "\n".join(line for line in (alerts, self.status_line()) if line)
+        if tip != self.toolTip():
+            self.setToolTip(tip)
 
     def show_notification(self, notification: Notification) -> None:
         self.messages_shown += 1
@@ -131,43 +122,3 @@ class TraySink(Sink):
             return False
         self.tray.notification_requested.emit(notification)  # queued to the GUI thread
         return True
-
-
-class _KeepRunningOnClose(QObject):
-    """Tells the user once that closing the window leaves llmmon in the tray."""
-
-    def __init__(self, tray: AlertTray) -> None:
-        super().__init__(tray)
-        self.tray = tray
-        self.told = False
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.Close and not self.told:
-            self.told = True
-            self.tray.showMessage("llmmon keeps monitoring",
-                                  "Alerts still arrive here. Quit from this icon's menu.",
-                                  QSystemTrayIcon.MessageIcon.Information, BALLOON_MS)
-        return False
-
-
-def install_tray(app: QApplication, window: MainWindow, runtime: Runtime) -> AlertTray | None:
-    """Put llmmon in the system tray when the desktop has one: closing the window then keeps
-    monitoring, and the tray becomes the notifier's fallback sink. Returns None without a tray."""
-    if runtime.alerts is None or not QSystemTrayIcon.isSystemTrayAvailable():
-        log.info("no system tray: closing the window quits llmmon")
-        return None
-
-    def show_window() -> None:
-        window.timer.start()  # the main window stops its redraw timer when closed
-        window.showNormal()
-        window.raise_()
-        window.activateWindow()
-
-    tray = AlertTray(runtime.alerts, show_window, app.quit, parent=app)
-    if runtime.alerts.notifier is not None:
-        runtime.alerts.notifier.add_sink(TraySink(tray))
-    app.setQuitOnLastWindowClosed(False)
-    window.installEventFilter(_KeepRunningOnClose(tray))
-    tray.show()
-    log.info("tray icon shown: closing the window keeps llmmon monitoring")
-    return tray

@@ -21,7 +21,8 @@ from app.summary import summarize
 from widgets.alerts_panel import AlertsPanel
 from widgets.header_strip import HeaderStrip
 from widgets.rule_editor import RuleEditor
-from widgets.tray import SEVERITY_COLOURS, AlertTray, TraySink, badge_icon, install_tray
+from widgets.tray import SEVERITY_COLOURS, AlertTray, TraySink, badge_icon
+from widgets.tray_menu import install_tray
 from widgets.webhook_dialog import WebhookDialog
 
 
@@ -188,7 +189,7 @@ def test_tray_badge_follows_the_worst_firing_alert_and_shows_balloons(qtbot, run
     assert isinstance(app, QApplication)
     assert install_tray(app, None, runtime) is None  # offscreen: no system tray
     assert app.quitOnLastWindowClosed()  # so closing the window quits, as without llmmon's tray
-    tray = AlertTray(runtime.alerts, lambda: None, lambda: None)
+    tray = AlertTray(runtime.alerts)
     assert badge_colour(tray) != SEVERITY_COLOURS["critical"].upper()
     assert tray.toolTip() == "llmmon: no alerts firing"
     now = time.time()

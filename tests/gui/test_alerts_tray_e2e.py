@@ -52,7 +52,7 @@ def test_server_down_fires_once_notifies_once_and_resolves(qtbot, db_file: Path,
     collector.max_backoff = 0.02  # real seconds between polls; the timestamps are fake
     hub.add_collectors([collector])
     engine = AlertEngine.from_hub(hub)
-    tray = AlertTray(engine, lambda: None, lambda: None)
+    tray = AlertTray(engine)
     engine.notifier.add_sink(TraySink(tray, available=lambda: True))  # offscreen Qt has no tray
     engine.notifier.start()
     up = ("llmmon_source_up", labels_of(source=collector.name, kind="ollama"))

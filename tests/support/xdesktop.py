@@ -1,0 +1,86 @@
+"""A real X desktop for tests and benchmarks: Xvfb, and on request a window manager (openbox, so
+windows get a title bar and a close button), a system tray (trayer) and a D-Bus session bus with
+a notification daemon (dunst). Every process it starts is stopped on exit, by its own id.
+
+    with x_desktop(wm=True, tray=True, notifications=True) as desk:
+        subprocess.Popen([...], env=desk.env)   # DISPLAY and DBUS_SESSION_BUS_ADDRESS set
+        desk.screenshot(path)
+
+Needs the Debian packages xvfb, openbox, trayer, dbus, dunst, xdotool, wmctrl, imagemagick
+(all in ``scripts/system-deps``).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support import wait_until
+
+
+@dataclass
+class XDesktop:
+    display: str
+    env: dict[str, str]
+    bus: str | None = None  # the D-Bus session address when notifications were asked for
+    _procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def run(self, *cmd: str, timeout: float = 10) -> subprocess.CompletedProcess:
+        """Run an X client (xdotool, wmctrl...) on this display; its output as text."""
+        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def windows(self, name: str, pid: int | None = None, visible: bool = True) -> list[str]:
+        """X window ids whose title matches ``name`` (a regex), optionally of one process."""
+        cmd = ["xdotool", "search"] + (["--onlyvisible"] if visible else []) + (
+            ["--pid", str(pid)] if pid is not None else []) + ["--name", name]
+        return self.run(*cmd).stdout.split()
+
+    def screenshot(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.run("import", "-window", "root", str(path), timeout=30).check_returncode()
+        return path
+
+
+def _start(cmd: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, **kwargs)
+
+
+@contextmanager
+def x_desktop(size: str = "1600x1000", wm: bool = False, tray: bool = False,
+              notifications: bool = False) -> Iterator[XDesktop]:
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", f"{size}x24", "-nolisten", "tcp"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    display = ":" + xvfb.stdout.readline().decode().strip()  # Xvfb picks a free display
+    env = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb"}
+    env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    desk = XDesktop(display, env, _procs=[xvfb])
+    try:
+        if notifications:
+            session = subprocess.Popen(
+                ["dbus-run-session", "--", "sh", "-c", 'echo "$DBUS_SESSION_BUS_ADDRESS"; exec dunst'],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+            desk._procs.append(session)
+            desk.bus = env["DBUS_SESSION_BUS_ADDRESS"] = session.stdout.readline().decode().strip()
+            from app.alerts.notify import DesktopSink
+
+            sink = DesktopSink(desk.bus, recheck_s=0)
+            wait_until(lambda: sink.status()[0], what="dunst to own org.freedesktop.Notifications")
+        if wm:
+            desk._procs.append(_start(["openbox", "--sm-disable"], env))
+            wait_until(lambda: desk.run("wmctrl", "-m").returncode == 0, what="openbox to manage the screen")
+        if tray:
+            desk._procs.append(_start(["trayer", "--edge", "top", "--align", "right", "--widthtype", "request",
+                                       "--height", "24", "--transparent", "false", "--tint", "0x404040"], env))
+            wait_until(lambda: desk.run("xdotool", "search", "--classname", "trayer").stdout.strip(),
+                       what="trayer's tray window")
+        yield desk
+    finally:
+        for proc in reversed(desk._procs):  # each was started in its own process group
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
