@@ -71,7 +71,7 @@ def desktop_entry(command: list[str], *, autostart: bool = False) -> str:
     lines = [
         "[Desktop Entry]",
         "Type=Application",
-        "Version=1.5",
+        "Version=1.4",
         "Name=llmmon",
         "GenericName=LLM server monitor",
         "Comment=Watch the LLM servers on this machine (Ollama, vLLM, llama.cpp), the GPU and every request",

@@ -62,10 +62,10 @@ def main() -> None:
         }
         try:
             tray_pid = cases["window closed to the tray"].pid
-            wait_until(lambda: desk.windows("^llmmon", tray_pid), timeout=60, what="the window to close to the tray")
-            for window in desk.windows("^llmmon", tray_pid):
-                desk.run("wmctrl", "-i", "-c", hex(int(window)))  # like the title bar's close button
-            wait_until(lambda: not desk.windows("^llmmon", tray_pid), what="the window to hide")
+            wait_until(lambda: desk.windows("llmmon", tray_pid), timeout=60, what="the window to close to the tray")
+            for window in desk.windows("llmmon", tray_pid):
+                desk.run("wmctrl", "-i", "-c", window)  # like the title bar's close button
+            wait_until(lambda: not desk.windows("llmmon", tray_pid), what="the window to hide")
             time.sleep(args.warmup)  # benchmark pacing, not a test
             procs = {name: psutil.Process(p.pid) for name, p in cases.items()}
             load0 = os.getloadavg()[0]

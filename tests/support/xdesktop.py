@@ -33,11 +33,16 @@ class XDesktop:
         """Run an X client (xdotool, wmctrl...) on this display; its output as text."""
         return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
 
-    def windows(self, name: str, pid: int | None = None, visible: bool = True) -> list[str]:
-        """X window ids whose title matches ``name`` (a regex), optionally of one process."""
-        cmd = ["xdotool", "search"] + (["--onlyvisible"] if visible else []) + (
-            ["--pid", str(pid)] if pid is not None else []) + ["--name", name]
-        return self.run(*cmd).stdout.split()
+    def windows(self, title: str, pid: int | None = None) -> list[str]:
+        """Ids (hex) of the shown windows the window manager manages whose title is ``title``,
+        optionally of one process. Hidden windows, tray icons and popups are not among them.
+        Needs ``wm=True``."""
+        found = []
+        for line in self.run("wmctrl", "-l", "-p").stdout.splitlines():
+            window, _desktop, owner, _host, *words = line.split(maxsplit=4) + [""]
+            if " ".join(words).strip() == title and (pid is None or owner == str(pid)):
+                found.append(window)
+        return found
 
     def screenshot(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
