@@ -60,11 +60,11 @@ def launcher_command() -> list[str]:
 
 def exec_arg(arg: str) -> str:
     """One argument of an Exec line: ``%`` doubled, quoted when needed, then the file format's
-    own escaping of backslashes."""
+    own escapes (backslash, newline, tab, carriage return)."""
     arg = arg.replace("%", "%%")
     if any(c in _RESERVED for c in arg):
         arg = '"' + re.sub(r'(["`$\\])', r"\\\1", arg) + '"'
-    return arg.replace("\\", "\\\\")
+    return arg.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
 
 
 def desktop_entry(command: list[str], *, autostart: bool = False) -> str:
