@@ -2,9 +2,11 @@
 
 The running window listens on a local socket (``QLocalServer``) named after the user and the
 database's resolved path. A new launch first tries to connect: if the first one answers, it
-is shown and raised and the new launch exits. A socket file left behind by a crash is removed
-before listening: the caller holds the database's recorder lock (``app/recorder_lock.py``)
-by then, so no live llmmon can own that name.
+is shown and raised and the new launch exits. A socket file left behind by a crash refuses
+connections, so the new launch goes on; listening with an access option makes Qt bind in a
+private folder and rename the socket over the old file. That is safe only because the caller
+holds the database's recorder lock (``app/recorder_lock.py``) by then: no live llmmon owns
+that name.
 """
 from __future__ import annotations
 
@@ -51,16 +53,12 @@ class InstanceServer(QObject):
     def __init__(self, name: str, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.server = QLocalServer(self)
-        self.server.setSocketOptions(QLocalServer.SocketOption.UserAccessOption)
+        self.server.setSocketOptions(QLocalServer.SocketOption.UserAccessOption)  # this user only
         self.server.newConnection.connect(self._accept)
-        if not self.server.listen(name):
-            if self.server.serverError() == QLocalSocket.LocalSocketError.AddressInUseError:
-                log.info("removing the socket a crashed llmmon left behind (%s)", name)
-                QLocalServer.removeServer(name)
-            if not self.server.listen(name):
-                log.warning("a later launch cannot reach this window (%s): %s", name, self.server.errorString())
-                return
-        log.info("listening for later launches on %s", self.server.fullServerName())
+        if self.server.listen(name):
+            log.info("listening for later launches on %s", self.server.fullServerName())
+        else:
+            log.warning("a later launch cannot reach this window (%s): %s", name, self.server.errorString())
 
     def _accept(self) -> None:
         while (socket := self.server.nextPendingConnection()) is not None:

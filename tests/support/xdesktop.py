@@ -12,6 +12,7 @@ Needs the Debian packages xvfb, openbox, trayer, dbus, dunst, xdotool, wmctrl, i
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -55,16 +56,41 @@ def _start(cmd: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
                             start_new_session=True, **kwargs)
 
 
+def _start_xvfb(size: str) -> tuple[subprocess.Popen, str]:
+    """Xvfb on a random free display number: the lowest free one (what -displayfd alone picks)
+    is the one every other X server started on this shared machine goes for too."""
+    for _ in range(20):
+        display = f":{random.randrange(200, 30000)}"
+        xvfb = subprocess.Popen(["Xvfb", display, "-displayfd", "1", "-screen", "0", f"{size}x24", "-nolisten", "tcp"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+        if xvfb.stdout.readline().strip():  # written once it is ready; nothing when the number is taken
+            return xvfb, display
+        xvfb.wait(10)
+    raise AssertionError("no free X display number for Xvfb")
+
+
+def _start_window_manager(desk: XDesktop, attempts: int = 3) -> None:
+    """openbox, started again when it ends at once (seen now and then on this shared machine:
+    "Failed to open the display" on a display other clients reach, or a silent exit)."""
+    for _ in range(attempts):
+        openbox = _start(["openbox", "--sm-disable"], desk.env)
+        desk._procs.append(openbox)
+        wait_until(lambda wm=openbox: desk.run("wmctrl", "-m").returncode == 0 or wm.poll() is not None,
+                   what="openbox to manage the screen")
+        if openbox.poll() is None:
+            return
+    raise AssertionError(f"openbox did not start on {desk.display}")
+
+
 @contextmanager
 def x_desktop(size: str = "1600x1000", wm: bool = False, tray: bool = False,
               notifications: bool = False) -> Iterator[XDesktop]:
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", f"{size}x24", "-nolisten", "tcp"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
-    display = ":" + xvfb.stdout.readline().decode().strip()  # Xvfb picks a free display
+    xvfb, display = _start_xvfb(size)
     env = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb"}
     env.pop("DBUS_SESSION_BUS_ADDRESS", None)
     desk = XDesktop(display, env, _procs=[xvfb])
     try:
+        wait_until(lambda: desk.run("xdotool", "getdisplaygeometry").returncode == 0, what=f"Xvfb on {display}")
         if notifications:
             session = subprocess.Popen(
                 ["dbus-run-session", "--", "sh", "-c", 'echo "$DBUS_SESSION_BUS_ADDRESS"; exec dunst'],
@@ -76,8 +102,7 @@ def x_desktop(size: str = "1600x1000", wm: bool = False, tray: bool = False,
             sink = DesktopSink(desk.bus, recheck_s=0)
             wait_until(lambda: sink.status()[0], what="dunst to own org.freedesktop.Notifications")
         if wm:
-            desk._procs.append(_start(["openbox", "--sm-disable"], env))
-            wait_until(lambda: desk.run("wmctrl", "-m").returncode == 0, what="openbox to manage the screen")
+            _start_window_manager(desk)
         if tray:
             desk._procs.append(_start(["trayer", "--edge", "top", "--align", "right", "--widthtype", "request",
                                        "--height", "24", "--transparent", "false", "--tint", "0x404040"], env))
