@@ -3,7 +3,7 @@ tab), the window closed to the tray, the headless recorder, and an empty PySide6
 running at the same time on one Xvfb desktop (openbox + trayer), so they share the machine's
 load. No LLM server is started (discovery still probes the default ports every 30 s).
 
-    .venv/bin/python bench/idle.py [--seconds 60] [--warmup 15] [--size 1600x1000]
+    .venv/bin/python bench/idle.py [--rounds 3] [--seconds 40] [--warmup 15] [--size 1600x1000]
 
 Targets (issue 13): visible <= 1.5 % of one core; hidden to tray <= headless + 0.2 %.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,11 +45,13 @@ def cpu_seconds(proc: psutil.Process) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=60.0, help="measuring time after the warm-up")
+    parser.add_argument("--seconds", type=float, default=40.0, help="length of one measuring round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, after one warm-up; the median is shown")
     parser.add_argument("--warmup", type=float, default=15.0)
     parser.add_argument("--size", default="1600x1000", help="the X screen, WIDTHxHEIGHT")
     args = parser.parse_args()
     main_py = str(ROOT / "main.py")
+    loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp_dir, x_desktop(args.size, wm=True, tray=True) as desk:
         tmp = Path(tmp_dir)
         cases = {
@@ -68,14 +71,16 @@ def main() -> None:
             wait_until(lambda: not desk.windows("llmmon", tray_pid), what="the window to hide")
             time.sleep(args.warmup)  # benchmark pacing, not a test
             procs = {name: psutil.Process(p.pid) for name, p in cases.items()}
-            load0 = os.getloadavg()[0]
-            before = {name: cpu_seconds(p) for name, p in procs.items()}
-            started = time.monotonic()
-            time.sleep(args.seconds)
-            elapsed = time.monotonic() - started
-            after = {name: cpu_seconds(p) for name, p in procs.items()}
+            rounds: dict[str, list[float]] = {name: [] for name in cases}
+            for _ in range(args.rounds):
+                before = {name: cpu_seconds(p) for name, p in procs.items()}
+                started = time.monotonic()
+                time.sleep(args.seconds)
+                elapsed = time.monotonic() - started
+                for name, p in procs.items():
+                    rounds[name].append((cpu_seconds(p) - before[name]) / elapsed * 100)
+                loads.append(os.getloadavg()[0])
             rss = {name: p.memory_info().rss / 2**20 for name, p in procs.items()}
-            load1 = os.getloadavg()[0]
             for name, p in cases.items():
                 if p.poll() is not None:
                     raise SystemExit(f"{name} exited early with {p.returncode}")
@@ -84,11 +89,12 @@ def main() -> None:
                 p.terminate()
             for p in cases.values():
                 p.wait(30)
-    print(f"idle on Xvfb {args.size} (openbox, trayer), {args.seconds:.0f} s after a {args.warmup:.0f} s warm-up, "
-          f"load average {load0:.2f} → {load1:.2f}:")
-    print(f"{'case':32} {'% of one core':>14} {'RSS MB':>8}")
-    for name in cases:
-        print(f"{name:32} {(after[name] - before[name]) / elapsed * 100:14.2f} {rss[name]:8.0f}")
+    print(f"idle on Xvfb {args.size} (openbox, trayer), {args.rounds} rounds of {args.seconds:.0f} s after a "
+          f"{args.warmup:.0f} s warm-up, load average {min(loads):.2f}–{max(loads):.2f}:")
+    print(f"{'case':28} {'% of one core (median)':>23} {'rounds':>22} {'RSS MB':>7}")
+    for name, values in rounds.items():
+        spread = " ".join(f"{v:.2f}" for v in values)
+        print(f"{name:28} {statistics.median(values):23.2f} {spread:>22} {rss[name]:7.0f}")
 
 
 if __name__ == "__main__":

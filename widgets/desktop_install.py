@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def install() -> int:
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # drawing icons needs no screen
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"  # drawing icons needs no screen (nor works without one)
     from PySide6.QtGui import QGuiApplication
 
     from widgets.app_icon import ICON_SVG, render_png
