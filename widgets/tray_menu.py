@@ -20,7 +20,7 @@ from widgets.window_commands import fill_menu
 log = logging.getLogger(__name__)
 
 CLOSE_NOTICE_SHOWN = "desktop/close_notice_shown"
-CLOSE_NOTICE = "It runs on in the tray: quit from this icon's menu or with Ctrl+Q."
+CLOSE_NOTICE = "It runs on here in the tray. Quit from this icon's menu."
 
 
 def status_line(runtime: Runtime) -> str:

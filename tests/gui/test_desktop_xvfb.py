@@ -159,9 +159,12 @@ def test_a_crashed_llmmon_does_not_block_the_next_start(processes, tmp_path: Pat
 
 
 def test_without_a_tray_closing_the_window_asks_then_quits(processes, db_file: Path) -> None:
-    with x_desktop(wm=True) as desk:
+    with x_desktop("1024x640", wm=True) as desk:  # a small screen: the first window fits on it
         app = launch(processes, desk, db_file)
         window = main_window(desk, app)
+        size = desk.run("xdotool", "getwindowgeometry", str(int(window, 16))).stdout
+        width, height = map(int, size.split("Geometry: ")[1].split()[0].split("x"))
+        assert width <= 1024 and height <= 640 - 20, size  # 20: openbox's title bar
         desk.run("wmctrl", "-i", "-c", window)
         wait_until(lambda: desk.windows("Quit llmmon?", app.pid), timeout=30, what="the question")
         dialog = desk.windows("Quit llmmon?", app.pid)[0]
