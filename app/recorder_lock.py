@@ -17,6 +17,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 try:
     import fcntl
@@ -50,8 +51,8 @@ class AlreadyRecording(Exception):
     def __init__(self, db: Path, holder: LockHolder) -> None:
         self.db = db
         self.holder = holder
-        super().__init__(f"{holder.describe()} is already recording to {db}. Stop it first, "
-                         "or record into another database with --db PATH.")
+        super().__init__(f"llmmon is already recording to {db}: {holder.describe()}. Stop that one "
+                         "first, or record into another database with --db PATH.")
 
 
 def lock_path(db: Path) -> Path:
@@ -71,7 +72,7 @@ class RecorderLock:
         self.db = db
         self.path = lock_path(db)
         self.mode = mode
-        self._file = None
+        self._file: TextIO | None = None
 
     def acquire(self) -> None:
         if fcntl is None:  # pragma: no cover

@@ -70,25 +70,25 @@ def main() -> None:
                 desk.run("wmctrl", "-i", "-c", window)  # like the title bar's close button
             wait_until(lambda: not desk.windows("llmmon", tray_pid), what="the window to hide")
             time.sleep(args.warmup)  # benchmark pacing, not a test
-            procs = {name: psutil.Process(p.pid) for name, p in cases.items()}
+            procs = {name: psutil.Process(case.pid) for name, case in cases.items()}
             rounds: dict[str, list[float]] = {name: [] for name in cases}
             for _ in range(args.rounds):
-                before = {name: cpu_seconds(p) for name, p in procs.items()}
+                before = {name: cpu_seconds(proc) for name, proc in procs.items()}
                 started = time.monotonic()
                 time.sleep(args.seconds)
                 elapsed = time.monotonic() - started
-                for name, p in procs.items():
-                    rounds[name].append((cpu_seconds(p) - before[name]) / elapsed * 100)
+                for name, proc in procs.items():
+                    rounds[name].append((cpu_seconds(proc) - before[name]) / elapsed * 100)
                 loads.append(os.getloadavg()[0])
-            rss = {name: p.memory_info().rss / 2**20 for name, p in procs.items()}
-            for name, p in cases.items():
-                if p.poll() is not None:
-                    raise SystemExit(f"{name} exited early with {p.returncode}")
+            rss = {name: proc.memory_info().rss / 2**20 for name, proc in procs.items()}
+            for name, case in cases.items():
+                if case.poll() is not None:
+                    raise SystemExit(f"{name} exited early with {case.returncode}")
         finally:
-            for p in cases.values():
-                p.terminate()
-            for p in cases.values():
-                p.wait(30)
+            for case in cases.values():
+                case.terminate()
+            for case in cases.values():
+                case.wait(30)
     print(f"idle on Xvfb {args.size} (openbox, trayer), {args.rounds} rounds of {args.seconds:.0f} s after a "
           f"{args.warmup:.0f} s warm-up, load average {min(loads):.2f}–{max(loads):.2f}:")
     print(f"{'case':28} {'% of one core (median)':>23} {'rounds':>22} {'RSS MB':>7}")

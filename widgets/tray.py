@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QIcon, QPainter
-from PySide6.QtWidgets import QSystemTrayIcon
+from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 from app.alerts.engine import AlertEngine
 from app.alerts.notify import Notification, Sink
@@ -73,6 +73,7 @@ class AlertTray(QSystemTrayIcon):
         self.engine = engine
         self.status_line = status_line
         self.messages_shown = 0  # balloons asked for (offscreen Qt draws none, tests count these)
+        self.menu: QMenu | None = None  # Qt does not own a context menu: the tray keeps it alive
         self._shown_state: tuple[str | None, int] | None = None
         self.notification_requested.connect(self.show_notification)
         self.timer = QTimer(self)

@@ -77,7 +77,7 @@ def install_tray(app: QApplication, window: MainWindow, runtime: Runtime) -> Ale
         log.info("no system tray: closing the window quits llmmon (after asking)")
         return None
     tray = AlertTray(runtime.alerts, lambda: status_line(runtime), parent=app)
-    tray.menu = tray_menu(window)  # Qt does not own a context menu: keep it alive
+    tray.menu = tray_menu(window)
     tray.setContextMenu(tray.menu)
     tray.activated.connect(
         lambda reason: toggle_window(window) if reason == QSystemTrayIcon.ActivationReason.Trigger else None)

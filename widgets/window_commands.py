@@ -52,11 +52,11 @@ class WindowCommands(QObject):
         self.start_minimised = self._action("Start &minimised", None,
                                             "Start in the tray (or minimised) instead of showing the window")
         self.start_minimised.setCheckable(True)
-        self.start_minimised.setChecked(settings.value(START_MINIMISED, False, type=bool))
+        self.start_minimised.setChecked(bool(settings.value(START_MINIMISED, False, type=bool)))
         self.start_minimised.toggled.connect(lambda on: self._save(START_MINIMISED, on))
         self.start_on_login = self._action("Start on &login", None, "Start llmmon when you log in")
         self.start_on_login.setCheckable(True)
-        self.start_on_login.setChecked(settings.value(START_ON_LOGIN, False, type=bool))
+        self.start_on_login.setChecked(bool(settings.value(START_ON_LOGIN, False, type=bool)))
         self.start_on_login.toggled.connect(self._set_start_on_login)
         self.close_window = self._action("&Close window", window.close)
         self.close_window.setShortcut(QKeySequence.StandardKey.Close)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import main
 from app.recorder_lock import AlreadyRecording, RecorderLock, lock_path
 from tests.support import count, query, wait_until
 
@@ -55,8 +56,8 @@ def test_a_second_lock_is_refused_with_the_first_ones_details_until_it_is_releas
         RecorderLock(db, "gui").acquire()
     assert refused.value.holder.pid == os.getpid()
     assert refused.value.holder.mode == "headless"
-    assert str(refused.value).startswith(f"a headless llmmon recorder (pid {os.getpid()}, since ")
-    assert f"is already recording to {db}" in str(refused.value)
+    assert str(refused.value).startswith(
+        f"llmmon is already recording to {db}: a headless llmmon recorder (pid {os.getpid()}, since ")
     with RecorderLock(tmp_path / "other.db", "gui"):  # another database is another lock
         pass
     first.release()
@@ -89,12 +90,13 @@ def test_a_second_recorder_on_the_same_database_is_refused_and_the_first_records
     first = start("--headless", "--db", str(db))
     try:
         second = llmmon("--headless", "--db", str(db))
-        assert second.returncode == 1
-        assert f"llmmon: a headless llmmon recorder (pid {first.pid}, since " in second.stderr
-        assert f"is already recording to {db}. Stop it first, or record into another database" in second.stderr
+        assert second.returncode == main.EXIT_REFUSED
+        assert f"llmmon is already recording to {db}: a headless llmmon recorder (pid {first.pid}, since " \
+            in second.stderr
+        assert "Stop that one first, or record into another database with --db PATH." in second.stderr
         # The proxy records too; its --db, given after the subcommand, is the one it locks.
         proxy = llmmon("proxy", "--db", str(db), "--upstream", "http://127.0.0.1:9", "--listen", str(free_port()))
-        assert proxy.returncode == 1
+        assert proxy.returncode == main.EXIT_REFUSED
         assert f"(pid {first.pid}, since " in proxy.stderr
         rows = count(db, "samples")
         wait_until(lambda: count(db, "samples") > rows, timeout=20, what="the first recorder to go on writing")

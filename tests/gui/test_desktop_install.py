@@ -31,7 +31,6 @@ def test_install_launch_and_uninstall(tmp_path: Path) -> None:
     valid = subprocess.run(["desktop-file-validate", str(entry)], capture_output=True, text=True)
     assert valid.returncode == 0 and valid.stdout == "", valid.stdout
     parsed = configparser.ConfigParser(interpolation=None)
-    parsed.optionxform = str  # keys are case-sensitive
     parsed.read(entry, encoding="utf-8")
     desktop = parsed["Desktop Entry"]
     assert (desktop["Name"], desktop["Icon"], desktop["StartupWMClass"]) == ("llmmon", "llmmon", "llmmon")

@@ -115,7 +115,7 @@ class UrlCatcher(QObject):
 
 def test_help_opens_the_log_and_data_folders(window: MainWindow, runtime: Runtime) -> None:
     catcher = UrlCatcher()
-    QDesktopServices.setUrlHandler("file", catcher, "open")
+    QDesktopServices.setUrlHandler("file", catcher, b"open")
     try:
         window.commands.open_logs.trigger()
         window.commands.open_data.trigger()
@@ -172,6 +172,7 @@ def test_without_a_tray_closing_asks_and_cancel_keeps_llmmon_running(qtbot, wind
 
     def answer() -> None:
         box = QApplication.activeModalWidget()
+        assert isinstance(box, QMessageBox)
         asked.append(box.text())
         box.button(QMessageBox.StandardButton.Cancel).click()
 
@@ -186,7 +187,12 @@ def test_a_tick_with_nothing_new_draws_nothing(window: MainWindow, runtime: Runt
     overview = window.panel(OverviewPanel)
     drawn: list[float] = []
     real_refresh = overview.refresh
-    monkeypatch.setattr(overview, "refresh", lambda now: (drawn.append(now), real_refresh(now)))
+
+    def counted(now: float) -> None:
+        drawn.append(now)
+        real_refresh(now)
+
+    monkeypatch.setattr(overview, "refresh", counted)
     window.refresh()
     drawn.clear()
     window._tick()

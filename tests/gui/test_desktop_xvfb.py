@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtGui import QColor, QImage
 
+import main
 from tests.sim.ollama import SimOllama
 from tests.support import count, query, wait_until
 from tests.support.xdesktop import XDesktop, x_desktop
@@ -24,6 +25,7 @@ from widgets.tray import OK_COLOUR, SEVERITY_COLOURS
 
 ROOT = Path(__file__).resolve().parents[2]
 TITLE = "llmmon"
+REFUSED = "llmmon cannot open its database"  # the refusal dialog's title
 
 
 @pytest.fixture
@@ -182,11 +184,10 @@ def test_a_window_on_a_database_a_headless_recorder_holds_is_refused(processes, 
     assert "recording to" in headless.stdout.readline()
     with x_desktop(wm=True) as desk:
         app = launch(processes, desk, db_file)
-        wait_until(lambda: desk.windows("llmmon is already recording", app.pid), timeout=60,
-                   what="the refusal dialog")
-        dialog = desk.windows("llmmon is already recording", app.pid)[0]
+        wait_until(lambda: desk.windows(REFUSED, app.pid), timeout=60, what="the refusal dialog")
+        dialog = desk.windows(REFUSED, app.pid)[0]
         desk.run("xdotool", "windowactivate", "--sync", str(int(dialog, 16)))
         desk.run("xdotool", "key", "Return")
-        assert app.wait(60) == 1
-    assert f"a headless llmmon recorder (pid {headless.pid}, since " in app.stderr.read()
+        assert app.wait(60) == main.EXIT_REFUSED
+    assert f"{db_file}: a headless llmmon recorder (pid {headless.pid}, since " in app.stderr.read()
     assert headless.poll() is None

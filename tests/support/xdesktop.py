@@ -75,8 +75,11 @@ def _start_window_manager(desk: XDesktop, attempts: int = 3) -> None:
     for _ in range(attempts):
         openbox = _start(["openbox", "--sm-disable"], desk.env)
         desk._procs.append(openbox)
-        wait_until(lambda wm=openbox: desk.run("wmctrl", "-m").returncode == 0 or wm.poll() is not None,
-                   what="openbox to manage the screen")
+
+        def managing_or_gone(wm: subprocess.Popen = openbox) -> bool:
+            return desk.run("wmctrl", "-m").returncode == 0 or wm.poll() is not None
+
+        wait_until(managing_or_gone, what="openbox to manage the screen")
         if openbox.poll() is None:
             return
     raise AssertionError(f"openbox did not start on {desk.display}")
