@@ -27,6 +27,6 @@ def render_png(size: int, path: Path) -> Path:
     renderer.render(painter)
     painter.end()
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not image.save(str(path), b"PNG"):
+    if not image.save(str(path)):  # PNG, from the file name
         raise OSError(f"cannot write {path}")
     return path
