@@ -96,8 +96,11 @@ def test_the_tray_icon_and_the_desktop_tell_when_a_server_goes_down(processes, t
             wait_until(lambda: tray_pixels(desk, SEVERITY_COLOURS["critical"], tmp_path) >= 20, timeout=30,
                        what="the tray icon to turn critical")
             desk.screenshot(ROOT / "artifacts" / "screenshots" / "desktop_tray_alert.png")
-            fired = query(db_file, "SELECT message FROM alert_events WHERE state = 'firing'")
-            assert fired == [("desk-ollama does not answer",)]
+            def fired() -> list[tuple]:
+                return query(db_file, "SELECT message FROM alert_events WHERE state = 'firing'")
+
+            wait_until(fired, what="the firing alert in the database (written within a second)")
+            assert fired() == [("desk-ollama does not answer",)]
             wait_until(lambda: any("desk-ollama does not answer" in line for line in seen), timeout=30,
                        what="the notification on the session bus")
             assert any('"CRITICAL: LLM server down"' in line for line in seen)
