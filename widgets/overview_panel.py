@@ -80,10 +80,11 @@ class OverviewPanel(Panel):
             return
         for plot in self.plots:
             self.grid.removeWidget(plot)
-            plot.setVisible(plot in plots)
         columns = 3 if len(plots) > 4 else 2
         for i, plot in enumerate(plots):
             self.grid.addWidget(plot, i // columns, i % columns)
+        for plot in self.plots:  # after addWidget: a parentless widget made visible is a window
+            plot.setVisible(plot in plots)
         for c in range(3):
             self.grid.setColumnStretch(c, 1 if c < columns else 0)
         self.shown = list(plots)

@@ -99,7 +99,7 @@ def test_the_tray_icon_and_the_desktop_tell_when_a_server_goes_down(processes, t
             def fired() -> list[tuple]:
                 return query(db_file, "SELECT message FROM alert_events WHERE state = 'firing'")
 
-            wait_until(fired, what="the firing alert in the database (written within a second)")
+            wait_until(fired, timeout=30, what="the firing alert in the database (written within a second)")
             assert fired() == [("desk-ollama does not answer",)]
             wait_until(lambda: any("desk-ollama does not answer" in line for line in seen), timeout=30,
                        what="the notification on the session bus")
@@ -124,7 +124,7 @@ def test_close_to_tray_keeps_recording_a_second_launch_brings_it_back_and_ctrl_q
         assert "Icon (64 x 64)" in desk.run("xprop", "-id", window, "_NET_WM_ICON").stdout
 
         desk.run("wmctrl", "-i", "-c", window)  # the title bar's close button
-        wait_until(lambda: not desk.windows(TITLE, app.pid), what="the window to go to the tray")
+        wait_until(lambda: not desk.windows(TITLE, app.pid), timeout=60, what="the window to go to the tray")
         rows = count(db_file, "samples")
         wait_until(lambda: count(db_file, "samples") > rows + 10, timeout=30, what="recording to go on")
         assert app.poll() is None
@@ -154,7 +154,7 @@ def test_a_crashed_llmmon_does_not_block_the_next_start(processes, tmp_path: Pat
         app = launch(processes, desk, db_file)  # starts, though the dead one's socket is there
         window = main_window(desk, app)
         desk.run("wmctrl", "-i", "-c", window)
-        wait_until(lambda: not desk.windows(TITLE, app.pid), what="the window to go to the tray")
+        wait_until(lambda: not desk.windows(TITLE, app.pid), timeout=60, what="the window to go to the tray")
         again = launch(processes, desk, db_file)
         assert again.wait(60) == 0, again.stderr.read()  # and it answers on that socket's name
         window = main_window(desk, app)

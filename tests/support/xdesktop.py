@@ -11,8 +11,8 @@ Needs the Debian packages xvfb, openbox, trayer, dbus, dunst, xdotool, wmctrl, i
 """
 from __future__ import annotations
 
+import ctypes
 import os
-import random
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -30,7 +30,7 @@ class XDesktop:
     bus: str | None = None  # the D-Bus session address when notifications were asked for
     _procs: list[subprocess.Popen] = field(default_factory=list)
 
-    def run(self, *cmd: str, timeout: float = 10) -> subprocess.CompletedProcess:
+    def run(self, *cmd: str, timeout: float = 30) -> subprocess.CompletedProcess:
         """Run an X client (xdotool, wmctrl...) on this display; its output as text."""
         return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
 
@@ -51,38 +51,46 @@ class XDesktop:
         return path
 
 
+def selection_owned(display: str, selection: str) -> bool:
+    """Whether an X client owns ``selection`` (a tray owns _NET_SYSTEM_TRAY_S0 once it takes icons;
+    its window exists a moment before that), asked through Xlib."""
+    x11 = ctypes.cdll.LoadLibrary("libX11.so.6")
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XInternAtom.restype = ctypes.c_ulong
+    x11.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    x11.XGetSelectionOwner.restype = ctypes.c_ulong
+    x11.XGetSelectionOwner.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
+    x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    connection = x11.XOpenDisplay(display.encode())
+    if not connection:
+        return False
+    try:
+        return bool(x11.XGetSelectionOwner(connection, x11.XInternAtom(connection, selection.encode(), 0)))
+    finally:
+        x11.XCloseDisplay(connection)
+
+
 def _start(cmd: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, **kwargs)
 
 
 def _start_xvfb(size: str) -> tuple[subprocess.Popen, str]:
-    """Xvfb on a random free display number: the lowest free one (what -displayfd alone picks)
-    is the one every other X server started on this shared machine goes for too."""
-    for _ in range(20):
-        display = f":{random.randrange(200, 30000)}"
-        xvfb = subprocess.Popen(["Xvfb", display, "-displayfd", "1", "-screen", "0", f"{size}x24", "-nolisten", "tcp"],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
-        if xvfb.stdout.readline().strip():  # written once it is ready; nothing when the number is taken
-            return xvfb, display
-        xvfb.wait(10)
-    raise AssertionError("no free X display number for Xvfb")
+    # -noreset: the server would otherwise reset whenever its last client leaves (our short-lived
+    # xdotool/wmctrl calls), and a client connecting during a reset fails to open the display.
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", f"{size}x24", "-nolisten", "tcp", "-noreset"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    return xvfb, ":" + xvfb.stdout.readline().decode().strip()  # Xvfb picks a free display, then says which
 
 
-def _start_window_manager(desk: XDesktop, attempts: int = 3) -> None:
-    """openbox, started again when it ends at once (seen now and then on this shared machine:
-    "Failed to open the display" on a display other clients reach, or a silent exit)."""
-    for _ in range(attempts):
-        openbox = _start(["openbox", "--sm-disable"], desk.env)
-        desk._procs.append(openbox)
-
-        def managing_or_gone(wm: subprocess.Popen = openbox) -> bool:
-            return desk.run("wmctrl", "-m").returncode == 0 or wm.poll() is not None
-
-        wait_until(managing_or_gone, what="openbox to manage the screen")
-        if openbox.poll() is None:
-            return
-    raise AssertionError(f"openbox did not start on {desk.display}")
+def _start_window_manager(desk: XDesktop) -> None:
+    openbox = _start(["openbox", "--sm-disable"], desk.env)
+    desk._procs.append(openbox)
+    wait_until(lambda: desk.run("wmctrl", "-m").returncode == 0 or openbox.poll() is not None, timeout=30,
+               what="openbox to manage the screen")
+    if openbox.poll() is not None:
+        raise AssertionError(f"openbox ended at once on {desk.display} (exit status {openbox.returncode})")
 
 
 @contextmanager
@@ -93,7 +101,8 @@ def x_desktop(size: str = "1600x1000", wm: bool = False, tray: bool = False,
     env.pop("DBUS_SESSION_BUS_ADDRESS", None)
     desk = XDesktop(display, env, _procs=[xvfb])
     try:
-        wait_until(lambda: desk.run("xdotool", "getdisplaygeometry").returncode == 0, what=f"Xvfb on {display}")
+        wait_until(lambda: desk.run("xdotool", "getdisplaygeometry").returncode == 0, timeout=30,
+                   what=f"Xvfb on {display}")
         if notifications:
             session = subprocess.Popen(
                 ["dbus-run-session", "--", "sh", "-c", 'echo "$DBUS_SESSION_BUS_ADDRESS"; exec dunst'],
@@ -103,14 +112,14 @@ def x_desktop(size: str = "1600x1000", wm: bool = False, tray: bool = False,
             from app.alerts.notify import DesktopSink
 
             sink = DesktopSink(desk.bus, recheck_s=0)
-            wait_until(lambda: sink.status()[0], what="dunst to own org.freedesktop.Notifications")
+            wait_until(lambda: sink.status()[0], timeout=30, what="dunst to own org.freedesktop.Notifications")
         if wm:
             _start_window_manager(desk)
         if tray:
             desk._procs.append(_start(["trayer", "--edge", "top", "--align", "right", "--widthtype", "request",
                                        "--height", "24", "--transparent", "false", "--tint", "0x404040"], env))
-            wait_until(lambda: desk.run("xdotool", "search", "--classname", "trayer").stdout.strip(),
-                       what="trayer's tray window")
+            wait_until(lambda: selection_owned(display, "_NET_SYSTEM_TRAY_S0"), timeout=30,
+                       what="trayer to own the system tray selection")
         yield desk
     finally:
         for proc in reversed(desk._procs):  # each was started in its own process group
