@@ -98,6 +98,11 @@ def test_a_second_recorder_on_the_same_database_is_refused_and_the_first_records
         proxy = llmmon("proxy", "--db", str(db), "--upstream", "http://127.0.0.1:9", "--listen", str(free_port()))
         assert proxy.returncode == main.EXIT_REFUSED
         assert f"(pid {first.pid}, since " in proxy.stderr
+        # A benchmark run records too; listing the stored benchmarks only reads.
+        bench = llmmon("bench", "--db", str(db), "--server", "http://127.0.0.1:9", "--models", "m", "--prompt", "hi")
+        assert bench.returncode == main.EXIT_REFUSED and f"(pid {first.pid}, since " in bench.stderr
+        listing = llmmon("bench", "--list", "--db", str(db))
+        assert listing.returncode == 0, listing.stderr
         rows = count(db, "samples")
         wait_until(lambda: count(db, "samples") > rows, timeout=20, what="the first recorder to go on writing")
     finally:
