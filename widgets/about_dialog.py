@@ -36,8 +36,8 @@ def gpu_line(runtime: Runtime) -> str:
 
 def server_lines(runtime: Runtime) -> list[str]:
     servers = sorted((h for h in runtime.hub.health.values() if h.kind in SERVER_KINDS), key=lambda h: h.source)
-    return [f"{h.source} ({h.kind}{', ' + h.version if h.version else ''}) {h.url}: {h.state.value}"
-            for h in servers] or ["none yet (llmmon looks on the default local ports every 30 s)"]
+    return [f"{runtime.display_name(h.source)} ({h.kind}{', ' + h.version if h.version else ''}) {h.url}: "
+            f"{h.state.value}" for h in servers] or ["none yet (llmmon looks on the default local ports every 30 s)"]
 
 
 def about_lines(runtime: Runtime) -> list[tuple[str, str]]:
