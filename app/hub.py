@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterable
 
 from app.bounds import Bounds
 from app.buffers import LiveBuffers
+from app.collector import Collector
 from app.config import Settings
 from app.faults import Faults
 from app.records import Health, Record, Sample
 from app.scheduler import Scheduler
 from app.storage.store import Store
-from collectors.base import Collector
 from collectors.discovery import DiscoveryCollector
 from collectors.energy import CpuEnergyCollector
 from collectors.gpu import GpuCollector

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.alerts.engine import AlertEngine
+from app.collector import Collector
 from app.config import ExporterSettings, Settings, config_path, db_path, load_settings
 from app.config_write import ConfigWriteError, save_setting
 from app.exporter import MetricsExporter
@@ -22,7 +23,6 @@ from app.server_names import display_name, host_port
 from app.storage.retention import GB
 from app.storage.store import Store
 from app.usage.service import UsageService
-from collectors.base import Collector
 from collectors.discovery import DiscoveryCollector
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+from app.collector import Collector
 from app.faults import Faults
 from app.records import RECORD_TYPES, Event, Health, HealthState, Record, Sample, labels_of
-from collectors.base import Collector
 
 log = logging.getLogger(__name__)
 

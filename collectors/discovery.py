@@ -25,11 +25,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from app.collector import Collector
 from app.config import ServerEntry, Settings
 from app.records import Event, Health, HealthState, Record, labels_of
 from app.secrets import get_secret
 from app.server_names import normalise_url
-from collectors.base import Collector
 from collectors.gpu import ServerRef
 from collectors.http import Answer, HttpSource, SourceError, server_name
 from collectors.llamacpp import LlamaCppCollector

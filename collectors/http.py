@@ -25,9 +25,9 @@ from typing import Any
 
 import httpx
 
+from app.collector import Collector
 from app.records import Event, Health, HealthState, Record, Sample, labels_of
 from app.server_names import host_port, server_name
-from collectors.base import Collector
 
 log = logging.getLogger(__name__)
 

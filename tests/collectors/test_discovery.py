@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from app.collector import Collector
 from app.config import ServerEntry, Settings
 from app.hub import Hub
 from app.records import Event, Health, HealthState
 from app.server_names import display_name
-from collectors.base import Collector
 from collectors.discovery import DiscoveryCollector, Probe, identify, normalise_url
 from collectors.ollama import OllamaCollector
 from collectors.vllm import OpenAICompatCollector, VllmCollector

@@ -4,11 +4,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from app.collector import Collector
 from app.hub import Hub
 from app.records import Event, Health, HealthState, Record, Sample
 from app.scheduler import backoff_delay, clean_records
 from app.storage.store import Store
-from collectors.base import Collector
 from tests.support import query, wait_until
 
 
