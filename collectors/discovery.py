@@ -4,7 +4,9 @@ Candidates are the default local ports (Ollama 11434, vLLM / OpenAI-compatible 8
 8080, LM Studio 1234, unless ``discover_local`` is off) and the servers the user listed in
 ``config.toml``. Discovery is itself a collector: it runs on its own thread, so start-up never
 waits for it; it probes every candidate not yet found in parallel, with short timeouts, and
-scans again every ``interval`` seconds, so a server started later is picked up then.
+scans again every ``interval`` seconds, so a server started later is picked up then. The
+collector of each server found is handed to the scheduler through
+:meth:`~app.collector.Collector.new_collectors`.
 
 How a server is recognised (:func:`identify`): ``/api/version`` answering a version → Ollama;
 ``/metrics`` with ``vllm:`` metrics → vLLM, with ``llamacpp:`` metrics or a ``/props`` with
@@ -113,11 +115,10 @@ class _Candidate:
 
 
 class DiscoveryCollector(Collector):
-    """Finds servers and hands a new collector for each to ``add`` (the scheduler's).
+    """Finds servers and creates a collector for each (see :meth:`new_collectors`).
 
     Args:
         settings: the configured servers and whether to look on the local default ports.
-        add: called with each new collector; may also be given later with :meth:`attach`.
         interval: seconds between scans for servers not found yet.
         probe_timeout: seconds each probe request may take.
         server_interval: the poll interval of the collectors it creates.
@@ -127,8 +128,8 @@ class DiscoveryCollector(Collector):
 
     kind = "discovery"
 
-    def __init__(self, settings: Settings, add: Callable[[Collector], None] | None = None,
-                 interval: float = 30.0, probe_timeout: float = 1.0, server_interval: float = 1.0,
+    def __init__(self, settings: Settings, interval: float = 30.0, probe_timeout: float = 1.0,
+                 server_interval: float = 1.0,
                  ports: tuple[tuple[int, str], ...] = DEFAULT_PORTS,
                  factories: dict[str, Callable[..., Collector]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -140,18 +141,15 @@ class DiscoveryCollector(Collector):
         self.ports = ports
         self.factories = FACTORIES if factories is None else factories
         self.clock = clock
-        self._add = add
-        self._pending: list[Collector] = []
+        self._created: list[Collector] = []       # not yet handed to the scheduler
         self._found: dict[str, ServerRef] = {}   # normalised URL → server
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()            # servers() is called from other collectors' threads
         self.scanned = threading.Event()  # set once the first scan is done (``main.py proxy`` waits)
 
-    def attach(self, add: Callable[[Collector], None]) -> None:
-        """Start handing collectors to ``add`` (those found before are handed over now)."""
-        with self._lock:
-            self._add, pending, self._pending = add, self._pending, []
-        for collector in pending:
-            add(collector)
+    def new_collectors(self) -> list[Collector]:
+        """The collectors of the servers found since the last call."""
+        created, self._created = self._created, []
+        return created
 
     def servers(self) -> list[ServerRef]:
         """The servers found so far (thread-safe; the GPU collector watches their processes)."""
@@ -213,16 +211,11 @@ class DiscoveryCollector(Collector):
         try:
             collector = self.factories[shown_kind](candidate.url, name=name, interval=self.server_interval,
                                                    api_key=api_key)
-            with self._lock:
-                add = self._add
-                if add is None:
-                    self._pending.append(collector)
-            if add is not None:
-                add(collector)
-        except Exception as exc:  # a bad config entry (URL, duplicate name) must not stop discovery
+        except Exception as exc:  # a bad config entry (a URL it cannot use) must not stop discovery
             log.error("cannot watch %s as %s: %s", candidate.url, kind, exc)
             return [Health(name, HealthState.ERROR, now, reason=f"cannot watch it: {exc}"[:200],
                            kind="server", url=candidate.url)]
+        self._created.append(collector)
         with self._lock:
             self._found[candidate.url] = ServerRef(collector.name, candidate.url, shown_kind)
         log.info("found %s server at %s", kind, candidate.url)

@@ -506,9 +506,3 @@ class Notifier:
         for lane in lanes:
             lane.stop(timeout)
 
-
-def build_notifier(settings: NotifySettings, clock: Callable[[], float] = time.time) -> Notifier:
-    """The app's notifier: desktop and webhook sinks (the GUI adds the tray)."""
-    notifier = Notifier([DesktopSink(), WebhookSink()], settings, clock)
-    notifier.configure(settings)
-    return notifier

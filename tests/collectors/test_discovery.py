@@ -70,9 +70,9 @@ def test_servers_found_get_collectors_with_keys_and_the_missing_are_explained(
         settings = Settings(discover_local=True, servers=[
             ServerEntry(url=vllm.url.replace("127.0.0.1", "localhost") + "/", name="box", api_key_ref="box-vllm"),
             ServerEntry(url=f"http://127.0.0.1:{down_port}", kind="auto")])
-        added: list[Collector] = []
-        discovery = DiscoveryCollector(settings, added.append, ports=((ollama.port, "Ollama"),))
+        discovery = DiscoveryCollector(settings, ports=((ollama.port, "Ollama"),))
         records = discovery.poll()
+        added: list[Collector] = discovery.new_collectors()
         by_kind = {type(c): c for c in added}
         assert set(by_kind) == {OllamaCollector, VllmCollector}
         assert by_kind[OllamaCollector].name == f"ollama@127.0.0.1:{ollama.port}"
@@ -89,34 +89,33 @@ def test_servers_found_get_collectors_with_keys_and_the_missing_are_explained(
         assert {s.name for s in discovery.servers()} == {by_kind[OllamaCollector].name, by_kind[VllmCollector].name}
 
         assert not [r for r in discovery.poll() if isinstance(r, Event)]  # nothing new: no duplicates
-        assert len(added) == 2
+        assert discovery.new_collectors() == []  # each collector is handed over once
 
     # the configured server starts later: picked up by a later scan
     with SimOllama(port=down_port):
         records = discovery.poll()
-    assert [type(c) for c in added[2:]] == [OllamaCollector]
+    assert [type(c) for c in discovery.new_collectors()] == [OllamaCollector]
     assert [e.message for e in records if isinstance(e, Event)] == [
         f"found ollama server ollama@127.0.0.1:{down_port}"]
 
 
 def test_kind_without_a_collector_is_watched_as_openai_compatible() -> None:
     with llamaserver() as lcp:
-        added: list[Collector] = []
         discovery = DiscoveryCollector(Settings(discover_local=False, servers=[ServerEntry(url=lcp.url)]),
-                                       added.append, factories={"openai": OpenAICompatCollector})
+                                       factories={"openai": OpenAICompatCollector})
         discovery.poll()
+        added = discovery.new_collectors()
     assert [type(c) for c in added] == [OpenAICompatCollector]
     assert added[0].name == f"openai@127.0.0.1:{lcp.port}"
 
 
 def test_explicit_kind_is_not_probed() -> None:
     port = free_port()
-    added: list[Collector] = []
     discovery = DiscoveryCollector(Settings(discover_local=False, servers=[
-        ServerEntry(url=f"http://127.0.0.1:{port}", kind="vllm", name="later")]), added.append)
+        ServerEntry(url=f"http://127.0.0.1:{port}", kind="vllm", name="later")]))
     discovery.poll()
     # watched at once (the collector will report it down until it starts)
-    assert [(type(c), c.name) for c in added] == [(VllmCollector, f"vllm@127.0.0.1:{port}")]
+    assert [(type(c), c.name) for c in discovery.new_collectors()] == [(VllmCollector, f"vllm@127.0.0.1:{port}")]
     assert normalise_url("LOCALHOST:8000/") == "http://127.0.0.1:8000"
 
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import shiboken6
 
 from app import secrets
-from app.alerts.engine import AlertEngine
 from app.alerts.notify import WEBHOOK_SECRET
 from app.alerts.rule_file import set_notify_option
 from app.alerts.rules import ensure_user_rules
 from app.hub import Hub
 from app.records import labels_of
+from app.runtime import build_alert_engine
 from app.storage.store import Store
 from collectors.ollama import OllamaCollector
 from tests.sim.ollama import SimOllama
@@ -51,7 +51,7 @@ def test_server_down_fires_once_notifies_once_and_resolves(qtbot, db_file: Path,
     collector = OllamaCollector(sim.url, interval=0.02, clock=clock)
     collector.max_backoff = 0.02  # real seconds between polls; the timestamps are fake
     hub.add_collectors([collector])
-    engine = AlertEngine.from_hub(hub)
+    engine = build_alert_engine(hub)
     tray = AlertTray(engine, lambda: None, lambda: None)
     engine.notifier.add_sink(TraySink(tray, available=lambda: True))  # offscreen Qt has no tray
     engine.notifier.start()
