@@ -1,0 +1,51 @@
+"""The layering the architecture promises (docs/architecture.md), checked on the source: the core
+and the collectors never import Qt, and only the runtime names concrete collectors.
+
+A wrong import here would still run, so nothing else would notice it: this test does."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+GUI = ("PySide6", "pyqtgraph", "shiboken6", "widgets")
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module ``path`` imports, at any depth (function-level imports included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def modules(*packages: str) -> list[Path]:
+    return sorted(p for package in packages for p in (ROOT / package).rglob("*.py"))
+
+
+def offending(path: Path, prefixes: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in imports_of(path) if m.split(".")[0] in prefixes)
+
+
+@pytest.mark.parametrize("path", modules("app", "collectors"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_core_and_the_collectors_never_import_qt(path: Path) -> None:
+    assert offending(path, GUI) == []
+
+
+@pytest.mark.parametrize("path", [p for p in modules("app") if p.name != "runtime.py"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_only_the_runtime_names_concrete_collectors(path: Path) -> None:
+    assert offending(path, ("collectors",)) == []
+
+
+def test_the_check_sees_what_it_looks_for(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("import os\n\ndef f():\n    from collectors.gpu import GpuCollector\n"
+                      "    import PySide6.QtCore\n", encoding="utf-8")
+    assert offending(sample, ("collectors",)) == ["collectors.gpu"]
+    assert offending(sample, GUI) == ["PySide6.QtCore"]
