@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import server_kinds
 from app.runtime import Runtime
 from app.storage.history import HistorySource
 from app.storage.queries import session_range
@@ -30,7 +31,6 @@ from widgets.alerts_panel import AlertsPanel
 from widgets.fleet_panel import FleetPanel
 from widgets.gpu_panel import GpuPanel
 from widgets.header_strip import HeaderStrip
-from widgets.llamacpp_panel import LlamaCppPanel
 from widgets.model_panel import ModelPanel
 from widgets.overview_panel import OverviewPanel
 from widgets.panel import Panel, TabShelf
@@ -42,7 +42,6 @@ from widgets.smoothing_button import SmoothingButton
 from widgets.time_window import SPANS, TimeWindow
 from widgets.timeseries_plot import TimeSeriesPlot
 from widgets.usage_panel import UsagePanel
-from widgets.vllm_panel import VllmPanel
 
 REDRAW_MS = 1000
 RED = "color: #D55E00; font-weight: bold"
@@ -51,13 +50,26 @@ ORANGE = "color: #E69F00; font-weight: bold"
 P = TypeVar("P", bound=Panel)
 
 
+def kind_panels() -> list[type[Panel]]:
+    """The tabs of the server kinds that have one of their own, in the order of
+    :data:`app.server_kinds.KINDS`."""
+    panels: list[type[Panel]] = []
+    for kind in server_kinds.KINDS:
+        cls = server_kinds.load(kind.panel) if kind.panel else None
+        if cls is not None and not (isinstance(cls, type) and issubclass(cls, Panel)):
+            raise TypeError(f"{kind.panel} (server kind {kind.id!r}) is not a Panel")
+        if cls is not None:
+            panels.append(cls)
+    return panels
+
+
 def panel_factories() -> list[Callable[[Runtime], Panel]]:
-    """The tabs, in order. Adding a tab is one line here."""
+    """The tabs, in order. Adding a tab is one line here (a server kind's own tab is named in
+    its line of app/server_kinds.py instead)."""
     return [
         OverviewPanel,
         ServersPanel,
-        VllmPanel,
-        LlamaCppPanel,
+        *kind_panels(),
         GpuPanel,
         RequestsPanel,
         ModelPanel,

@@ -10,9 +10,8 @@ from PySide6.QtWidgets import QGridLayout, QLabel, QMenu, QTabWidget, QToolButto
 
 from app.records import Health
 from app.runtime import Runtime
+from app.server_kinds import server_kind
 from widgets.time_window import TimeWindow
-
-KIND_NAMES = {"vllm": "vLLM", "llamacpp": "llama.cpp", "ollama": "Ollama", "openai": "OpenAI-compatible"}
 
 
 class Panel(QWidget):
@@ -98,7 +97,8 @@ class TabShelf:
             self.menu.clear()
             for i in shelved:
                 kind = self.panels[i].server_kind or ""
-                action = QAction(f"{self.panels[i].title} (no {KIND_NAMES.get(kind, kind)} server seen yet)", self.menu)
+                name = server_kind(kind).display_name
+                action = QAction(f"{self.panels[i].title} (no {name} server seen yet)", self.menu)
                 action.triggered.connect(lambda _=False, i=i: self.open(i))
                 self.menu.addAction(action)
             self.button.setVisible(bool(shelved))

@@ -35,14 +35,14 @@ from app.prompt_runner import LiveFigures, PromptRequest, PromptRun, PromptTarge
 from app.records import HealthState, RequestRecord
 from app.runtime import Runtime
 from app.secrets import get_secret
-from app.summary import SERVER_KINDS
+from app.server_kinds import is_server_kind, where_to_start
 from app.units import format_value
 from widgets.benchmark_dialog import BenchmarkDialog
 from widgets.panel import Panel
 
 log = logging.getLogger(__name__)
 NO_MODELS = ("No model to test: no LLM server is up with a model loaded.\n"
-             "Start Ollama, vLLM or llama.cpp, or type a model name below.")
+             f"Start {where_to_start()}, or type a model name below.")
 HISTORY_ROWS = 200
 
 
@@ -213,7 +213,7 @@ class PromptPanel(Panel):
         """Models loaded on servers that are up, from the collectors' own readings."""
         hub = self.runtime.hub
         up = {h.source: h for h in list(hub.health.values())
-              if h.kind in SERVER_KINDS and h.state == HealthState.UP and h.url}
+              if is_server_kind(h.kind) and h.state == HealthState.UP and h.url}
         out = []
         for _name, labels in hub.buffers.keys("llm_model_loaded"):
             lab = dict(labels)

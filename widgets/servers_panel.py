@@ -15,12 +15,12 @@ from PySide6.QtWidgets import QLabel, QProgressBar, QTreeWidget, QTreeWidgetItem
 from app.buffers import LiveBuffers
 from app.records import Health, HealthState, labels_of
 from app.runtime import Runtime
-from app.summary import SERVER_KINDS
+from app.server_kinds import is_server_kind, where_to_start
 from widgets.panel import Panel
 from widgets.theme import PALETTE
 
 LOOKING = "Looking for LLM servers on this machine…"
-NONE_FOUND = "Ollama not running on :11434 — start it or add a server in config.toml"
+NONE_FOUND = f"No LLM server found: start {where_to_start()}, or add a server in config.toml"
 STATE_COLOURS = {HealthState.UP: PALETTE[2], HealthState.DOWN: PALETTE[5], HealthState.ERROR: PALETTE[5]}
 COLUMNS = ["Server / model", "Kind", "Version", "Status", "Poll", "On GPU", "Unloads in"]
 GIB = 2 ** 30
@@ -60,7 +60,7 @@ def server_rows(health: dict[str, Health], buffers: LiveBuffers) -> list[ServerR
     """The servers to list, sorted by name: every server collector's latest health (and the
     configured servers discovery could not identify yet), each with the models loaded at its
     latest successful poll."""
-    servers = [h for h in health.values() if h.kind in SERVER_KINDS]
+    servers = [h for h in health.values() if is_server_kind(h.kind)]
     known_urls = {h.url for h in servers}
     servers += [h for h in health.values() if h.kind == "server" and h.url not in known_urls]
     rows = []

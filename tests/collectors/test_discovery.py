@@ -11,6 +11,7 @@ from app.collector import Collector
 from app.config import ServerEntry, Settings
 from app.hub import Hub
 from app.records import Event, Health, HealthState
+from app.server_kinds import GENERIC, KINDS
 from app.server_names import display_name
 from collectors.discovery import DiscoveryCollector, Probe, identify, normalise_url
 from collectors.ollama import OllamaCollector
@@ -49,6 +50,8 @@ def test_each_kind_is_identified() -> None:
         assert identify(plain.url).kind == "openai"
         assert identify(lcp.url).kind == "llamacpp"
         assert identify(lcp_plain.url).kind == "llamacpp"   # started without --metrics: /props tells
+        # vLLM's and llama.cpp's probes both read /metrics: the server is asked once
+        assert [r.path for r in lcp_plain.requests] == ["/api/version", "/metrics", "/props"]
         assert identify(web.url) == Probe(web.url, "", "not an LLM server (an HTML page)", HealthState.ERROR)
     port = free_port()
     refused = identify(f"http://127.0.0.1:{port}")
@@ -99,14 +102,25 @@ def test_servers_found_get_collectors_with_keys_and_the_missing_are_explained(
         f"found ollama server ollama@127.0.0.1:{down_port}"]
 
 
-def test_kind_without_a_collector_is_watched_as_openai_compatible() -> None:
+def test_a_kind_llmmon_does_not_know_is_watched_as_openai_compatible() -> None:
     with llamaserver() as lcp:
-        discovery = DiscoveryCollector(Settings(discover_local=False, servers=[ServerEntry(url=lcp.url)]),
-                                       factories={"openai": OpenAICompatCollector})
+        discovery = DiscoveryCollector(Settings(discover_local=False, servers=[
+            ServerEntry(url=lcp.url, kind="sglang")]))
         discovery.poll()
         added = discovery.new_collectors()
     assert [type(c) for c in added] == [OpenAICompatCollector]
     assert added[0].name == f"openai@127.0.0.1:{lcp.port}"
+
+
+def test_only_the_kinds_asked_for_are_recognised() -> None:
+    """Without vLLM's entry in the table, a vLLM server (which also answers /v1/models) is
+    taken for the generic OpenAI-compatible kind: the table is what discovery knows."""
+    generic = tuple(k for k in KINDS if k.id == GENERIC)
+    with SimVllm() as vllm:
+        assert identify(vllm.url).kind == "vllm"
+        assert identify(vllm.url, kinds=generic).kind == "openai"
+        discovery = DiscoveryCollector(Settings(discover_local=True), ports=None, kinds=generic)
+    assert discovery.ports == ((1234, "OpenAI-compatible server"),)
 
 
 def test_explicit_kind_is_not_probed() -> None:
