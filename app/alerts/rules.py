@@ -4,7 +4,7 @@ in ``rule_file``).
 A rule watches one metric (any series name from ``docs/metrics.md``), selects series with label
 matchers, aggregates each series over a window, compares the result with a threshold and fires
 when that has held for a while. The file is ``alert_rules.toml`` in the user's config dir, a
-copy of ``resources/alert_rules.toml`` made on first run (the file's header documents every key).
+copy of ``app/resources/alert_rules.toml`` made on first run (the file's header documents every key).
 
 A broken file never stops the app: each ``[[rule]]`` table is parsed on its own, so a syntax
 error or a bad value skips only that rule, with a message naming the file and line::
@@ -34,7 +34,7 @@ from app.toml_lines import Key, key_line
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RULES_PATH = Path(__file__).resolve().parents[2] / "resources" / "alert_rules.toml"
+DEFAULT_RULES_PATH = Path(__file__).resolve().parents[1] / "resources" / "alert_rules.toml"
 SEVERITIES = ("info", "warning", "critical")
 OPS = (">", ">=", "<", "<=", "==", "!=", "between")
 AGGREGATIONS = ("last", "avg", "min", "max", "rate", "median")  # plus pNN, e.g. p95, p99.9
