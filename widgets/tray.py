@@ -18,13 +18,13 @@ from PySide6.QtWidgets import QApplication, QMenu, QSystemTrayIcon
 
 from app.alerts.engine import AlertEngine
 from app.alerts.notify import Notification, Sink
-from app.alerts.rules import DEFAULT_RULES_PATH
+from app.resources import ICON, resource_path
 from app.runtime import Runtime
 
 if TYPE_CHECKING:
     from widgets.main_window import MainWindow  # which imports this module
 
-ICON_PATH = DEFAULT_RULES_PATH.parent / "llmmon.svg"
+ICON_PATH = resource_path(ICON)
 # Okabe-Ito colours, as in widgets/theme.py: blue info, orange warning, vermilion critical.
 SEVERITY_COLOURS = {"info": "#0072B2", "warning": "#E69F00", "critical": "#D55E00"}
 _MESSAGE_ICONS = {"info": QSystemTrayIcon.MessageIcon.Information,

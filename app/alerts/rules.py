@@ -30,11 +30,12 @@ from typing import Any
 
 from app.config import config_path
 from app.records import Labels
+from app.resources import ALERT_RULES, resource_path
 from app.toml_lines import Key, key_line
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RULES_PATH = Path(__file__).resolve().parents[1] / "resources" / "alert_rules.toml"
+DEFAULT_RULES_PATH = resource_path(ALERT_RULES)
 SEVERITIES = ("info", "warning", "critical")
 OPS = (">", ">=", "<", "<=", "==", "!=", "between")
 AGGREGATIONS = ("last", "avg", "min", "max", "rate", "median")  # plus pNN, e.g. p95, p99.9
