@@ -23,7 +23,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.alerts.engine import SeriesSource, replay
-from app.alerts.rules import AGGREGATIONS, OPS, SEVERITIES, Rule, RuleError, format_duration, rule_from_dict
+from app.alerts.rules import AGGREGATIONS, OPS, SEVERITIES, Rule, RuleError, rule_from_dict
+from app.durations import format_duration
 
 PERCENTILES = ("p50", "p90", "p95", "p99")
 TEST_SPAN_S = 3600.0

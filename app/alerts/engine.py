@@ -47,9 +47,10 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from app.alerts.history import AlertState, last_states
-from app.alerts.rules import Rule, RuleFile, format_duration, load_rules, percentile_of
+from app.alerts.rules import SEVERITY_RANK, Rule, RuleFile, load_rules, percentile_of
 from app.alerts.sentence import firing_sentence, pending_sentence, resolved_sentence, with_names
 from app.alerts.transition import Transition
+from app.durations import format_duration
 from app.records import AlertEvent, Labels, Record, SeriesKey
 from app.storage.store import connect
 
@@ -58,10 +59,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AlertEngine", "AlertView", "SeriesSource", "aggregate", "replay",
-           "ReplayResult", "SEVERITY_RANK"]
+__all__ = ["AlertEngine", "AlertView", "SeriesSource", "aggregate", "replay", "ReplayResult"]
 
-SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 3}
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
     "==": operator.eq, "!=": operator.ne,
