@@ -35,14 +35,23 @@ def brief(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "…"
 
 
-def format_duration(seconds: float) -> str:
-    """The shortest exact text for a duration: ``90 → "1m30s"``, ``3600 → "1h"``."""
+def format_duration(seconds: float, parts: int | None = None) -> str:
+    """The shortest text for a duration, exact (what :func:`parse_duration` reads back) unless
+    ``parts`` limits it to that many units, the smaller ones dropped (for tables).
+
+    >>> format_duration(90), format_duration(3600), format_duration(0.25)
+    ('1m30s', '1h', '250ms')
+    >>> format_duration(2 * 86400 + 3 * 3600 + 125, parts=2), format_duration(299, parts=1)
+    ('2d3h', '4m')
+    """
     if seconds < 1 and seconds > 0:
         return f"{seconds * 1000:g}ms"
     rest = int(round(seconds))
-    parts = []
+    shown: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if rest >= size:
-            parts.append(f"{rest // size}{unit}")
+        if rest >= size and (parts is None or len(shown) < parts):
+            shown.append(f"{rest // size}{unit}")
             rest %= size
-    return "".join(parts) or "0s"
+        elif shown and parts is not None:  # "1h5s" would hide the minutes it left out
+            break
+    return "".join(shown) or "0s"

@@ -13,6 +13,7 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QLabel, QProgressBar, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
 from app.buffers import LiveBuffers
+from app.durations import format_duration
 from app.records import Health, HealthState, labels_of
 from app.runtime import Runtime
 from app.server_kinds import is_server_kind, where_to_start
@@ -88,18 +89,15 @@ def empty_text(health: dict[str, Health]) -> str:
     return NONE_FOUND + ("\n\nWhat llmmon tried:\n" + tried if tried else "")
 
 
-def _duration(seconds: float | None) -> str:
+def unloads_in(seconds: float | None) -> str:
+    """When a model leaves memory: "now", "never" (Ollama's keep-alive -1) or in how long."""
     if seconds is None:
         return ""
     if seconds <= 0:
         return "now"
     if seconds > 365 * 86400:
         return "never"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds:.0f} s"
+    return format_duration(seconds, parts=2)
 
 
 class ServersPanel(Panel):
@@ -151,7 +149,7 @@ class ServersPanel(Panel):
             for model in row.models:
                 context = f"context {model.context:.0f}" if model.context else ""
                 child = QTreeWidgetItem([f"    {model.name}", "", context, "", "", "",
-                                         _duration(model.expires_in_s)])
+                                         unloads_in(model.expires_in_s)])
                 item.addChild(child)
                 if model.gpu_share is not None:
                     self.tree.setItemWidget(child, 5, self._vram_bar(model))

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.durations import format_duration
 from app.runtime import Runtime
 from app.storage.queries import session_range
 from app.storage.retention import GB, RetentionPlan, db_usage, retention_plan
@@ -54,17 +55,6 @@ LISTS = (COLUMNS.index("Servers"), COLUMNS.index("Models"))  # long: a fixed wid
 RELOAD_S = 30.0        # the recording session's numbers keep growing
 ROW_SIZES_S = 600.0    # measuring average row sizes reads the whole file: not every reload
 WARN = PALETTE[5]
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours >= 24:
-        return f"{hours // 24} d {hours % 24} h"
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 def format_bytes(n: float) -> str:
@@ -240,7 +230,7 @@ class SessionsPanel(Panel):
             tokens = count_cell(s.prompt_tokens + s.completion_tokens, seen.tokens, seen.token_servers,
                                 seen.tokens_estimated, "tokens (prompt and generated)")
             cells = [s.name, format_time(s.started), "recording" if s.ended is None else format_time(s.ended),
-                     format_duration(s.duration(now)), ", ".join(s.servers), ", ".join(s.models),
+                     format_duration(max(0.0, s.duration(now)), parts=2), ", ".join(s.servers), ", ".join(s.models),
                      requests[0], tokens[0], f"{s.alerts_fired:,}",
                      format_bytes(s.approx_bytes), retention, s.note]
             tips = {COLUMNS.index("Requests"): requests[1], COLUMNS.index("Tokens"): tokens[1]}
