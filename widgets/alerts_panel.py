@@ -39,7 +39,7 @@ from app.alerts.sentence import series_text, value_text, with_names
 from app.runtime import Runtime
 from widgets.panel import Panel
 from widgets.rule_editor import RuleEditor
-from widgets.tray import SEVERITY_COLOURS
+from widgets.theme import BAD, SEVERITY_COLOURS
 from widgets.webhook_dialog import WebhookDialog
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class AlertsPanel(Panel):
         self.problems = QLabel()
         self.problems.setWordWrap(True)
         self.problems.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.problems.setStyleSheet("color: #D55E00")
+        self.problems.setStyleSheet(f"color: {BAD}")
         self.sinks = QLabel()
         self.sinks.setWordWrap(True)
         self.webhook_button = QPushButton("Webhook…")

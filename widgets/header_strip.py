@@ -9,10 +9,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 from app.server_kinds import where_to_start
 from app.summary import Summary
 from app.units import format_value
-
-WARN = "#E69F00"
-BAD = "#D55E00"
-GOOD = "#009E73"
+from widgets.theme import BAD, GOOD, WARN
 
 
 class Tile(QFrame):

@@ -39,13 +39,12 @@ from widgets.requests_panel import RequestsPanel
 from widgets.servers_panel import ServersPanel
 from widgets.sessions_panel import SessionsPanel
 from widgets.smoothing_button import SmoothingButton
+from widgets.theme import BAD, WARN, emphasis
 from widgets.time_window import SPANS, TimeWindow
 from widgets.timeseries_plot import TimeSeriesPlot
 from widgets.usage_panel import UsagePanel
 
 REDRAW_MS = 1000
-RED = "color: #D55E00; font-weight: bold"
-ORANGE = "color: #E69F00; font-weight: bold"
 
 P = TypeVar("P", bound=Panel)
 
@@ -98,7 +97,7 @@ class MainWindow(QMainWindow):
         self.header = HeaderStrip()
         self.banner = QPushButton()
         self.banner.setVisible(False)
-        self.banner.setStyleSheet("background: #E69F00; color: black; padding: 4px; border: none;")
+        self.banner.setStyleSheet(f"background: {WARN}; color: black; padding: 4px; border: none;")
         self.banner.clicked.connect(self.view.back_to_live)
         self.tabs = QTabWidget()
         self.panels: list[Panel] = []
@@ -154,7 +153,7 @@ class MainWindow(QMainWindow):
         n = len(problems)
         self.config_label.setText(f"config.toml: {n} mistake{'s' if n > 1 else ''} (defaults used)" if n else "")
         self.config_label.setToolTip("\n".join(problems))
-        self.config_label.setStyleSheet("color: #D55E00" if n else "")
+        self.config_label.setStyleSheet(f"color: {BAD}" if n else "")
         self.config_label.setVisible(bool(n))
 
     def _build_toolbar(self) -> None:
@@ -234,7 +233,7 @@ class MainWindow(QMainWindow):
         if self.runtime.exporter is not None:
             exporter = self.runtime.exporter
             self.exporter_label.setText(exporter.status())
-            self.exporter_label.setStyleSheet("" if exporter.running else RED)
+            self.exporter_label.setStyleSheet("" if exporter.running else emphasis(BAD))
         self._show_store_status()
 
     def _show_store_status(self) -> None:
@@ -247,13 +246,13 @@ class MainWindow(QMainWindow):
         n_dropped = status.dropped_rows + hub.bounds.faults.total + hub.faults.total
         drops = f" · {n_dropped:,} dropped values" if n_dropped else ""
         if failure:
-            text, style = f"Recording stopped: {failure}. Restart llmmon (details in its log)", RED
+            text, style = f"Recording stopped: {failure}. Restart llmmon (details in its log)", emphasis(BAD)
         elif store.session_id is None:
-            text, style = "Not recording: start a new session in the Sessions tab", ORANGE
+            text, style = "Not recording: start a new session in the Sessions tab", emphasis(WARN)
         elif status.ok:
             text, style = f"{status.written_rows:,} rows written{drops}", ""
         else:
-            text, style = f"Database error: {status.error} ({status.pending_rows:,} rows waiting){drops}", RED
+            text, style = f"Database error: {status.error} ({status.pending_rows:,} rows waiting){drops}", emphasis(BAD)
         self.store_label.setText(text)
         self.store_label.setStyleSheet(style)
         self.store_label.setToolTip(f"Dropped: {dropped}. See docs/metrics.md, Bounds." if dropped else "")

@@ -39,6 +39,7 @@ from app.server_kinds import is_server_kind, where_to_start
 from app.units import format_value
 from widgets.benchmark_dialog import BenchmarkDialog
 from widgets.panel import Panel
+from widgets.theme import BAD
 
 log = logging.getLogger(__name__)
 NO_MODELS = ("No model to test: no LLM server is up with a model loaded.\n"
@@ -108,7 +109,7 @@ class ResultCard(QGroupBox):
 
     def finish(self, rec: RequestRecord) -> None:
         self.figures.setText(figures_text(rec))
-        colour = "#D55E00" if rec.error_type and rec.error_type != "cancelled" else ""
+        colour = BAD if rec.error_type and rec.error_type != "cancelled" else ""
         self.figures.setStyleSheet(f"color: {colour};" if colour else "")
 
 

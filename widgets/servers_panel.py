@@ -18,11 +18,11 @@ from app.records import Health, HealthState, labels_of
 from app.runtime import Runtime
 from app.server_kinds import is_server_kind, where_to_start
 from widgets.panel import Panel
-from widgets.theme import PALETTE
+from widgets.theme import BAD, GOOD, PALETTE, WARN
 
 LOOKING = "Looking for LLM servers on this machine…"
 NONE_FOUND = f"No LLM server found: start {where_to_start()}, or add a server in config.toml"
-STATE_COLOURS = {HealthState.UP: PALETTE[2], HealthState.DOWN: PALETTE[5], HealthState.ERROR: PALETTE[5]}
+STATE_COLOURS = {HealthState.UP: GOOD, HealthState.DOWN: BAD, HealthState.ERROR: BAD}
 COLUMNS = ["Server / model", "Kind", "Version", "Status", "Poll", "On GPU", "Unloads in"]
 GIB = 2 ** 30
 
@@ -169,6 +169,6 @@ class ServersPanel(Panel):
         bar.setFormat(f"{share:.0%} in VRAM{sizes}")
         bar.setToolTip("Below 100 % part of the model runs on the CPU, which is much slower."
                        if share < 1 else "The whole model is in GPU memory.")
-        colour = PALETTE[2] if share >= 0.999 else PALETTE[1]
+        colour = GOOD if share >= 0.999 else WARN
         bar.setStyleSheet(f"QProgressBar::chunk {{ background: {colour}; }}")
         return bar

@@ -46,7 +46,7 @@ from app.storage.sessions import (
 from widgets.background import run_in_thread
 from widgets.export_dialog import ExportDialog
 from widgets.panel import Panel
-from widgets.theme import PALETTE
+from widgets.theme import BAD, emphasis
 
 COLUMNS = ["Name", "Started", "Ended", "Duration", "Servers", "Models", "Requests", "Tokens",
            "Alerts", "Size", "Retention", "Note"]
@@ -54,7 +54,6 @@ NAME, NOTE = COLUMNS.index("Name"), COLUMNS.index("Note")
 LISTS = (COLUMNS.index("Servers"), COLUMNS.index("Models"))  # long: a fixed width, full text in the tooltip
 RELOAD_S = 30.0        # the recording session's numbers keep growing
 ROW_SIZES_S = 600.0    # measuring average row sizes reads the whole file: not every reload
-WARN = PALETTE[5]
 
 
 def format_bytes(n: float) -> str:
@@ -247,7 +246,7 @@ class SessionsPanel(Panel):
                               COLUMNS.index("Size")):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 if column == COLUMNS.index("Retention") and effect:
-                    item.setForeground(QColor(WARN))
+                    item.setForeground(QColor(BAD))
                 if s.recording and column == NAME:
                     font = item.font()
                     font.setBold(True)
@@ -389,4 +388,4 @@ class SessionsPanel(Panel):
 
     def _set_status(self, text: str, error: bool = False) -> None:
         self.status.setText(text)
-        self.status.setStyleSheet(f"color: {WARN}; font-weight: bold" if error else "")
+        self.status.setStyleSheet(emphasis(BAD) if error else "")

@@ -20,13 +20,12 @@ from app.alerts.engine import AlertEngine
 from app.alerts.notify import Notification, Sink
 from app.resources import ICON, resource_path
 from app.runtime import Runtime
+from widgets.theme import SEVERITY_COLOURS
 
 if TYPE_CHECKING:
     from widgets.main_window import MainWindow  # which imports this module
 
 ICON_PATH = resource_path(ICON)
-# Okabe-Ito colours, as in widgets/theme.py: blue info, orange warning, vermilion critical.
-SEVERITY_COLOURS = {"info": "#0072B2", "warning": "#E69F00", "critical": "#D55E00"}
 _MESSAGE_ICONS = {"info": QSystemTrayIcon.MessageIcon.Information,
                   "warning": QSystemTrayIcon.MessageIcon.Warning,
                   "critical": QSystemTrayIcon.MessageIcon.Critical}

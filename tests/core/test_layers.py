@@ -5,6 +5,7 @@ A wrong import here would still run, so nothing else would notice it: this test 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,10 @@ def test_the_check_sees_what_it_looks_for(tmp_path: Path) -> None:
                       "    import PySide6.QtCore\n", encoding="utf-8")
     assert offending(sample, ("collectors",)) == ["collectors.gpu"]
     assert offending(sample, GUI) == ["PySide6.QtCore"]
+
+
+@pytest.mark.parametrize("path", [p for p in modules("widgets") if p.name != "theme.py"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_widgets_take_their_colours_from_the_theme(path: Path) -> None:
+    """A hard-coded colour would not follow the palette (nor a change of it)."""
+    assert re.findall(r"#[0-9A-Fa-f]{6}\b", path.read_text(encoding="utf-8")) == []
