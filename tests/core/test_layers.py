@@ -57,3 +57,9 @@ def test_the_check_sees_what_it_looks_for(tmp_path: Path) -> None:
 def test_widgets_take_their_colours_from_the_theme(path: Path) -> None:
     """A hard-coded colour would not follow the palette (nor a change of it)."""
     assert re.findall(r"#[0-9A-Fa-f]{6}\b", path.read_text(encoding="utf-8")) == []
+
+
+@pytest.mark.parametrize("path", modules("widgets"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_widgets_run_no_sql_of_their_own(path: Path) -> None:
+    """Queries live with the data's owner (app/storage/queries.py...), where core tests reach them."""
+    assert re.findall(r"\.execute(?:many)?\(|\bSELECT\b|\bINSERT\b", path.read_text(encoding="utf-8")) == []
