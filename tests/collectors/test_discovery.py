@@ -66,7 +66,7 @@ def test_probe_of_a_hanging_port_gives_up_quickly() -> None:
 
 
 def test_servers_found_get_collectors_with_keys_and_the_missing_are_explained(
-        memory_keyring: MemoryKeyring) -> None:  # noqa: F811 (fixture)
+        memory_keyring: MemoryKeyring) -> None:
     memory_keyring.set_password("llmmon", "box-vllm", "s3cret")
     down_port = free_port()
     with SimOllama() as ollama, SimVllm(api_key="s3cret") as vllm:

@@ -17,14 +17,7 @@ from app.records import Sample, labels_of
 from app.runtime import build_alert_engine
 from app.storage.store import Store
 from tests.support import query, wait_until
-
-
-class FakeClock:
-    def __init__(self, t: float = 1_700_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture

@@ -20,15 +20,8 @@ from app.storage.store import Store
 from collectors.ollama import OllamaCollector
 from tests.sim.ollama import SimOllama
 from tests.support import query, wait_until
+from tests.support.clock import FakeClock
 from widgets.tray import AlertTray, TraySink
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1_750_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_server_down_fires_once_notifies_once_and_resolves(qtbot, db_file: Path, memory_keyring, webhook_receiver,
@@ -43,7 +36,7 @@ def test_server_down_fires_once_notifies_once_and_resolves(qtbot, db_file: Path,
     rules = ensure_user_rules()  # the shipped defaults, with the webhook switched on
     rules.write_text(set_notify_option(rules.read_text(), "webhook", '"json"'))
 
-    clock = FakeClock()
+    clock = FakeClock(1_750_000_000.0)
     sim = SimOllama().start()
     store = Store(db_file, clock=clock)
     store.start()
