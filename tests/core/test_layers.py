@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,13 @@ def test_widgets_take_their_colours_from_the_theme(path: Path) -> None:
 def test_widgets_run_no_sql_of_their_own(path: Path) -> None:
     """Queries live with the data's owner (app/storage/queries.py...), where core tests reach them."""
     assert re.findall(r"\.execute(?:many)?\(|\bSELECT\b|\bINSERT\b", path.read_text(encoding="utf-8")) == []
+
+
+def test_the_real_server_tier_can_be_left_out() -> None:
+    """``-m "not real_server"`` deselects every test of tests/real_server/ (and only those)."""
+    run = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                          "-m", "not real_server", "tests/real_server", "tests/core/test_durations.py"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    listed = [line for line in run.stdout.splitlines() if "::" in line]
+    assert listed and all(line.startswith("tests/core/test_durations.py::") for line in listed), run.stdout
+    assert re.search(r"\(([1-9]\d*) deselected\)", run.stdout), run.stdout
