@@ -7,7 +7,8 @@ same ``/metrics`` page (the floor of any HTTP poll) and the foundation's ``Syste
 
     .venv/bin/python bench/poll_cost.py [--rounds 200]
 
-Target (DESIGN.md): the whole app idle with all collectors at 1 s ≤ 2 % of one core.
+Target (docs/architecture.md, "Performance bars"): the whole app idle with all collectors at
+1 s ≤ 2 % of one core.
 """
 from __future__ import annotations
 
