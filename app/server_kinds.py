@@ -41,12 +41,16 @@ class Api(StrEnum):
 @dataclass(frozen=True, slots=True)
 class OwnFigures:
     """Series of a kind's own counters (names from docs/metrics.md) that stand in for the
-    proxy-measured figures in the header strip and the Overview; ``""`` when the kind has none."""
+    proxy-measured figures in the header strip and the Overview, and that a session's totals
+    are summed from (``app/storage/server_counts.py``); empty when the kind has none."""
 
     tokens_per_second: str = ""   # tokens generated per second
     requests_active: str = ""     # requests being processed now
     requests_waiting: str = ""    # requests queued for a free slot
     ttft: str = ""                # time to first token, a summary with a ``quantile`` label
+    requests_finished_rate: str = ""     # requests finished per second (integrated over a session)
+    token_rates: tuple[str, ...] = ()    # prompt and generated tokens per second (integrated)
+    token_counters: tuple[str, ...] = ()  # raw prompt and generated token counters (summed by increase)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +82,14 @@ KINDS: tuple[ServerKind, ...] = (
     ServerKind("ollama", "Ollama", 11434, "collectors.ollama:OllamaCollector", Api.OLLAMA),
     ServerKind("vllm", "vLLM", 8000, "collectors.vllm:VllmCollector", panel="widgets.vllm_panel:VllmPanel",
                figures=OwnFigures("vllm_generation_tokens_per_second", "vllm_requests_running",
-                                  "vllm_requests_waiting", "vllm_ttft_seconds")),
+                                  "vllm_requests_waiting", "vllm_ttft_seconds",
+                                  requests_finished_rate="vllm_requests_finished_per_second",
+                                  token_rates=("vllm_prompt_tokens_per_second", "vllm_generation_tokens_per_second"))),
     ServerKind("llamacpp", "llama.cpp", 8080, "collectors.llamacpp:LlamaCppCollector",
                panel="widgets.llamacpp_panel:LlamaCppPanel",
                figures=OwnFigures("llamacpp_generation_tokens_per_second", "llamacpp_requests_processing",
-                                  "llamacpp_requests_deferred")),
+                                  "llamacpp_requests_deferred",
+                                  token_counters=("llamacpp_prompt_tokens_total", "llamacpp_generation_tokens_total"))),
     # The generic kind, last. 1234 is LM Studio's port (an OpenAI-compatible server).
     ServerKind("openai", "OpenAI-compatible server", 1234, "collectors.vllm:OpenAICompatCollector"),
 )
@@ -112,8 +119,15 @@ def kind_for_port(port: int) -> ServerKind:
 
 def own_series(figure: str) -> list[str]:
     """The series names of one :class:`OwnFigures` field (``"tokens_per_second"``...) over every
-    kind that reports it, in table order, each name once."""
-    names = [str(getattr(k.figures, figure)) for k in KINDS]
+    kind that reports it, in table order, each name once.
+
+    >>> own_series("token_counters")
+    ['llamacpp_prompt_tokens_total', 'llamacpp_generation_tokens_total']
+    """
+    names: list[str] = []
+    for kind in KINDS:
+        value = getattr(kind.figures, figure)
+        names += [value] if isinstance(value, str) else list(value)
     return list(dict.fromkeys(n for n in names if n))
 
 
