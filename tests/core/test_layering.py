@@ -81,9 +81,11 @@ def test_widgets_run_no_sql_of_their_own(path: Path) -> None:
 
 
 def test_the_real_server_tier_can_be_left_out() -> None:
-    """``-m "not real_server"`` deselects every test of tests/real_server/ (and only those)."""
+    """``-m "not real_server"`` deselects every test of the tiers that start real servers (and
+    only those)."""
     run = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                          "-m", "not real_server", "tests/real_server", "tests/core/test_durations.py"],
+                          "-m", "not real_server", "tests/real_server", "tests/prometheus",
+                          "tests/core/test_durations.py"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     listed = [line for line in run.stdout.splitlines() if "::" in line]
     assert listed and all(line.startswith("tests/core/test_durations.py::") for line in listed), run.stdout

@@ -1,6 +1,5 @@
-"""The real-server tier: every test here carries the ``real_server`` marker (so
-``-m "not real_server"`` leaves the tier out; nothing is skipped by default), and the session
-fixtures: the tiny model and one running ``llama-server``."""
+"""Session fixtures of the real-server tier (marked ``real_server`` by tests/conftest.py): the
+tiny model and one running ``llama-server``."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -9,15 +8,6 @@ from pathlib import Path
 import pytest
 
 from tests.real_server.llama_server import NOT_INSTALLED, LlamaServer
-
-HERE = Path(__file__).resolve().parent
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection looks at the markers
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if HERE in item.path.resolve().parents:
-            item.add_marker(pytest.mark.real_server)
 
 
 @pytest.fixture(scope="session")
