@@ -55,3 +55,19 @@ def format_duration(seconds: float, parts: int | None = None) -> str:
         elif shown and parts is not None:  # "1h5s" would hide the minutes it left out
             break
     return "".join(shown) or "0s"
+
+
+def spoken_duration(seconds: float) -> str:
+    """``"30 s"``, ``"2 min"``, ``"2 min 30 s"``, ``"1 h 5 min"``, ``"3 d 2 h"``.
+
+    >>> spoken_duration(45), spoken_duration(150), spoken_duration(3900)
+    ('45 s', '2 min 30 s', '1 h 5 min')
+    """
+    rest = max(0, int(round(seconds)))
+    for big, small, big_name, small_name in ((86400, 3600, "d", "h"), (3600, 60, "h", "min"),
+                                             (60, 1, "min", "s")):
+        if rest >= big:
+            whole, part = divmod(rest, big)
+            part //= small
+            return f"{whole} {big_name}" + (f" {part} {small_name}" if part else "")
+    return f"{rest} s"
