@@ -1,7 +1,8 @@
 """Durations as users write and read them: ``30s``, ``5m``, ``1h30m``, ``250ms``.
 
-One spelling everywhere: the alert rule files (parsed and written back), the rule editor, alert
-messages and the tables of the GUI.
+Two spellings, each used everywhere it fits: the exact one of the alert rule files and the rule
+editor (:func:`format_duration`, read back by :func:`parse_duration`), and the spoken one of
+alert sentences and the GUI's tables (:func:`spoken_duration`).
 """
 from __future__ import annotations
 
@@ -35,30 +36,23 @@ def brief(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "…"
 
 
-def format_duration(seconds: float, parts: int | None = None) -> str:
-    """The shortest text for a duration, exact (what :func:`parse_duration` reads back) unless
-    ``parts`` limits it to that many units, the smaller ones dropped (for tables).
-
-    >>> format_duration(90), format_duration(3600), format_duration(0.25)
-    ('1m30s', '1h', '250ms')
-    >>> format_duration(2 * 86400 + 3 * 3600 + 125, parts=2), format_duration(299, parts=1)
-    ('2d3h', '4m')
-    """
+def format_duration(seconds: float) -> str:
+    """The shortest exact text for a duration, what :func:`parse_duration` reads back (rule
+    files, the rule editor): ``90 → "1m30s"``, ``3600 → "1h"``, ``0.25 → "250ms"``."""
     if seconds < 1 and seconds > 0:
         return f"{seconds * 1000:g}ms"
     rest = int(round(seconds))
-    shown: list[str] = []
+    parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if rest >= size and (parts is None or len(shown) < parts):
-            shown.append(f"{rest // size}{unit}")
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
             rest %= size
-        elif shown and parts is not None:  # "1h5s" would hide the minutes it left out
-            break
-    return "".join(shown) or "0s"
+    return "".join(parts) or "0s"
 
 
 def spoken_duration(seconds: float) -> str:
-    """``"30 s"``, ``"2 min"``, ``"2 min 30 s"``, ``"1 h 5 min"``, ``"3 d 2 h"``.
+    """A duration as people read it, at most two units, the smaller ones dropped (alert
+    sentences, tables): ``"30 s"``, ``"2 min"``, ``"2 min 30 s"``, ``"1 h 5 min"``, ``"3 d 2 h"``.
 
     >>> spoken_duration(45), spoken_duration(150), spoken_duration(3900)
     ('45 s', '2 min 30 s', '1 h 5 min')

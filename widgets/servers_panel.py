@@ -13,7 +13,7 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QLabel, QProgressBar, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
 from app.buffers import LiveBuffers
-from app.durations import format_duration
+from app.durations import spoken_duration
 from app.records import Health, HealthState, labels_of
 from app.runtime import Runtime
 from app.server_kinds import is_server_kind, where_to_start
@@ -97,7 +97,7 @@ def unloads_in(seconds: float | None) -> str:
         return "now"
     if seconds > 365 * 86400:
         return "never"
-    return format_duration(seconds, parts=2)
+    return spoken_duration(seconds)
 
 
 class ServersPanel(Panel):

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.durations import format_duration
+from app.durations import spoken_duration
 from app.runtime import Runtime
 from app.storage.queries import session_range
 from app.storage.retention import GB, RetentionPlan, db_usage, retention_plan
@@ -229,7 +229,7 @@ class SessionsPanel(Panel):
             tokens = count_cell(s.prompt_tokens + s.completion_tokens, seen.tokens, seen.token_servers,
                                 seen.tokens_estimated, "tokens (prompt and generated)")
             cells = [s.name, format_time(s.started), "recording" if s.ended is None else format_time(s.ended),
-                     format_duration(max(0.0, s.duration(now)), parts=2), ", ".join(s.servers), ", ".join(s.models),
+                     spoken_duration(s.duration(now)), ", ".join(s.servers), ", ".join(s.models),
                      requests[0], tokens[0], f"{s.alerts_fired:,}",
                      format_bytes(s.approx_bytes), retention, s.note]
             tips = {COLUMNS.index("Requests"): requests[1], COLUMNS.index("Tokens"): tokens[1]}

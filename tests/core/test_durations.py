@@ -1,5 +1,5 @@
-"""Durations are written one way everywhere: exact texts read back to the same seconds, and
-shortened texts for tables never claim more time than there is."""
+"""Durations are written two ways, each one way everywhere: exact texts (rule files) read back to
+the same seconds, and spoken texts (sentences, tables) never claim more time than there is."""
 from __future__ import annotations
 
 import re
@@ -7,7 +7,10 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.durations import MAX_DURATION_S, format_duration, parse_duration
+from app.durations import MAX_DURATION_S, format_duration, parse_duration, spoken_duration
+
+SPOKEN_UNITS = {"d": 86400, "h": 3600, "min": 60, "s": 1}
+NEXT_SMALLER = {"d": 3600, "h": 60, "min": 1, "s": 1}
 
 
 @settings(max_examples=200, deadline=None)
@@ -17,15 +20,14 @@ def test_exact_texts_read_back_to_the_same_seconds(seconds: int) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.floats(min_value=1.0, max_value=MAX_DURATION_S), st.integers(min_value=1, max_value=3))
-def test_shortened_texts_have_at_most_that_many_units_and_round_down(seconds: float, parts: int) -> None:
-    text = format_duration(seconds, parts=parts)
-    assert 1 <= len(re.findall(r"\d+[dhms]", text)) <= parts
-    shown = parse_duration(text)
-    assert shown <= round(seconds)
-    biggest = next(size for size in (86400, 3600, 60, 1) if round(seconds) >= size)
-    assert round(seconds) - shown < biggest  # only smaller units than the first one are dropped
+@given(st.floats(min_value=0.0, max_value=MAX_DURATION_S))
+def test_spoken_texts_have_two_units_at_most_and_round_down(seconds: float) -> None:
+    parts = re.findall(r"(\d+) (d|h|min|s)\b", spoken_duration(seconds))
+    assert 1 <= len(parts) <= 2
+    said = sum(int(n) * SPOKEN_UNITS[u] for n, u in parts)
+    # only what is smaller than the unit after the first one is left out ("1 h" of 3605 s: 5 s)
+    assert 0 <= round(seconds) - said < NEXT_SMALLER[parts[0][1]]
 
 
 def test_examples() -> None:
-    assert [format_duration(s, parts=2) for s in (0, 59, 3605, 5400, 90061)] == ["0s", "59s", "1h", "1h30m", "1d1h"]
+    assert [spoken_duration(s) for s in (0, 59, 3605, 5400, 90061)] == ["0 s", "59 s", "1 h", "1 h 30 min", "1 d 1 h"]
