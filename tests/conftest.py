@@ -11,8 +11,10 @@ from tests.support import user_dirs_env
 # Before anything imports Qt. Tests that need a real X server start Xvfb themselves.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-# Shared fixtures (memory_keyring, webhook_receiver, proxied), available to every test by name.
-pytest_plugins = ["tests.support.keyring_memory", "tests.support.webhook_receiver", "tests.support.proxy"]
+# Shared fixtures (memory_keyring, webhook_receiver, proxied, site; tiny_model, llama_server),
+# available to every test by name.
+pytest_plugins = ["tests.support.keyring_memory", "tests.support.webhook_receiver", "tests.support.proxy",
+                  "tests.support.llamaserver_site", "tests.real_server.fixtures"]
 
 
 # The tiers that start real servers (a llama-server built from source; a Prometheus): every test
