@@ -41,10 +41,14 @@ def test_file_quit_ends_the_application_even_with_a_tray(qtbot, qapp, db_file: P
     window.show()
     assert window.quit_action.shortcut() == QKeySequence(QKeySequence.StandardKey.Quit)  # Ctrl+Q
     QTimer.singleShot(0, window.quit_action.trigger)
-    QTimer.singleShot(10_000, lambda: qapp.exit(99))  # only if Quit failed to end the loop
+    guard = QTimer()  # only if Quit failed to end the loop; stopped after, or it would end a later test's
+    guard.setSingleShot(True)
+    guard.timeout.connect(lambda: qapp.exit(99))
+    guard.start(10_000)
     try:
         assert qapp.exec() == 0
     finally:
+        guard.stop()
         qapp.setQuitOnLastWindowClosed(True)
         runtime.stop()
 
