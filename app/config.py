@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
+from app.server_kinds import kind_ids
 from app.toml_lines import Key, key_line, key_lines
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class ServerEntry:
     """A server the user added by hand (remote, or on a non-default port)."""
 
     url: str
-    kind: str = "auto"          # "auto", "ollama", "vllm", "openai", "llamacpp"
+    kind: str = "auto"          # "auto" (probe it) or an id of app/server_kinds.py: "ollama", "vllm"...
     name: str = ""
     api_key_ref: str = ""       # the keyring entry name, never the key itself
 
@@ -140,7 +141,7 @@ class Settings:
 
 
 # ---------------------------------------------------------------------------- value checks
-SERVER_KINDS = ("auto", "ollama", "vllm", "openai", "llamacpp")
+SERVER_KINDS = ("auto", *kind_ids())  # "auto": probe it; else a kind of app/server_kinds.py
 MAX_RETENTION_DAYS = 36_500          # a hundred years
 MAX_RETENTION_GB = 1_000_000         # a petabyte
 MAX_INTERVAL_S = 3600.0

@@ -8,7 +8,8 @@ publishing thread: they must be quick and thread-safe. A consumer that raises lo
 only; the failure is counted in :attr:`Hub.faults` and logged once per kind. The GUI subscribes
 to nothing: it reads the buffers, ``health`` and :meth:`Hub.dropped` on its own UI timer.
 
-To monitor a new kind of source, add its collector to :func:`default_collectors` — one line.
+The hub knows collectors only through :class:`~app.collector.Collector`; which ones run is
+decided by :mod:`app.runtime`.
 """
 from __future__ import annotations
 
@@ -19,32 +20,15 @@ from collections.abc import Callable, Iterable
 
 from app.bounds import Bounds
 from app.buffers import LiveBuffers
-from app.config import Settings
+from app.collector import Collector
 from app.faults import Faults
 from app.records import Health, Record, Sample
 from app.scheduler import Scheduler
 from app.storage.store import Store
-from collectors.base import Collector
-from collectors.discovery import DiscoveryCollector
-from collectors.energy import CpuEnergyCollector
-from collectors.gpu import GpuCollector
-from collectors.system import SystemCollector
 
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[list[Record]], None]
-
-
-def default_collectors(settings: Settings) -> list[Collector]:
-    """Every collector the app runs, built from the user's settings. Discovery starts one
-    collector per LLM server it finds (see :meth:`Hub.add_collectors`)."""
-    discovery = DiscoveryCollector(settings)
-    return [
-        SystemCollector(interval=settings.system_interval_s),
-        discovery,
-        GpuCollector(servers=discovery.servers),
-        CpuEnergyCollector(),
-    ]
 
 
 class Hub:
@@ -63,10 +47,9 @@ class Hub:
         self._lock = threading.Lock()
 
     def add_collectors(self, collectors: Iterable[Collector]) -> None:
+        """Run these collectors (each on its own thread, from :meth:`start` or at once)."""
         for collector in collectors:
             self.scheduler.add(collector)
-            if isinstance(collector, DiscoveryCollector):
-                collector.attach(self.scheduler.add)  # the servers it finds get their own threads
 
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
         """Call ``fn(records)`` for every published batch; returns an unsubscribe function."""

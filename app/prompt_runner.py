@@ -27,11 +27,11 @@ import httpx
 from app.proxy.log_once import log_once
 from app.proxy.meter import ERROR_TEXT_CAP, Meter
 from app.records import Record, RequestRecord
+from app.server_kinds import Api, server_kind
 
 log = logging.getLogger(__name__)
 
 TEXT_CAP = 64 * 1024
-OLLAMA_KINDS = {"ollama"}
 
 
 @dataclass(frozen=True)
@@ -73,10 +73,11 @@ class PromptRequest:
 
 
 def request_for(target: PromptTarget, req: PromptRequest) -> tuple[str, dict[str, Any]]:
-    """The endpoint path and JSON body for a target's API (Ollama's native chat, or OpenAI's)."""
+    """The endpoint path and JSON body in the dialect of the target's server kind (Ollama's
+    native chat, or OpenAI's)."""
     messages = ([{"role": "system", "content": req.system}] if req.system else []) + [
         {"role": "user", "content": req.prompt}]
-    if target.kind in OLLAMA_KINDS:
+    if server_kind(target.kind).api is Api.OLLAMA:
         options = {k: v for k, v in (("temperature", req.temperature), ("num_predict", req.max_tokens),
                                      ("seed", req.seed)) if v is not None}
         body: dict[str, Any] = {"model": target.model, "messages": messages, "stream": True}

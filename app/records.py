@@ -96,7 +96,7 @@ class Health:
     state: HealthState
     ts: float
     reason: str = ""
-    kind: str = ""            # "ollama", "vllm", "openai", "llamacpp", "gpu", "system"
+    kind: str = ""            # a server kind of app/server_kinds.py ("ollama"...), "gpu", "system"...
     url: str = ""
     version: str = ""
     latency_s: float | None = None  # how long the poll itself took

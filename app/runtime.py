@@ -1,5 +1,12 @@
 """Builds and tears down the running core (settings → store → hub → collectors), the same
-way for the GUI and for the headless recorder."""
+way for the GUI and for the headless recorder.
+
+This is the one module that names the concrete parts: which collectors run
+(:func:`default_collectors`), which notification sinks the alert engine uses
+(:func:`build_alert_engine`), the metering proxies, the exporter and the usage service.
+Everything else is wired through interfaces (:class:`~app.collector.Collector`,
+:class:`~app.alerts.notify.Sink`, the hub's ``publish``), so a new collector or sink is one
+line here."""
 from __future__ import annotations
 
 import logging
@@ -11,10 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.alerts.engine import AlertEngine
+from app.alerts.notify import DesktopSink, Notifier, WebhookSink
+from app.alerts.rules import ensure_user_rules
+from app.collector import Collector
 from app.config import ExporterSettings, Settings, config_path, db_path, load_settings
 from app.config_write import ConfigWriteError, save_setting
 from app.exporter import MetricsExporter
-from app.hub import Hub, default_collectors
+from app.hub import Hub
 from app.proxy.group import ProxyGroup
 from app.records import Record, RequestRecord
 from app.request_stats import RequestStats
@@ -22,12 +32,42 @@ from app.server_names import display_name, host_port
 from app.storage.retention import GB
 from app.storage.store import Store
 from app.usage.service import UsageService
-from collectors.base import Collector
 from collectors.discovery import DiscoveryCollector
+from collectors.energy import CpuEnergyCollector
+from collectors.gpu import GpuCollector
+from collectors.system import SystemCollector
 
 log = logging.getLogger(__name__)
 
 EXIT_STOPPED = 3  # a headless recorder whose recording stopped by itself (a thread that must not die died)
+
+
+def default_collectors(settings: Settings) -> list[Collector]:
+    """Every collector the app starts with, built from the user's settings. Discovery creates
+    one collector per LLM server it finds; the GPU collector watches those servers' processes."""
+    discovery = DiscoveryCollector(settings)
+    return [
+        SystemCollector(interval=settings.system_interval_s),
+        discovery,
+        GpuCollector(servers=discovery.servers),
+        CpuEnergyCollector(),
+    ]
+
+
+def build_alert_engine(hub: Hub, rules: Path | None = None) -> AlertEngine:
+    """The app's alert engine: the user's rule file (created from the shipped defaults on first
+    run), reading the hub's buffers, publishing through it, taking up the alerts' states of the
+    previous run from the store, notifying through the desktop and webhook sinks (the GUI adds
+    the tray's)."""
+    engine = AlertEngine(hub.buffers, publish=hub.publish, clock=hub.clock)
+    engine.load(ensure_user_rules(rules))
+    if hub.store is not None:
+        engine.restore_from(hub.store.path)  # the alerts' states of the previous run
+    notifier = Notifier([DesktopSink(), WebhookSink()], engine.rule_file.notifications, hub.clock)
+    notifier.configure(engine.rule_file.notifications)
+    engine.notifier = notifier
+    engine.add_listener(notifier.submit)
+    return engine
 
 
 def publish_with_known_names(hub: Hub) -> Callable[[list[Record]], None]:
@@ -66,7 +106,7 @@ class Runtime:
         """The core, not started. Without ``settings`` they are read from the config file (and
         switches flipped in the window are saved there). ``serve_metrics`` (``--serve-metrics``)
         turns the exporter on at that address. ``collectors`` replaces
-        :func:`~app.hub.default_collectors` (e.g. discovery on other ports)."""
+        :func:`default_collectors` (e.g. discovery on other ports)."""
         problems: list[str] = []
         config_file = None
         if settings is None:
@@ -91,7 +131,7 @@ class Runtime:
         usage = UsageService(store, hub.publish)
         hub.subscribe(usage.versions)
         exporter = MetricsExporter.for_hub(hub, settings.exporter) if settings.exporter.enabled else None
-        runtime = cls(settings, store, hub, problems, alerts=AlertEngine.from_hub(hub), requests=requests,
+        runtime = cls(settings, store, hub, problems, alerts=build_alert_engine(hub), requests=requests,
                       proxies=proxies, exporter=exporter, discovery=discovery, config_file=config_file,
                       usage=usage)
         if runtime.alerts is not None:

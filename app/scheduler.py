@@ -10,6 +10,8 @@ values further).
 A collector thread survives any exception: it is counted in :attr:`Scheduler.faults` (logged
 once per kind) and the collector backs off; if a thread ends anyway, :meth:`Scheduler.failure`
 says which.
+Collectors a poll created (discovery's, one per server found:
+:meth:`~app.collector.Collector.new_collectors`) are scheduled right after it.
 """
 from __future__ import annotations
 
@@ -20,9 +22,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+from app.collector import Collector
 from app.faults import Faults
 from app.records import RECORD_TYPES, Event, Health, HealthState, Record, Sample, labels_of
-from collectors.base import Collector
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +69,13 @@ def clean_records(output: object) -> tuple[list[Record], int]:
 class _Runner:
     """The thread and bookkeeping of one collector."""
 
-    def __init__(self, collector: Collector, publish: Publish, stop: threading.Event,
-                 clock: Callable[[], float], faults: Faults) -> None:
+    def __init__(self, collector: Collector, publish: Publish, schedule: Callable[[Collector], None],
+                 stop: threading.Event, clock: Callable[[], float], faults: Faults) -> None:
         self.collector = collector
         self.faults = faults
         self.died = ""  # why the thread ended while the scheduler still runs
         self.publish = publish
+        self.schedule = schedule
         self.stop = stop
         self.clock = clock
         self.failures = 0
@@ -144,6 +147,21 @@ class _Runner:
             self.publish(records)
         except Exception as exc:
             self.faults.record(f"{type(exc).__name__} publishing records of {c.name}", exc, n=len(records))
+        self.schedule_new()
+
+    def schedule_new(self) -> None:
+        """Run the collectors this one created (one that cannot run is counted and closed)."""
+        try:
+            created = self.collector.new_collectors()
+        except Exception as exc:
+            self.faults.record(f"{type(exc).__name__} handing over the collectors {self.collector.name} created", exc)
+            return
+        for new in created:
+            try:
+                self.schedule(new)
+            except Exception as exc:
+                self.faults.record(f"cannot schedule a collector from {self.collector.name}", exc, detail=new.name)
+                new.close()
 
 
 class Scheduler:
@@ -156,7 +174,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._runners: dict[str, _Runner] = {}
         self._started = False
-        self._lock = threading.Lock()  # discovery adds collectors from its own thread
+        self._lock = threading.Lock()  # collectors' threads add the collectors they create
 
     @property
     def collectors(self) -> list[Collector]:
@@ -174,7 +192,7 @@ class Scheduler:
             if self._stop.is_set():  # added during shutdown: never started, nothing to join
                 collector.close()
                 return
-            runner = _Runner(collector, self.publish, self._stop, self.clock, self.faults)
+            runner = _Runner(collector, self.publish, self.add, self._stop, self.clock, self.faults)
             self._runners[collector.name] = runner
             if self._started:
                 runner.thread.start()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from app.config import Settings
+from app.server_kinds import is_server_kind, server_kind
 
 
 def host_port(url: str) -> tuple[str, int]:
@@ -74,8 +75,6 @@ def display_name(server: str, settings: Settings) -> str:
     return server
 
 
-# What people call each kind (the ``kind`` of ``<kind>@<host>:<port>``).
-KIND_NAMES = {"ollama": "Ollama", "vllm": "vLLM", "llamacpp": "llama.cpp", "openai": "OpenAI-compatible server"}
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
 
 
@@ -88,8 +87,8 @@ def spoken_server(name: str) -> str:
     ('llama.cpp on :8080', 'vLLM on gpu-box:8000', 'my box')
     """
     kind, at, where_at = name.partition("@")
-    if not at or kind not in KIND_NAMES:
+    if not at or not is_server_kind(kind):
         return name
     host, port = host_port(where_at)
     where = f":{port}" if host in _LOCAL_HOSTS else f"{host}:{port}"
-    return f"{KIND_NAMES[kind]} on {where}"
+    return f"{server_kind(kind).display_name} on {where}"  # what people call the kind

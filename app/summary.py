@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from app.buffers import LiveBuffers
 from app.records import Health, HealthState
+from app.server_kinds import is_server_kind, own_series
 
 FRESH_S = 15.0
-SERVER_KINDS = {"ollama", "vllm", "openai", "llamacpp"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,12 @@ def _fresh_values(buffers: LiveBuffers, name: str, now: float, **match: str) -> 
     return out
 
 
+def _fresh_own(buffers: LiveBuffers, figure: str, now: float, **match: str) -> list[float]:
+    """Fresh values of every server kind's own series for one figure (see
+    :class:`app.server_kinds.OwnFigures`)."""
+    return [v for name in own_series(figure) for v in _fresh_values(buffers, name, now, **match)]
+
+
 def _sum_or_none(values: list[float]) -> float | None:
     return sum(values) if values else None
 
@@ -51,20 +57,18 @@ def summarize(buffers: LiveBuffers, health: dict[str, Health], now: float,
               alerts: tuple[str | None, int] | None = None) -> Summary:
     """The header figures. ``alerts`` is the alert engine's ``(worst severity, firing count)``,
     ``None`` when no engine runs."""
-    servers = [h for h in health.values() if h.kind in SERVER_KINDS]
+    servers = [h for h in health.values() if is_server_kind(h.kind)]
     gpu = [h for h in health.values() if h.kind == "gpu"]
     gpu_state = gpu[0].state.value if gpu else "unknown"
     models = _fresh_values(buffers, "llm_models_loaded", now)
     # Proxy-measured throughput is the client's truth; servers' own counters fill in when no
     # traffic goes through the proxy.
-    tokens = _fresh_values(buffers, "llm_tokens_per_second", now) or (
-        _fresh_values(buffers, "vllm_generation_tokens_per_second", now)
-        + _fresh_values(buffers, "llamacpp_generation_tokens_per_second", now))
+    tokens = (_fresh_values(buffers, "llm_tokens_per_second", now)
+              or _fresh_own(buffers, "tokens_per_second", now))
     ttft = (_fresh_values(buffers, "llm_ttft_seconds", now, quantile="0.5")
-            or _fresh_values(buffers, "vllm_ttft_seconds", now, quantile="0.5"))
-    active = _fresh_values(buffers, "llm_requests_active", now) or (
-        _fresh_values(buffers, "vllm_requests_running", now)
-        + _fresh_values(buffers, "llamacpp_requests_processing", now))
+            or _fresh_own(buffers, "ttft", now, quantile="0.5"))
+    active = (_fresh_values(buffers, "llm_requests_active", now)
+              or _fresh_own(buffers, "requests_active", now))
     used = _fresh_values(buffers, "gpu_memory_used_bytes", now)
     total = _fresh_values(buffers, "gpu_memory_total_bytes", now)
     util = _fresh_values(buffers, "gpu_utilization_percent", now)

@@ -21,8 +21,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from app.alerts.rules import format_duration
 from app.config import db_path
+from app.durations import format_duration
 from app.export import CsvFile
 from app.storage.store import connect
 from app.usage.energy import SOURCE_TEXT

@@ -4,7 +4,7 @@ and the process's peak RSS above its level before the export (memory must stay f
 
     .venv/bin/python bench/export.py [--rows 1000000] [--series 100]
 
-Target (DESIGN.md): >= 500k rows/s.
+Target (docs/architecture.md, "Performance bars"): >= 500k rows/s.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ the time of a last-hour query of one series with 10M rows present.
 
     .venv/bin/python bench/ingest.py [--rows 10000000]
 
-Targets (DESIGN.md): >= 100k samples/s batched; last-hour query <= 20 ms.
+Targets (docs/architecture.md, "Performance bars"): >= 100k samples/s batched; last-hour query <= 20 ms.
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ same ``/metrics`` page (the floor of any HTTP poll) and the foundation's ``Syste
 
     .venv/bin/python bench/poll_cost.py [--rounds 200]
 
-Target (DESIGN.md): the whole app idle with all collectors at 1 s ≤ 2 % of one core.
+Target (docs/architecture.md, "Performance bars"): the whole app idle with all collectors at
+1 s ≤ 2 % of one core.
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def main() -> int:
         ticks = iter(range(0, 10**9, 10))  # every poll 10 s after the last: always a slow tick
         gpu_slow = GpuCollector(servers=lambda: servers, process_interval=5.0, monotonic=lambda: next(ticks))
         system = SystemCollector()
-        discovery = DiscoveryCollector(Settings(), add=lambda c: None, probe_timeout=0.5)
+        discovery = DiscoveryCollector(Settings(), probe_timeout=0.5)
 
         print(f"CPU ms per poll, median of {rounds} (thread CPU time), same run:\n")
         print("| what | median ms | p95 ms | × bare GET |")

@@ -7,8 +7,8 @@ passthrough (the same aiohttp stack, no meter, no records) and through llmmon's 
 Prints: added latency p50/p99 for non-streaming requests, added time to first byte for
 streams, CPU ms per request of each proxy process, throughput at 1/8/32 concurrent streams as
 a ratio to direct (paced like a fast GPU, 5 ms per token, and unpaced: pure CPU), and the
-proxy's RSS after 1k, 10k and 20k requests. Targets (DESIGN.md): +1 ms p50, +5 ms p99, >= 90 % of
-direct throughput at 32 streams, flat memory.
+proxy's RSS after 1k, 10k and 20k requests. Targets (docs/architecture.md, "Performance
+bars"): +1 ms p50, +5 ms p99, >= 90 % of direct throughput at 32 streams, flat memory.
 """
 from __future__ import annotations
 

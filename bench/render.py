@@ -3,11 +3,11 @@
 
     .venv/bin/python bench/render.py [--idle-seconds 30]
 
-Targets (DESIGN.md): <= 8 ms per redraw, <= 2 % of one core idle, <= 200 MB RSS, window shown
-<= 1.5 s after start. Baselines measured in the same run: bare pyqtgraph PlotWidgets given the
-same arrays, and an empty PySide6 window idling. Each redraw figure is given as wall time and
-as this process's CPU time: on a machine shared with other work the wall time mostly measures
-the waiting, the CPU time what the redraw costs.
+Targets (docs/architecture.md, "Performance bars"): <= 8 ms per redraw, <= 2 % of one core
+idle, <= 200 MB RSS, window shown <= 1.5 s after start. Baselines measured in the same run:
+bare pyqtgraph PlotWidgets given the same arrays, and an empty PySide6 window idling. Each redraw
+figure is given as wall time and as this process's CPU time: on a machine shared with other work
+the wall time mostly measures the waiting, the CPU time what the redraw costs.
 """
 from __future__ import annotations
 

@@ -1,23 +1,25 @@
 """Finds LLM servers, tells which kind each is, and starts a collector for each.
 
-Candidates are the default local ports (Ollama 11434, vLLM / OpenAI-compatible 8000, llama.cpp
-8080, LM Studio 1234, unless ``discover_local`` is off) and the servers the user listed in
-``config.toml``. Discovery is itself a collector: it runs on its own thread, so start-up never
-waits for it; it probes every candidate not yet found in parallel, with short timeouts, and
-scans again every ``interval`` seconds, so a server started later is picked up then.
+Candidates are the default ports of every server kind on this machine (:mod:`app.server_kinds`:
+Ollama 11434, vLLM 8000, llama.cpp 8080, LM Studio's 1234; unless ``discover_local`` is off)
+and the servers the user listed in ``config.toml``. Discovery is itself a collector: it runs on
+its own thread, so start-up never waits for it; it probes every candidate not yet found in
+parallel, with short timeouts, and scans again every ``interval`` seconds, so a server started
+later is picked up then. The collector of each server found is handed to the scheduler through
+:meth:`~app.collector.Collector.new_collectors`.
 
-How a server is recognised (:func:`identify`): ``/api/version`` answering a version → Ollama;
-``/metrics`` with ``vllm:`` metrics → vLLM, with ``llamacpp:`` metrics or a ``/props`` with
-generation settings → llama.cpp; ``/v1/models`` with a model list → OpenAI-compatible. The
-collector comes from :data:`FACTORIES` (kind → class); a kind without an entry is watched as
-OpenAI-compatible. A configured server with a ``kind`` other than ``auto`` is not probed.
+How a server is recognised (:func:`identify`): each kind's collector class, in the order of
+:data:`app.server_kinds.KINDS`, is asked whether the server's answers are its kind's
+(``recognise``; Ollama: ``/api/version``; vLLM: ``vllm:`` metrics; llama.cpp: ``llamacpp:``
+metrics or ``/props``; last, any OpenAI-compatible server: ``/v1/models``); each path is
+requested once. A configured server with a ``kind`` other than ``auto`` is not probed; an
+unknown kind is watched as OpenAI-compatible.
 
 API keys of configured servers come from the OS keyring (entry ``api_key_ref``), never from the
 config file.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -25,32 +27,33 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from app import server_kinds
+from app.collector import Collector
 from app.config import ServerEntry, Settings
 from app.records import Event, Health, HealthState, Record, labels_of
 from app.secrets import get_secret
+from app.server_kinds import ServerKind, load, server_kind
 from app.server_names import normalise_url
-from collectors.base import Collector
 from collectors.gpu import ServerRef
-from collectors.http import Answer, HttpSource, SourceError, server_name
-from collectors.llamacpp import LlamaCppCollector
-from collectors.ollama import OllamaCollector
-from collectors.vllm import OpenAICompatCollector, VllmCollector
+from collectors.http import HttpSource, ServerAnswers, ServerCollector, SourceError, server_name
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DiscoveryCollector", "Probe", "identify", "FACTORIES", "DEFAULT_PORTS", "normalise_url"]
+__all__ = ["DiscoveryCollector", "Probe", "identify", "collector_class", "default_ports", "normalise_url"]
 
-# kind → collector class, called as cls(base_url, name=..., api_key=...)
-FACTORIES: dict[str, Callable[..., Collector]] = {
-    "ollama": OllamaCollector,
-    "vllm": VllmCollector,
-    "openai": OpenAICompatCollector,
-    "llamacpp": LlamaCppCollector,
-}
-FALLBACK_KIND = "openai"
 
-DEFAULT_PORTS: tuple[tuple[int, str], ...] = (
-    (11434, "Ollama"), (8000, "vLLM"), (8080, "llama.cpp"), (1234, "LM Studio"))
+def collector_class(kind: ServerKind) -> type[ServerCollector]:
+    """The collector class a server kind names (imported on first use)."""
+    cls = load(kind.collector)
+    if not (isinstance(cls, type) and issubclass(cls, ServerCollector)):
+        raise TypeError(f"{kind.collector} (server kind {kind.id!r}) is not a ServerCollector")
+    return cls
+
+
+def default_ports(kinds: tuple[ServerKind, ...] | None = None) -> tuple[tuple[int, str], ...]:
+    """``(port, display name)`` of every kind (default: all known) that has a default port."""
+    chosen = server_kinds.KINDS if kinds is None else kinds
+    return tuple((k.default_port, k.display_name) for k in chosen if k.default_port is not None)
 
 
 @dataclass(frozen=True)
@@ -63,40 +66,17 @@ class Probe:
     state: HealthState = HealthState.DOWN
 
 
-def _json(answer: Answer) -> object | None:
-    """The JSON of a 200 answer, or ``None``."""
-    if answer.status != 200 or answer.looks_like_html:
-        return None
-    try:
-        payload: object = json.loads(answer.body)
-    except ValueError:
-        return None
-    return payload
-
-
-def identify(url: str, timeout: float = 1.0, api_key: str | None = None) -> Probe:
-    """Which kind of LLM server answers at ``url`` (see the module docstring)."""
+def identify(url: str, timeout: float = 1.0, api_key: str | None = None,
+             kinds: tuple[ServerKind, ...] | None = None) -> Probe:
+    """Which kind of LLM server answers at ``url`` (see the module docstring); ``kinds``
+    defaults to every kind of :data:`app.server_kinds.KINDS`."""
     source = HttpSource(url, timeout=timeout, api_key=api_key)
+    answers = ServerAnswers(source)
     try:
-        version = _json(source.get("/api/version"))
-        if isinstance(version, dict) and isinstance(version.get("version"), str):
-            return Probe(url, "ollama")
-        metrics = source.get("/metrics")
-        if metrics.status == 200 and not metrics.looks_like_html:
-            text = metrics.text
-            if "vllm:" in text:
-                return Probe(url, "vllm")
-            if "llamacpp:" in text:
-                return Probe(url, "llamacpp")
-        props = _json(source.get("/props"))
-        if isinstance(props, dict) and "default_generation_settings" in props:
-            return Probe(url, "llamacpp")
-        models = source.get("/v1/models")
-        if models.status in (401, 403):
-            return Probe(url, "openai")  # an OpenAI-style API behind a key: the collector will say so
-        listing = _json(models)
-        if isinstance(listing, dict) and isinstance(listing.get("data"), list):
-            return Probe(url, "openai")
+        for kind in server_kinds.KINDS if kinds is None else kinds:
+            if collector_class(kind).recognise(answers):
+                return Probe(url, kind.id)
+        models = answers.get("/v1/models")
         what = "an HTML page" if models.looks_like_html else f"HTTP {models.status} at /v1/models"
         return Probe(url, "", f"not an LLM server ({what})", HealthState.ERROR)
     except SourceError as exc:
@@ -113,45 +93,42 @@ class _Candidate:
 
 
 class DiscoveryCollector(Collector):
-    """Finds servers and hands a new collector for each to ``add`` (the scheduler's).
+    """Finds servers and creates a collector for each (see :meth:`new_collectors`).
 
     Args:
         settings: the configured servers and whether to look on the local default ports.
-        add: called with each new collector; may also be given later with :meth:`attach`.
         interval: seconds between scans for servers not found yet.
         probe_timeout: seconds each probe request may take.
         server_interval: the poll interval of the collectors it creates.
-        ports: the local ports to look at, with the name of what usually listens there.
-        factories: kind → collector class (default :data:`FACTORIES`).
+        ports: the local ports to look at, with the name of what usually listens there
+            (default: each kind's default port).
+        kinds: the server kinds to recognise (default :data:`app.server_kinds.KINDS`).
     """
 
     kind = "discovery"
 
-    def __init__(self, settings: Settings, add: Callable[[Collector], None] | None = None,
-                 interval: float = 30.0, probe_timeout: float = 1.0, server_interval: float = 1.0,
-                 ports: tuple[tuple[int, str], ...] = DEFAULT_PORTS,
-                 factories: dict[str, Callable[..., Collector]] | None = None,
+    def __init__(self, settings: Settings, interval: float = 30.0, probe_timeout: float = 1.0,
+                 server_interval: float = 1.0,
+                 ports: tuple[tuple[int, str], ...] | None = None,
+                 kinds: tuple[ServerKind, ...] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.name = "discovery"
         self.interval = interval
         self.settings = settings
         self.probe_timeout = probe_timeout
         self.server_interval = server_interval
-        self.ports = ports
-        self.factories = FACTORIES if factories is None else factories
+        self.kinds = server_kinds.KINDS if kinds is None else kinds
+        self.ports = default_ports(self.kinds) if ports is None else ports
         self.clock = clock
-        self._add = add
-        self._pending: list[Collector] = []
+        self._created: list[Collector] = []       # not yet handed to the scheduler
         self._found: dict[str, ServerRef] = {}   # normalised URL → server
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()            # servers() is called from other collectors' threads
         self.scanned = threading.Event()  # set once the first scan is done (``main.py proxy`` waits)
 
-    def attach(self, add: Callable[[Collector], None]) -> None:
-        """Start handing collectors to ``add`` (those found before are handed over now)."""
-        with self._lock:
-            self._add, pending, self._pending = add, self._pending, []
-        for collector in pending:
-            add(collector)
+    def new_collectors(self) -> list[Collector]:
+        """The collectors of the servers found since the last call."""
+        created, self._created = self._created, []
+        return created
 
     def servers(self) -> list[ServerRef]:
         """The servers found so far (thread-safe; the GPU collector watches their processes)."""
@@ -177,7 +154,7 @@ class DiscoveryCollector(Collector):
         entry = candidate.entry
         if entry is not None and entry.kind != "auto":
             return Probe(candidate.url, entry.kind)
-        return identify(candidate.url, self.probe_timeout, api_key)
+        return identify(candidate.url, self.probe_timeout, api_key, self.kinds)
 
     def poll(self) -> list[Record]:
         now = self.clock()
@@ -207,24 +184,19 @@ class DiscoveryCollector(Collector):
         return out
 
     def _start(self, candidate: _Candidate, kind: str, api_key: str | None, now: float) -> list[Record]:
-        shown_kind = kind if kind in self.factories else FALLBACK_KIND
+        watched_as = server_kind(kind)  # an unknown configured kind: the generic OpenAI-compatible one
         # The identity, not the configured name: a rename must not start a new series.
-        name = server_name(shown_kind, candidate.url)
+        name = server_name(watched_as.id, candidate.url)
         try:
-            collector = self.factories[shown_kind](candidate.url, name=name, interval=self.server_interval,
-                                                   api_key=api_key)
-            with self._lock:
-                add = self._add
-                if add is None:
-                    self._pending.append(collector)
-            if add is not None:
-                add(collector)
-        except Exception as exc:  # a bad config entry (URL, duplicate name) must not stop discovery
+            collector = collector_class(watched_as)(candidate.url, name=name, interval=self.server_interval,
+                                                    api_key=api_key)
+        except Exception as exc:  # a bad config entry (a URL it cannot use) must not stop discovery
             log.error("cannot watch %s as %s: %s", candidate.url, kind, exc)
             return [Health(name, HealthState.ERROR, now, reason=f"cannot watch it: {exc}"[:200],
                            kind="server", url=candidate.url)]
+        self._created.append(collector)
         with self._lock:
-            self._found[candidate.url] = ServerRef(collector.name, candidate.url, shown_kind)
+            self._found[candidate.url] = ServerRef(collector.name, candidate.url, watched_as.id)
         log.info("found %s server at %s", kind, candidate.url)
         return [Event("server_found", self.name, f"found {kind} server {collector.name}", now,
-                      labels_of(server=collector.name, kind=shown_kind))]
+                      labels_of(server=collector.name, kind=watched_as.id))]

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.collector import Collector
 from app.records import Health, HealthState, Record, Sample, labels_of
-from collectors.base import Collector
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from typing import Any
 
 import psutil
 
+from app.collector import Collector
 from app.records import Event, Health, HealthState, Record, Sample, labels_of
-from collectors.base import Collector
 from collectors.http import host_port, is_loopback
 
 log = logging.getLogger(__name__)

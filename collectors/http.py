@@ -5,6 +5,8 @@
   cannot stall a collector), and the optional bearer API key. Every failure becomes a
   :class:`SourceError` whose ``reason`` a user understands: "connection refused on :11434",
   "timed out after 2 s", "HTTP 500: engine dead", "not an Ollama server (HTML page)".
+- :class:`ServerAnswers`: a server's answers while discovery identifies it, each path fetched
+  once however many kinds' probes (:meth:`ServerCollector.recognise`) read it.
 - :class:`ServerCollector`: the poll skeleton of one server: health with version and latency,
   ``llm_poll_latency_seconds``, ``llm_models_loaded`` / ``llm_model_loaded`` and the
   ``model_loaded`` / ``model_unloaded`` events when the set of loaded models changes.
@@ -25,13 +27,13 @@ from typing import Any
 
 import httpx
 
+from app.collector import Collector
 from app.records import Event, Health, HealthState, Record, Sample, labels_of
 from app.server_names import host_port, server_name
-from collectors.base import Collector
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SourceError", "Answer", "HttpSource", "ServerCollector", "server_name", "host_port",
+__all__ = ["SourceError", "Answer", "HttpSource", "ServerAnswers", "ServerCollector", "server_name", "host_port",
            "is_loopback", "list_field"]
 
 DEFAULT_TIMEOUT_S = 2.0
@@ -166,6 +168,37 @@ class HttpSource:
         self.client.close()
 
 
+class ServerAnswers:
+    """What a server answers while discovery works out its kind: every kind's probe may ask for
+    the same path (``/metrics``), the server is asked once. Unreachable servers raise
+    :class:`SourceError` from the first request, which ends the probing."""
+
+    def __init__(self, source: HttpSource) -> None:
+        self.source = source
+        self._answers: dict[str, Answer] = {}
+
+    def get(self, path: str) -> Answer:
+        if path not in self._answers:
+            self._answers[path] = self.source.get(path)
+        return self._answers[path]
+
+    def json(self, path: str) -> object | None:
+        """The JSON of a 200 answer at ``path``; ``None`` for any other answer."""
+        answer = self.get(path)
+        if answer.status != 200 or answer.looks_like_html:
+            return None
+        try:
+            parsed: object = json.loads(answer.body)
+        except ValueError:
+            return None
+        return parsed
+
+    def text(self, path: str) -> str:
+        """The text of a 200 answer at ``path`` that is not an HTML page; ``""`` otherwise."""
+        answer = self.get(path)
+        return answer.text if answer.status == 200 and not answer.looks_like_html else ""
+
+
 def list_field(payload: object, key: str, what: str, path: str) -> list[Any]:
     """``payload[key]`` when payload is an object holding a list there, else ERROR."""
     value = payload.get(key) if isinstance(payload, dict) else None
@@ -188,6 +221,12 @@ class ServerCollector(Collector):
 
     what = "an LLM server"
     max_backoff = 10.0  # a server that comes back should be seen within seconds
+
+    @classmethod
+    def recognise(cls, answers: ServerAnswers) -> bool:
+        """Whether the server behind ``answers`` is of this collector's kind (discovery asks the
+        kinds in the order of :data:`app.server_kinds.KINDS`; the first yes wins)."""
+        return False
 
     def __init__(self, base_url: str, name: str = "", interval: float = 1.0, api_key: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT_S, clock: Callable[[], float] = time.time) -> None:

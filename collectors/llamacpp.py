@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from app.records import Health, HealthState, Record, Sample, labels_of
-from collectors.http import DEFAULT_TIMEOUT_S, ServerCollector, SourceError
+from collectors.http import DEFAULT_TIMEOUT_S, ServerAnswers, ServerCollector, SourceError
 from collectors.prometheus import counter_increase, parse_scrape
 
 __all__ = ["LlamaCppCollector"]
@@ -59,6 +59,15 @@ class LlamaCppCollector(ServerCollector):
 
     kind = "llamacpp"
     what = "a llama.cpp server"
+
+    @classmethod
+    def recognise(cls, answers: ServerAnswers) -> bool:
+        """``llamacpp:`` families at ``/metrics``, or (started without ``--metrics``) a ``/props``
+        with generation settings."""
+        if "llamacpp:" in answers.text("/metrics"):
+            return True
+        props = answers.json("/props")
+        return isinstance(props, dict) and "default_generation_settings" in props
 
     def __init__(self, base_url: str, name: str = "", interval: float = 1.0, api_key: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT_S, clock: Callable[[], float] = time.time,

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from app.records import Event, HealthState, Record, Sample, labels_of
-from collectors.http import DEFAULT_TIMEOUT_S, ServerCollector, SourceError, list_field
+from collectors.http import DEFAULT_TIMEOUT_S, ServerAnswers, ServerCollector, SourceError, list_field
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,12 @@ class OllamaCollector(ServerCollector):
 
     kind = "ollama"
     what = "an Ollama server"
+
+    @classmethod
+    def recognise(cls, answers: ServerAnswers) -> bool:
+        """Ollama answers ``/api/version`` with its version."""
+        version = answers.json("/api/version")
+        return isinstance(version, dict) and isinstance(version.get("version"), str)
 
     def __init__(self, base_url: str, name: str = "", interval: float = 1.0, api_key: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT_S, tags_interval: float = 30.0,

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import psutil
 
+from app.collector import Collector
 from app.records import Record, Sample, labels_of
-from collectors.base import Collector
 
 # (psutil counter attribute, metric name) for the counters turned into per-second rates
 _DISK_RATES = (("read_bytes", "system_disk_read_bytes_per_second"),

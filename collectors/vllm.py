@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app.records import HealthState, Labels, Record, Sample, labels_of
-from collectors.http import DEFAULT_TIMEOUT_S, ServerCollector, SourceError, list_field
+from collectors.http import DEFAULT_TIMEOUT_S, ServerAnswers, ServerCollector, SourceError, list_field
 from collectors.prometheus import (
     Buckets,
     Scrape,
@@ -88,6 +88,15 @@ class OpenAICompatCollector(ServerCollector):
 
     kind = "openai"
     what = "an OpenAI-compatible server"
+
+    @classmethod
+    def recognise(cls, answers: ServerAnswers) -> bool:
+        """A model list at ``/v1/models``, or a refusal there: an OpenAI-style API behind a key
+        (the collector will say the key is missing)."""
+        if answers.get("/v1/models").status in (401, 403):
+            return True
+        listing = answers.json("/v1/models")
+        return isinstance(listing, dict) and isinstance(listing.get("data"), list)
 
     def __init__(self, base_url: str, name: str = "", interval: float = 1.0, api_key: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT_S, models_interval: float = 10.0,
@@ -152,6 +161,11 @@ class VllmCollector(OpenAICompatCollector):
 
     kind = "vllm"
     what = "a vLLM server"
+
+    @classmethod
+    def recognise(cls, answers: ServerAnswers) -> bool:
+        """vLLM's ``/metrics`` has ``vllm:`` families."""
+        return "vllm:" in answers.text("/metrics")
 
     def __init__(self, base_url: str, name: str = "", interval: float = 1.0, api_key: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT_S, models_interval: float = 10.0, window_s: float = 60.0,

@@ -11,8 +11,23 @@ from tests.support import user_dirs_env
 # Before anything imports Qt. Tests that need a real X server start Xvfb themselves.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-# Shared fixtures (memory_keyring, webhook_receiver, proxied), available to every test by name.
-pytest_plugins = ["tests.support.keyring_memory", "tests.support.webhook_receiver", "tests.support.proxy"]
+# Shared fixtures (memory_keyring, webhook_receiver, proxied, site; tiny_model, llama_server),
+# available to every test by name.
+pytest_plugins = ["tests.support.keyring_memory", "tests.support.webhook_receiver", "tests.support.proxy",
+                  "tests.support.llamaserver_site", "tests.real_server.fixtures"]
+
+
+# The tiers that start real servers (a llama-server built from source; a Prometheus): every test
+# in them carries the real_server marker, so -m "not real_server" leaves them out. Nothing is
+# skipped by default.
+REAL_SERVER_TIERS = tuple(Path(__file__).resolve().parent / tier for tier in ("real_server", "prometheus"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection looks at the markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(tier in item.path.resolve().parents for tier in REAL_SERVER_TIERS):
+            item.add_marker(pytest.mark.real_server)
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QVBoxLayout, QW
 from app.config import log_dir
 from app.records import HealthState
 from app.runtime import Runtime
-from app.summary import SERVER_KINDS
+from app.server_kinds import is_server_kind
 from widgets.app_icon import app_icon
 
 
@@ -35,7 +35,7 @@ def gpu_line(runtime: Runtime) -> str:
 
 
 def server_lines(runtime: Runtime) -> list[str]:
-    servers = sorted((h for h in runtime.hub.health.values() if h.kind in SERVER_KINDS), key=lambda h: h.source)
+    servers = sorted((h for h in runtime.hub.health.values() if is_server_kind(h.kind)), key=lambda h: h.source)
     return [f"{runtime.display_name(h.source)} ({h.kind}{', ' + h.version if h.version else ''}) {h.url}: "
             f"{h.state.value}" for h in servers] or ["none yet (llmmon looks on the default local ports every 30 s)"]
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QCloseEvent, QColor
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -39,7 +39,7 @@ from app.alerts.sentence import series_text, value_text, with_names
 from app.runtime import Runtime
 from widgets.panel import Panel
 from widgets.rule_editor import RuleEditor
-from widgets.tray import SEVERITY_COLOURS
+from widgets.theme import BAD, SEVERITY_COLOURS
 from widgets.webhook_dialog import WebhookDialog
 
 log = logging.getLogger(__name__)
@@ -105,12 +105,11 @@ class AlertsPanel(Panel):
         self._problems: list[str] = []
         self._history_key: tuple[object, ...] | None = None
         self._sinks_checked = float("-inf")
-        self._conn: sqlite3.Connection | None = None
 
         self.problems = QLabel()
         self.problems.setWordWrap(True)
         self.problems.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.problems.setStyleSheet("color: #D55E00")
+        self.problems.setStyleSheet(f"color: {BAD}")
         self.sinks = QLabel()
         self.sinks.setWordWrap(True)
         self.webhook_button = QPushButton("Webhook…")
@@ -243,11 +242,6 @@ class AlertsPanel(Panel):
                 self.active.selectRow(row)
         self.active_empty.setVisible(not alerts)
 
-    def _reader(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = self.runtime.store.reader()
-        return self._conn
-
     def history_filter(self, now: float) -> HistoryFilter:
         period = PERIODS[self.period_filter.currentIndex()]
         session = self.runtime.store.session_id if period[0] == "This session" else None
@@ -261,7 +255,7 @@ class AlertsPanel(Panel):
     def refresh_history(self, force: bool = False) -> None:
         now = self.clock()
         try:
-            conn = self._reader()
+            conn = self.db.get()
             newest = last_event_id(conn)
             where = self.history_filter(now)
             key = (newest, where.rule, where.severity, where.state, where.session_id, self.period_filter.currentIndex())
@@ -271,7 +265,7 @@ class AlertsPanel(Panel):
             events = alert_history(conn, where)
         except sqlite3.Error as exc:  # locked or missing file: say so, try again next tick
             log.warning("alert history: %s", exc)
-            self._conn = None
+            self.db.reset()
             return
         rules = {r.name: r for r in self._engine.rules}
         _fill(self.history, [[_when(e.ts, now), rules[e.rule].label if e.rule in rules else e.rule, e.severity,
@@ -404,10 +398,3 @@ class AlertsPanel(Panel):
         if dialog.exec() and dialog.format != self._engine.rule_file.notifications.webhook:
             self._rewrite_file(lambda text: set_notify_option(text, "webhook", f'"{dialog.format}"'))
         self.show_sinks()
-
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt's naming)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        super().closeEvent(event)
-

@@ -1,4 +1,4 @@
-"""llmmon's icon (``resources/llmmon.svg``): the window and tray icon, and the PNG sizes of the
+"""llmmon's icon (``app/resources/llmmon.svg``): the window and tray icon, and the PNG sizes of the
 desktop's icon theme, rendered from the SVG with Qt's SVG renderer."""
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QIcon, QImage, QPainter
 from PySide6.QtSvg import QSvgRenderer
 
-ICON_SVG = Path(__file__).resolve().parents[1] / "resources" / "llmmon.svg"
+from app.resources import ICON, resource_path
+
+ICON_SVG = resource_path(ICON)
 
 
 def app_icon() -> QIcon:

@@ -25,6 +25,7 @@ from app.export import CsvExport, ExportCancelled, ExportRequest, ExportResult
 from app.storage.sessions import SessionInfo
 from app.storage.store import Store
 from widgets.background import run_in_thread
+from widgets.theme import BAD, emphasis
 
 RESOLUTIONS = [("1 s", 1.0), ("10 s", 10.0), ("1 min", 60.0), ("5 min", 300.0), ("1 h", 3600.0)]
 
@@ -168,4 +169,4 @@ class ExportDialog(QDialog):
 
     def _show_status(self, text: str, error: bool = False) -> None:
         self.status.setText(text)
-        self.status.setStyleSheet("color: #D55E00; font-weight: bold" if error else "")
+        self.status.setStyleSheet(emphasis(BAD) if error else "")

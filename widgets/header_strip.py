@@ -6,12 +6,10 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from app.server_kinds import where_to_start
 from app.summary import Summary
 from app.units import format_value
-
-WARN = "#E69F00"
-BAD = "#D55E00"
-GOOD = "#009E73"
+from widgets.theme import BAD, GOOD, WARN
 
 
 class Tile(QFrame):
@@ -60,8 +58,8 @@ class HeaderStrip(QWidget):
             colour = GOOD if s.servers_up == s.servers_total else (BAD if not s.servers_up else WARN)
             t["servers"].show_value(f"{s.servers_up} / {s.servers_total}", colour=colour)
         else:
-            t["servers"].show_value("none", "No LLM server found yet: start Ollama (:11434), vLLM "
-                                    "(:8000) or llama.cpp (:8080), or add one in config.toml")
+            t["servers"].show_value("none", f"No LLM server found yet: start {where_to_start()}, "
+                                    "or add one in config.toml")
         t["models"].show_value("—" if s.models_loaded is None else str(s.models_loaded),
                                "" if s.models_loaded is not None else "No server reports loaded models")
         t["tokens"].show_value("—" if s.tokens_per_s is None else f"{s.tokens_per_s:,.1f}",

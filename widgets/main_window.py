@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import server_kinds
 from app.runtime import Runtime
 from app.storage.history import HistorySource
 from app.storage.queries import session_range
@@ -37,7 +38,6 @@ from widgets.alerts_panel import AlertsPanel
 from widgets.fleet_panel import FleetPanel
 from widgets.gpu_panel import GpuPanel
 from widgets.header_strip import HeaderStrip
-from widgets.llamacpp_panel import LlamaCppPanel
 from widgets.model_panel import ModelPanel
 from widgets.overview_panel import OverviewPanel
 from widgets.panel import Panel, TabShelf
@@ -46,16 +46,14 @@ from widgets.requests_panel import RequestsPanel
 from widgets.servers_panel import ServersPanel
 from widgets.sessions_panel import SessionsPanel
 from widgets.smoothing_button import SmoothingButton
+from widgets.theme import BAD, WARN, emphasis
 from widgets.time_window import SPANS, TimeWindow
 from widgets.timeseries_plot import TimeSeriesPlot
 from widgets.usage_panel import UsagePanel
-from widgets.vllm_panel import VllmPanel
 from widgets.window_commands import WindowCommands
 
 REDRAW_MS = 1000
 STALE_REDRAW_S = 5.0  # redraw at least this often without new data: figures age into "no data"
-RED = "color: #D55E00; font-weight: bold"
-ORANGE = "color: #E69F00; font-weight: bold"
 
 P = TypeVar("P", bound=Panel)
 
@@ -79,13 +77,26 @@ class _PublishCounter:
         self.count += 1
 
 
+def kind_panels() -> list[type[Panel]]:
+    """The tabs of the server kinds that have one of their own, in the order of
+    :data:`app.server_kinds.KINDS`."""
+    panels: list[type[Panel]] = []
+    for kind in server_kinds.KINDS:
+        cls = server_kinds.load(kind.panel) if kind.panel else None
+        if cls is not None and not (isinstance(cls, type) and issubclass(cls, Panel)):
+            raise TypeError(f"{kind.panel} (server kind {kind.id!r}) is not a Panel")
+        if cls is not None:
+            panels.append(cls)
+    return panels
+
+
 def panel_factories() -> list[Callable[[Runtime], Panel]]:
-    """The tabs, in order. Adding a tab is one line here."""
+    """The tabs, in order. Adding a tab is one line here (a server kind's own tab is named in
+    its line of app/server_kinds.py instead)."""
     return [
         OverviewPanel,
         ServersPanel,
-        VllmPanel,
-        LlamaCppPanel,
+        *kind_panels(),
         GpuPanel,
         RequestsPanel,
         ModelPanel,
@@ -121,7 +132,7 @@ class MainWindow(QMainWindow):
         self.header = HeaderStrip()
         self.banner = QPushButton()
         self.banner.setVisible(False)
-        self.banner.setStyleSheet("background: #E69F00; color: black; padding: 4px; border: none;")
+        self.banner.setStyleSheet(f"background: {WARN}; color: black; padding: 4px; border: none;")
         self.banner.clicked.connect(self.view.back_to_live)
         self.tabs = QTabWidget()
         self.panels: list[Panel] = []
@@ -172,7 +183,7 @@ class MainWindow(QMainWindow):
         n = len(problems)
         self.config_label.setText(f"config.toml: {n} mistake{'s' if n > 1 else ''} (defaults used)" if n else "")
         self.config_label.setToolTip("\n".join(problems))
-        self.config_label.setStyleSheet("color: #D55E00" if n else "")
+        self.config_label.setStyleSheet(f"color: {BAD}" if n else "")
         self.config_label.setVisible(bool(n))
 
     def _build_toolbar(self) -> None:
@@ -276,7 +287,7 @@ class MainWindow(QMainWindow):
         if self.runtime.exporter is not None:
             exporter = self.runtime.exporter
             self.exporter_label.setText(exporter.status())
-            self.exporter_label.setStyleSheet("" if exporter.running else RED)
+            self.exporter_label.setStyleSheet("" if exporter.running else emphasis(BAD))
         self._show_store_status()
 
     def _show_store_status(self) -> None:
@@ -289,13 +300,13 @@ class MainWindow(QMainWindow):
         n_dropped = status.dropped_rows + hub.bounds.faults.total + hub.faults.total
         drops = f" · {n_dropped:,} dropped values" if n_dropped else ""
         if failure:
-            text, style = f"Recording stopped: {failure}. Restart llmmon (details in its log)", RED
+            text, style = f"Recording stopped: {failure}. Restart llmmon (details in its log)", emphasis(BAD)
         elif store.session_id is None:
-            text, style = "Not recording: start a new session in the Sessions tab", ORANGE
+            text, style = "Not recording: start a new session in the Sessions tab", emphasis(WARN)
         elif status.ok:
             text, style = f"{status.written_rows:,} rows written{drops}", ""
         else:
-            text, style = f"Database error: {status.error} ({status.pending_rows:,} rows waiting){drops}", RED
+            text, style = f"Database error: {status.error} ({status.pending_rows:,} rows waiting){drops}", emphasis(BAD)
         self.store_label.setText(text)
         self.store_label.setStyleSheet(style)
         self.store_label.setToolTip(f"Dropped: {dropped}. See docs/metrics.md, Bounds." if dropped else "")

@@ -61,7 +61,6 @@ class ModelPanel(Panel):
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addLayout(grid, 1)
-        self._conn: sqlite3.Connection | None = None
         self._last_query = float("-inf")
         self._range = (0.0, 0.0)
         self.rows = np.empty((0, 5))
@@ -73,10 +72,10 @@ class ModelPanel(Panel):
         self._last_query = now
         self._range = (t0, t1)
         try:
-            conn = self._connection()
-            models = request_models(conn, t0, t1)
+            models = request_models(self.db.get(), t0, t1)
         except sqlite3.Error as exc:
             self.status.setText(f"Cannot read requests: {exc}")
+            self.db.reset()
             return
         current = self.picker.currentText()
         if models != [self.picker.itemText(i) for i in range(self.picker.count())]:
@@ -88,15 +87,10 @@ class ModelPanel(Panel):
             self.picker.blockSignals(False)
         self._redraw_model()
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = self.runtime.store.reader()
-        return self._conn
-
     def _redraw_model(self) -> None:
         model = self.picker.currentText()
         t0, t1 = self._range
-        self.rows = model_requests(self._connection(), model, t0, t1) if model else np.empty((0, 5))
+        self.rows = model_requests(self.db.get(), model, t0, t1) if model else np.empty((0, 5))
         rows = self.rows
         ts = rows[:, 0]
         ok_speed = ~np.isnan(rows[:, 1])

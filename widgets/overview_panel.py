@@ -10,17 +10,16 @@ from PySide6.QtWidgets import QGridLayout, QWidget
 
 from app.records import HealthState
 from app.runtime import Runtime
-from app.summary import SERVER_KINDS
+from app.server_kinds import KINDS, is_server_kind, own_series, server_kind, where_to_start
 from widgets.gpu_panel import gpu_present
-from widgets.panel import KIND_NAMES, Panel
+from widgets.panel import Panel
 from widgets.timeseries_plot import CurveSpec, MetricSpec, TimeSeriesPlot
 
-NO_SERVER = ("No LLM server found yet.\nStart Ollama (:11434), vLLM (:8000) or llama.cpp (:8080),"
-             " or add a server in config.toml.")
+NO_SERVER = f"No LLM server found yet.\nStart {where_to_start()},\nor add a server in config.toml."
 NO_TRAFFIC = "No generation yet.\nPoint your clients at llmmon's proxy (Requests tab) to measure them."
+TTFT_KINDS = [k for k in KINDS if k.figures.ttft]  # servers whose own metrics report time to first token
 TTFT_SOURCES = ("Time to first token comes from llmmon's proxy (send requests through it: its address"
-                " is in the Requests tab) or from a vLLM server's /metrics.")
-TTFT_KINDS = {"vllm"}  # servers whose own metrics report time to first token
+                f" is in the Requests tab) or from {' or '.join(k.display_name for k in TTFT_KINDS)}'s /metrics.")
 
 
 def ttft_empty_text(kinds_up: set[str]) -> str:
@@ -28,9 +27,9 @@ def ttft_empty_text(kinds_up: set[str]) -> str:
     up do not (llama.cpp and Ollama report no TTFT of their own)."""
     if not kinds_up:
         return NO_SERVER
-    if kinds_up & TTFT_KINDS:
+    if kinds_up & {k.id for k in TTFT_KINDS}:
         return "No request finished in the last minute.\n" + TTFT_SOURCES
-    silent = " and ".join(sorted(KIND_NAMES.get(k, k) for k in kinds_up))
+    silent = " and ".join(sorted(server_kind(k).display_name for k in kinds_up))
     return f"No TTFT measured yet: {silent} report{'s' if ' and ' not in silent else ''} none.\n{TTFT_SOURCES}"
 
 
@@ -46,20 +45,18 @@ class OverviewPanel(Panel):
 
     def __init__(self, runtime: Runtime, parent: QWidget | None = None) -> None:
         super().__init__(runtime, parent)
+        # The proxy's figures, then each server kind's own counters (app/server_kinds.py).
         self.tokens_plot = TimeSeriesPlot("Generation speed", "tokens/s", [
             MetricSpec("llm_tokens_per_second", "{server} {model} · via proxy"),
-            MetricSpec("vllm_generation_tokens_per_second", "{server} {model} · server counters"),
-            MetricSpec("llamacpp_generation_tokens_per_second", "{server} server counters")])
+            *[MetricSpec(name, "{server} server counters") for name in own_series("tokens_per_second")]])
+        ttft_sources = [("llm_ttft_seconds", "via proxy"), *[(n, "server metrics") for n in own_series("ttft")]]
         self.ttft_plot = TimeSeriesPlot("Time to first token", "s", [
-            MetricSpec("llm_ttft_seconds", "{server} p50 via proxy", (("quantile", "0.5"),)),
-            MetricSpec("llm_ttft_seconds", "{server} p90 via proxy", (("quantile", "0.9"),)),
-            MetricSpec("vllm_ttft_seconds", "{server} p50 server metrics", (("quantile", "0.5"),)),
-            MetricSpec("vllm_ttft_seconds", "{server} p90 server metrics", (("quantile", "0.9"),))])
+            MetricSpec(name, f"{{server}} {label} {source}", (("quantile", q),))
+            for name, source in ttft_sources for q, label in (("0.5", "p50"), ("0.9", "p90"))])
         self.requests_plot = TimeSeriesPlot("Requests in flight", "requests", [
             MetricSpec("llm_requests_active", "{server} via proxy"),
-            MetricSpec("vllm_requests_running", "{server} running"),
-            MetricSpec("vllm_requests_waiting", "{server} waiting"),
-            MetricSpec("llamacpp_requests_processing", "{server} processing")])
+            *[MetricSpec(name, "{server} processing") for name in own_series("requests_active")],
+            *[MetricSpec(name, "{server} waiting") for name in own_series("requests_waiting")]])
         self.gpu_util_plot = TimeSeriesPlot("GPU utilisation", "%", [
             MetricSpec("gpu_utilization_percent", "GPU {gpu}")], y_range=(0, 100))
         self.gpu_memory_plot = TimeSeriesPlot("GPU memory used", "B", [
@@ -91,7 +88,7 @@ class OverviewPanel(Panel):
 
     def refresh(self, now: float) -> None:
         health = list(self.runtime.hub.health.values())
-        kinds_up = {h.kind for h in health if h.kind in SERVER_KINDS and h.state == HealthState.UP}
+        kinds_up = {h.kind for h in health if is_server_kind(h.kind) and h.state == HealthState.UP}
         for plot in (self.tokens_plot, self.requests_plot):
             plot.set_empty_text(NO_TRAFFIC if kinds_up else NO_SERVER)
         self.ttft_plot.set_empty_text(ttft_empty_text(kinds_up))

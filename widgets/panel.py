@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction
+from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import QGridLayout, QLabel, QMenu, QTabWidget, QToolButton, QWidget
 
 from app.records import Health
 from app.runtime import Runtime
+from app.server_kinds import server_kind
+from app.storage.reader import ReadConnection
 from widgets.time_window import TimeWindow
-
-KIND_NAMES = {"vllm": "vLLM", "llamacpp": "llama.cpp", "ollama": "Ollama", "openai": "OpenAI-compatible"}
 
 
 class Panel(QWidget):
@@ -21,7 +21,9 @@ class Panel(QWidget):
     A panel reads the runtime's live buffers, hub health and store (never collectors), and
     redraws in :meth:`refresh`, which the main window calls on its UI timer only while the
     panel's tab is the visible one. A panel about one kind of server sets ``server_kind``: its
-    tab shows once a server of that kind is configured or seen (see :class:`TabShelf`).
+    tab shows once a server of that kind is configured or seen (see :class:`TabShelf`). It
+    reads the database through :attr:`db` with the query functions of the core
+    (``app/storage/queries.py``...), never SQL of its own.
     """
 
     title = ""
@@ -33,9 +35,16 @@ class Panel(QWidget):
         # The window's shared time range (set by the main window); charts built from
         # TimeSeriesPlot follow it by themselves, other views ask it for (t0, t1).
         self.view: TimeWindow | None = None
+        # Its own read connection on the store's file, opened on first use (GUI thread only);
+        # reset it after an sqlite3.Error so the next refresh reconnects.
+        self.db = ReadConnection(runtime.store.reader)
 
     def refresh(self, now: float) -> None:
         """Redraw from current data. ``now`` is the UTC epoch time of this UI tick."""
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt's naming)
+        self.db.close()
+        super().closeEvent(event)
 
 
 def chart_grid(charts: Sequence[QWidget], columns: int) -> QWidget:
@@ -98,7 +107,8 @@ class TabShelf:
             self.menu.clear()
             for i in shelved:
                 kind = self.panels[i].server_kind or ""
-                action = QAction(f"{self.panels[i].title} (no {KIND_NAMES.get(kind, kind)} server seen yet)", self.menu)
+                name = server_kind(kind).display_name
+                action = QAction(f"{self.panels[i].title} (no {name} server seen yet)", self.menu)
                 action.triggered.connect(lambda _=False, i=i: self.open(i))
                 self.menu.addAction(action)
             self.button.setVisible(bool(shelved))

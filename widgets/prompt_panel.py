@@ -8,7 +8,6 @@ import functools
 import logging
 import sqlite3
 import time
-from typing import Any
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
@@ -35,14 +34,16 @@ from app.prompt_runner import LiveFigures, PromptRequest, PromptRun, PromptTarge
 from app.records import HealthState, RequestRecord
 from app.runtime import Runtime
 from app.secrets import get_secret
-from app.summary import SERVER_KINDS
+from app.server_kinds import is_server_kind, where_to_start
+from app.storage.queries import PromptTestRun, prompt_test_runs
 from app.units import format_value
 from widgets.benchmark_dialog import BenchmarkDialog
 from widgets.panel import Panel
+from widgets.theme import BAD
 
 log = logging.getLogger(__name__)
 NO_MODELS = ("No model to test: no LLM server is up with a model loaded.\n"
-             "Start Ollama, vLLM or llama.cpp, or type a model name below.")
+             f"Start {where_to_start()}, or type a model name below.")
 HISTORY_ROWS = 200
 
 
@@ -108,7 +109,7 @@ class ResultCard(QGroupBox):
 
     def finish(self, rec: RequestRecord) -> None:
         self.figures.setText(figures_text(rec))
-        colour = "#D55E00" if rec.error_type and rec.error_type != "cancelled" else ""
+        colour = BAD if rec.error_type and rec.error_type != "cancelled" else ""
         self.figures.setStyleSheet(f"color: {colour};" if colour else "")
 
 
@@ -206,14 +207,13 @@ class PromptPanel(Panel):
         split.setSizes([380, 900])
         QVBoxLayout(self).addWidget(split)
         self._history_loaded = False  # from the database once, on first show; then kept live
-        self._conn: sqlite3.Connection | None = None
 
     # ------------------------------------------------------------------ targets
     def available_targets(self) -> list[PromptTarget]:
         """Models loaded on servers that are up, from the collectors' own readings."""
         hub = self.runtime.hub
         up = {h.source: h for h in list(hub.health.values())
-              if h.kind in SERVER_KINDS and h.state == HealthState.UP and h.url}
+              if is_server_kind(h.kind) and h.state == HealthState.UP and h.url}
         out = []
         for _name, labels in hub.buffers.keys("llm_model_loaded"):
             lab = dict(labels)
@@ -300,9 +300,10 @@ class PromptPanel(Panel):
 
     def _finished(self, index: int, rec: RequestRecord) -> None:
         self.cards[index].finish(rec)
-        self._add_history_row(0, (rec.ts_start, rec.model, rec.ttft_s,
-                                  rec.server_tokens_per_s if rec.server_tokens_per_s is not None
-                                  else rec.client_tokens_per_s, rec.completion_tokens, rec.prompt_text))
+        self._add_history_row(0, PromptTestRun(
+            rec.ts_start, rec.model, rec.ttft_s,
+            rec.server_tokens_per_s if rec.server_tokens_per_s is not None else rec.client_tokens_per_s,
+            rec.completion_tokens, rec.prompt_text))
         self._running -= 1
         if self._running == 0:
             self.run_button.setEnabled(True)
@@ -316,26 +317,22 @@ class PromptPanel(Panel):
 
     def _load_history(self) -> None:
         try:
-            if self._conn is None:
-                self._conn = self.runtime.store.reader()
-            rows = self._conn.execute(
-                "SELECT ts_start, model, ttft_s, COALESCE(server_tokens_per_s, client_tokens_per_s), "
-                "completion_tokens, prompt_text FROM requests WHERE source='prompt_test' "
-                "ORDER BY ts_start DESC LIMIT ?", (HISTORY_ROWS,)).fetchall()
+            runs = prompt_test_runs(self.db.get(), HISTORY_ROWS)
         except sqlite3.Error as exc:
             log.warning("prompt history: %s", exc)
+            self.db.reset()
             return
         self._history_loaded = True
         self.history.setRowCount(0)
-        for row in rows:
-            self._add_history_row(self.history.rowCount(), row)
+        for run in runs:
+            self._add_history_row(self.history.rowCount(), run)
 
-    def _add_history_row(self, at: int, row: tuple[Any, ...]) -> None:
-        ts, model, ttft, speed, tokens, prompt = row
+    def _add_history_row(self, at: int, run: PromptTestRun) -> None:
         self.history.insertRow(at)
-        cells = [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)), model,
-                 "" if ttft is None else format_value(ttft, "s"),
-                 "" if speed is None else f"{speed:,.1f}", "" if tokens is None else str(tokens),
-                 (prompt or "").replace("\n", " ")[:200]]
+        cells = [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.ts_start)), run.model,
+                 "" if run.ttft_s is None else format_value(run.ttft_s, "s"),
+                 "" if run.tokens_per_s is None else f"{run.tokens_per_s:,.1f}",
+                 "" if run.completion_tokens is None else str(run.completion_tokens),
+                 (run.prompt or "").replace("\n", " ")[:200]]
         for c, text in enumerate(cells):
             self.history.setItem(at, c, QTableWidgetItem(text))

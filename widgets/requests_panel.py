@@ -25,6 +25,7 @@ from app.proxy.group import RouteStatus
 from app.records import RequestRecord
 from app.runtime import Runtime
 from widgets.panel import Panel
+from widgets.theme import BAD
 from widgets.timeseries_plot import MetricSpec, TimeSeriesPlot
 
 WINDOW_S = 300.0
@@ -228,13 +229,13 @@ class RequestsPanel(Panel):
                 lines.append(f"<b>Point clients at {s.listen}</b> ({client_setting(s)}) instead of "
                              f"{escape(s.upstream)} — {name}")
             elif s.error:
-                lines.append(f"<span style='color:#D55E00'>{name}: {escape(s.error)}</span>")
+                lines.append(f"<span style='color:{BAD}'>{name}: {escape(s.error)}</span>")
             else:
                 lines.append(f"Off — would listen on {s.listen} for {escape(s.upstream)} — {name}")
         if not lines:
             lines.append(NO_ROUTE)
         if self._not_saved:
-            lines.append(f"<span style='color:#D55E00'>Not remembered for the next start: "
+            lines.append(f"<span style='color:{BAD}'>Not remembered for the next start: "
                          f"{escape(self._not_saved)}</span>")
         text = "<br>".join(lines)
         if text != self.status.text():

@@ -23,7 +23,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.alerts.engine import SeriesSource, replay
-from app.alerts.rules import AGGREGATIONS, OPS, SEVERITIES, Rule, RuleError, format_duration, rule_from_dict
+from app.alerts.rules import AGGREGATIONS, OPS, SEVERITIES, Rule, RuleError, rule_from_dict
+from app.durations import format_duration
+from widgets.theme import BAD, emphasis
 
 PERCENTILES = ("p50", "p90", "p95", "p99")
 TEST_SPAN_S = 3600.0
@@ -138,7 +140,7 @@ class RuleEditor(QDialog):
         self.test_result.setWordWrap(True)
         self.error = QLabel()
         self.error.setWordWrap(True)
-        self.error.setStyleSheet("color: #D55E00; font-weight: bold")
+        self.error.setStyleSheet(emphasis(BAD))
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)

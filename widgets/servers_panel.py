@@ -13,15 +13,16 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QLabel, QProgressBar, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
 from app.buffers import LiveBuffers
+from app.durations import spoken_duration
 from app.records import Health, HealthState, labels_of
 from app.runtime import Runtime
-from app.summary import SERVER_KINDS
+from app.server_kinds import is_server_kind, where_to_start
 from widgets.panel import Panel
-from widgets.theme import PALETTE
+from widgets.theme import BAD, GOOD, PALETTE, WARN
 
 LOOKING = "Looking for LLM servers on this machine…"
-NONE_FOUND = "Ollama not running on :11434 — start it or add a server in config.toml"
-STATE_COLOURS = {HealthState.UP: PALETTE[2], HealthState.DOWN: PALETTE[5], HealthState.ERROR: PALETTE[5]}
+NONE_FOUND = f"No LLM server found: start {where_to_start()}, or add a server in config.toml"
+STATE_COLOURS = {HealthState.UP: GOOD, HealthState.DOWN: BAD, HealthState.ERROR: BAD}
 COLUMNS = ["Server / model", "Kind", "Version", "Status", "Poll", "On GPU", "Unloads in"]
 GIB = 2 ** 30
 
@@ -60,7 +61,7 @@ def server_rows(health: dict[str, Health], buffers: LiveBuffers) -> list[ServerR
     """The servers to list, sorted by name: every server collector's latest health (and the
     configured servers discovery could not identify yet), each with the models loaded at its
     latest successful poll."""
-    servers = [h for h in health.values() if h.kind in SERVER_KINDS]
+    servers = [h for h in health.values() if is_server_kind(h.kind)]
     known_urls = {h.url for h in servers}
     servers += [h for h in health.values() if h.kind == "server" and h.url not in known_urls]
     rows = []
@@ -88,18 +89,15 @@ def empty_text(health: dict[str, Health]) -> str:
     return NONE_FOUND + ("\n\nWhat llmmon tried:\n" + tried if tried else "")
 
 
-def _duration(seconds: float | None) -> str:
+def unloads_in(seconds: float | None) -> str:
+    """When a model leaves memory: "now", "never" (Ollama's keep-alive -1) or in how long."""
     if seconds is None:
         return ""
     if seconds <= 0:
         return "now"
     if seconds > 365 * 86400:
         return "never"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds:.0f} s"
+    return spoken_duration(seconds)
 
 
 class ServersPanel(Panel):
@@ -151,7 +149,7 @@ class ServersPanel(Panel):
             for model in row.models:
                 context = f"context {model.context:.0f}" if model.context else ""
                 child = QTreeWidgetItem([f"    {model.name}", "", context, "", "", "",
-                                         _duration(model.expires_in_s)])
+                                         unloads_in(model.expires_in_s)])
                 item.addChild(child)
                 if model.gpu_share is not None:
                     self.tree.setItemWidget(child, 5, self._vram_bar(model))
@@ -171,6 +169,6 @@ class ServersPanel(Panel):
         bar.setFormat(f"{share:.0%} in VRAM{sizes}")
         bar.setToolTip("Below 100 % part of the model runs on the CPU, which is much slower."
                        if share < 1 else "The whole model is in GPU memory.")
-        colour = PALETTE[2] if share >= 0.999 else PALETTE[1]
+        colour = GOOD if share >= 0.999 else WARN
         bar.setStyleSheet(f"QProgressBar::chunk {{ background: {colour}; }}")
         return bar

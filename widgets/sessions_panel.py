@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.durations import spoken_duration
 from app.runtime import Runtime
 from app.storage.queries import session_range
 from app.storage.retention import GB, RetentionPlan, db_usage, retention_plan
@@ -45,7 +46,7 @@ from app.storage.sessions import (
 from widgets.background import run_in_thread
 from widgets.export_dialog import ExportDialog
 from widgets.panel import Panel
-from widgets.theme import PALETTE
+from widgets.theme import BAD, emphasis
 
 COLUMNS = ["Name", "Started", "Ended", "Duration", "Servers", "Models", "Requests", "Tokens",
            "Alerts", "Size", "Retention", "Note"]
@@ -53,18 +54,6 @@ NAME, NOTE = COLUMNS.index("Name"), COLUMNS.index("Note")
 LISTS = (COLUMNS.index("Servers"), COLUMNS.index("Models"))  # long: a fixed width, full text in the tooltip
 RELOAD_S = 30.0        # the recording session's numbers keep growing
 ROW_SIZES_S = 600.0    # measuring average row sizes reads the whole file: not every reload
-WARN = PALETTE[5]
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours >= 24:
-        return f"{hours // 24} d {hours % 24} h"
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 def format_bytes(n: float) -> str:
@@ -240,7 +229,7 @@ class SessionsPanel(Panel):
             tokens = count_cell(s.prompt_tokens + s.completion_tokens, seen.tokens, seen.token_servers,
                                 seen.tokens_estimated, "tokens (prompt and generated)")
             cells = [s.name, format_time(s.started), "recording" if s.ended is None else format_time(s.ended),
-                     format_duration(s.duration(now)), ", ".join(s.servers), ", ".join(s.models),
+                     spoken_duration(s.duration(now)), ", ".join(s.servers), ", ".join(s.models),
                      requests[0], tokens[0], f"{s.alerts_fired:,}",
                      format_bytes(s.approx_bytes), retention, s.note]
             tips = {COLUMNS.index("Requests"): requests[1], COLUMNS.index("Tokens"): tokens[1]}
@@ -257,7 +246,7 @@ class SessionsPanel(Panel):
                               COLUMNS.index("Size")):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 if column == COLUMNS.index("Retention") and effect:
-                    item.setForeground(QColor(WARN))
+                    item.setForeground(QColor(BAD))
                 if s.recording and column == NAME:
                     font = item.font()
                     font.setBold(True)
@@ -399,4 +388,4 @@ class SessionsPanel(Panel):
 
     def _set_status(self, text: str, error: bool = False) -> None:
         self.status.setText(text)
-        self.status.setStyleSheet(f"color: {WARN}; font-weight: bold" if error else "")
+        self.status.setStyleSheet(emphasis(BAD) if error else "")

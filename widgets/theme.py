@@ -1,7 +1,8 @@
 """Colours and pyqtgraph settings that follow the system's light or dark palette.
 
 Each metric gets the same colour everywhere (a chart, its legend, the header strip), so a user
-learns once that CPU is blue and memory is orange.
+learns once that CPU is blue and memory is orange; and each state too (:data:`GOOD`,
+:data:`WARN`, :data:`BAD`, :data:`SEVERITY_COLOURS`): every widget takes its colours from here.
 """
 from __future__ import annotations
 
@@ -19,11 +20,23 @@ THEME_ENV = "LLMMON_THEME"  # "dark" or "light" overrides what the system says
 # Okabe-Ito palette: distinguishable with the common colour-vision deficiencies.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#999999", "#B8A400"]
 
+# What a colour means, in every widget (text, tree items, badges, the tray icon).
+GOOD = PALETTE[2]    # bluish green: up, healthy, all in VRAM
+WARN = PALETTE[1]    # orange: needs attention, degraded, not recording
+BAD = PALETTE[5]     # vermilion: down, failed, critical
+INFO = PALETTE[0]    # blue
+SEVERITY_COLOURS = {"info": INFO, "warning": WARN, "critical": BAD}
+
 SERIES_COLOURS = {
     "system_cpu_percent": PALETTE[0],
     "system_memory_percent": PALETTE[1],
 }
 _assigned: dict[SeriesKey, str] = {}
+
+
+def emphasis(colour: str) -> str:
+    """The style sheet of a status text in ``colour`` (bold, so it reads in either palette)."""
+    return f"color: {colour}; font-weight: bold"
 
 
 def colour_for(name: str, index: int = 0) -> str:

@@ -18,11 +18,8 @@ from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 from app.alerts.engine import AlertEngine
 from app.alerts.notify import Notification, Sink
 from widgets.app_icon import app_icon
+from widgets.theme import GOOD, SEVERITY_COLOURS
 
-# Okabe-Ito colours, as in widgets/theme.py: blue info, orange warning, vermilion critical,
-# bluish green for "all is well".
-SEVERITY_COLOURS = {"info": "#0072B2", "warning": "#E69F00", "critical": "#D55E00"}
-OK_COLOUR = "#009E73"
 _MESSAGE_ICONS = {"info": QSystemTrayIcon.MessageIcon.Information,
                   "warning": QSystemTrayIcon.MessageIcon.Warning,
                   "critical": QSystemTrayIcon.MessageIcon.Critical}
@@ -39,7 +36,7 @@ def badge_icon(severity: str | None, count: int, size: int = 64) -> QIcon:
     painter.setRenderHint(QPainter.RenderHint.Antialiasing)
     painter.setPen(QColor("white"))
     if severity is None:
-        painter.setBrush(QColor(OK_COLOUR))
+        painter.setBrush(QColor(GOOD))
         painter.drawEllipse(QRectF(size * 0.6, size * 0.6, size * 0.38, size * 0.38))
         painter.end()
         return QIcon(pixmap)

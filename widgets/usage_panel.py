@@ -45,7 +45,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.alerts.rules import format_duration
+from app.durations import format_duration
 from app.runtime import Runtime
 from app.usage.energy import SOURCE_TEXT
 from app.usage.periods import local_midnight, preset_range

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 from app.alerts.notify import WEBHOOK_SECRET, Notification, WebhookSink
 from app.alerts.rules import WEBHOOK_FORMATS
 from app.secrets import KeyringUnavailable, delete_secret, get_secret, keyring_status, set_secret
+from widgets.theme import BAD, emphasis
 
 FORMAT_LABELS = {"off": "Off", "json": "Generic JSON", "slack": "Slack-compatible"}
 
@@ -58,7 +59,7 @@ class WebhookDialog(QDialog):
             self.test_button.setEnabled(False)
             self.state.setText(f"{why[:1].upper()}{why[1:]}. The webhook cannot be used: llmmon never "
                                "keeps secrets in a plain file.")
-            self.state.setStyleSheet("color: #D55E00; font-weight: bold")
+            self.state.setStyleSheet(emphasis(BAD))
         else:
             self._show_state()
         form = QFormLayout()

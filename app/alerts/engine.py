@@ -47,23 +47,20 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from app.alerts.history import AlertState, last_states
-from app.alerts.notify import build_notifier
-from app.alerts.rules import Rule, RuleFile, ensure_user_rules, format_duration, load_rules, percentile_of
+from app.alerts.rules import SEVERITY_RANK, Rule, RuleFile, load_rules, percentile_of
 from app.alerts.sentence import firing_sentence, pending_sentence, resolved_sentence, with_names
 from app.alerts.transition import Transition
+from app.durations import format_duration
 from app.records import AlertEvent, Labels, Record, SeriesKey
 from app.storage.store import connect
 
 if TYPE_CHECKING:
     from app.alerts.notify import Notifier
-    from app.hub import Hub
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AlertEngine", "AlertView", "SeriesSource", "aggregate", "replay",
-           "ReplayResult", "SEVERITY_RANK"]
+__all__ = ["AlertEngine", "AlertView", "SeriesSource", "aggregate", "replay", "ReplayResult"]
 
-SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 3}
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
     "==": operator.eq, "!=": operator.ne,
@@ -243,7 +240,7 @@ class AlertEngine:
         self.clock = clock
         self.interval = interval
         self.rule_file = RuleFile(rules=list(rules or []))
-        self.notifier: Notifier | None = None  # from_hub() wires one
+        self.notifier: Notifier | None = None  # set by app.runtime.build_alert_engine
         self.names: Callable[[str], str] = str  # a server's display name (the runtime sets it)
         self._rules: dict[str, Rule] = {r.name: r for r in self.rule_file.rules}
         self._alerts: dict[tuple[str, Labels], _Alert] = {}
@@ -254,20 +251,6 @@ class AlertEngine:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ building
-    @classmethod
-    def from_hub(cls, hub: Hub, path: Path | None = None) -> AlertEngine:
-        """The app's engine: the user's rule file (created from the defaults on first run),
-        reading the hub's buffers, publishing through it, notifying through the sinks, taking
-        up the alerts' states of the previous run from the store."""
-        engine = cls(hub.buffers, publish=hub.publish, clock=hub.clock)
-        engine.load(ensure_user_rules(path))
-        if hub.store is not None:
-            engine.restore_from(hub.store.path)
-        engine.notifier = build_notifier(engine.rule_file.notifications, clock=hub.clock)
-        engine.add_listener(engine.notifier.submit)
-        return engine
 
     @property
     def rules(self) -> list[Rule]:

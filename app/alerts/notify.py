@@ -44,7 +44,7 @@ try:  # D-Bus exists on Linux and the BSDs only
 except ImportError:  # pragma: no cover - not on Linux
     DBusAddress = None
 
-from app.alerts.rules import NotifySettings
+from app.alerts.rules import SEVERITY_RANK, NotifySettings
 from app.alerts.transition import Transition
 from app.records import AlertEvent
 from app.secrets import get_secret, keyring_status
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 WEBHOOK_SECRET = "webhook_url"
 LOCAL_ORDER = ("desktop", "tray")   # alternatives, best first
 MAX_LINES = 8                       # lines of a grouped notification before "and N more"
-_RANK = {"info": 1, "warning": 2, "critical": 3}
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ def compose(transitions: list[Transition], now: float) -> Notification:
     the alert's sentence and, while firing, the rule's hint."""
     firing = [t for t in transitions if t.event.state == "firing"]
     resolved = [t for t in transitions if t.event.state != "firing"]
-    severity = max((t.event.severity for t in firing), key=_RANK.__getitem__, default="info")
+    severity = max((t.event.severity for t in firing), key=SEVERITY_RANK.__getitem__, default="info")
     events = tuple(t.event for t in transitions)
     if len(transitions) == 1:
         t = transitions[0]
@@ -508,9 +507,3 @@ class Notifier:
         for lane in lanes:
             lane.stop(timeout)
 
-
-def build_notifier(settings: NotifySettings, clock: Callable[[], float] = time.time) -> Notifier:
-    """The app's notifier: desktop and webhook sinks (the GUI adds the tray)."""
-    notifier = Notifier([DesktopSink(), WebhookSink()], settings, clock)
-    notifier.configure(settings)
-    return notifier

@@ -33,8 +33,9 @@ import re
 import string
 from dataclasses import dataclass
 
-from app.alerts.rules import Rule, format_duration, percentile_of
-from app.alerts.sentence import limit_text, spoken_duration, threshold_text
+from app.alerts.rules import Rule, percentile_of
+from app.alerts.sentence import limit_text, threshold_text
+from app.durations import format_duration, spoken_duration
 from app.units import metric_unit
 
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import re
 
-from app.alerts.rules import Rule, RuleChunk, format_duration, rule_chunks
+from app.alerts.rules import Rule, RuleChunk, rule_chunks
+from app.durations import format_duration
 
 _TABLE = re.compile(r"^\s*\[")                 # any table header
 _RULE_SUBTABLE = re.compile(r"^\s*\[\s*rule\s*\.")  # [rule.match], [rule.baseline]

@@ -4,7 +4,7 @@ in ``rule_file``).
 A rule watches one metric (any series name from ``docs/metrics.md``), selects series with label
 matchers, aggregates each series over a window, compares the result with a threshold and fires
 when that has held for a while. The file is ``alert_rules.toml`` in the user's config dir, a
-copy of ``resources/alert_rules.toml`` made on first run (the file's header documents every key).
+copy of ``app/resources/alert_rules.toml`` made on first run (the file's header documents every key).
 
 A broken file never stops the app: each ``[[rule]]`` table is parsed on its own, so a syntax
 error or a bad value skips only that rule, with a message naming the file and line::
@@ -29,13 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from app.config import config_path
+from app.durations import brief, format_duration, parse_duration
 from app.records import Labels
+from app.resources import ALERT_RULES, resource_path
 from app.toml_lines import Key, key_line
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RULES_PATH = Path(__file__).resolve().parents[2] / "resources" / "alert_rules.toml"
-SEVERITIES = ("info", "warning", "critical")
+DEFAULT_RULES_PATH = resource_path(ALERT_RULES)
+SEVERITIES = ("info", "warning", "critical")  # least to most severe
+SEVERITY_RANK = {s: rank for rank, s in enumerate(SEVERITIES, 1)}  # for "the worst of these"
 OPS = (">", ">=", "<", "<=", "==", "!=", "between")
 AGGREGATIONS = ("last", "avg", "min", "max", "rate", "median")  # plus pNN, e.g. p95, p99.9
 WEBHOOK_FORMATS = ("off", "json", "slack")
@@ -47,9 +50,6 @@ NOTIFY_KEYS = ("desktop", "tray", "webhook", "group_seconds")
 
 _HEADER = re.compile(r"""^\s*\[\[\s*(rule|"rule"|'rule')\s*\]\]\s*(#.*)?$""")
 _PERCENTILE = re.compile(r"^p(\d{1,2}(\.\d+)?)$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-MAX_DURATION_S = 366 * 86400.0   # windows, for, cooldown, absent_for: a year is plenty
 MAX_NUMBER = 1e300               # thresholds: finite, and far from overflowing when compared
 MAX_MIN_SAMPLES = 1_000_000
 _TOML_LINE = re.compile(r"at line (\d+)")
@@ -144,42 +144,6 @@ class RuleFile:
     path: Path | None = None
 
 
-# ---------------------------------------------------------------------------- durations
-def parse_duration(value: object) -> float:
-    """Seconds from a number or a text like ``"30s"``, ``"5m"``, ``"1h30m"``, at most
-    :data:`MAX_DURATION_S`; raises ValueError."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 5m or 1h")
-    if isinstance(value, (int, float)):
-        seconds: float = value
-    elif isinstance(value, str) and (text := value.strip().lower()) and _DURATION_PART.sub("", text).strip() == "":
-        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
-    else:
-        raise ValueError(f"{_short(value)} is not a duration (use e.g. 30s, 5m, 1h)")
-    # Compared before float(): a 400-digit number of seconds is out of range, not an overflow.
-    if not 0 <= seconds <= MAX_DURATION_S:
-        raise ValueError(f"a duration must be from 0s to {format_duration(MAX_DURATION_S)}, not {_short(value)}")
-    return float(seconds)
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "…"
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest exact text for a duration: ``90 → "1m30s"``, ``3600 → "1h"``."""
-    if seconds < 1 and seconds > 0:
-        return f"{seconds * 1000:g}ms"
-    rest = int(round(seconds))
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if rest >= size:
-            parts.append(f"{rest // size}{unit}")
-            rest %= size
-    return "".join(parts) or "0s"
-
-
 def _num(x: float) -> str:
     return f"{x:g}"
 
@@ -219,7 +183,7 @@ def _duration(raw: dict[str, Any], key: str, default: float) -> float:
 
 def _number(value: object, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not -MAX_NUMBER <= value <= MAX_NUMBER:
-        raise RuleError(f"{key} must be a number, not {_short(value)}", key)
+        raise RuleError(f"{key} must be a number, not {brief(value)}", key)
     return float(value)
 
 

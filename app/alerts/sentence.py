@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from app.alerts.rules import Rule
+from app.durations import spoken_duration
 from app.records import Labels
 from app.server_names import spoken_server
 from app.units import format_value, metric_unit
@@ -53,22 +54,6 @@ _UNIT_SUFFIXES = ("_per_second", "_seconds", "_bytes", "_percent", "_ratio", "_c
 _RELATIONS = {">": "above", ">=": "at or above", "<": "below", "<=": "at or below",
               "==": "equal to", "!=": "other than"}
 SERVER_LABELS = ("server", "source")   # label values that are server names
-
-
-def spoken_duration(seconds: float) -> str:
-    """``"30 s"``, ``"2 min"``, ``"2 min 30 s"``, ``"1 h 5 min"``, ``"3 d 2 h"``.
-
-    >>> spoken_duration(45), spoken_duration(150), spoken_duration(3900)
-    ('45 s', '2 min 30 s', '1 h 5 min')
-    """
-    rest = max(0, int(round(seconds)))
-    for big, small, big_name, small_name in ((86400, 3600, "d", "h"), (3600, 60, "h", "min"),
-                                             (60, 1, "min", "s")):
-        if rest >= big:
-            whole, part = divmod(rest, big)
-            part //= small
-            return f"{whole} {big_name}" + (f" {part} {small_name}" if part else "")
-    return f"{rest} s"
 
 
 def metric_noun(metric: str) -> str:

@@ -32,9 +32,9 @@ from app.config import ServerEntry, Settings, db_path, load_settings
 from app.prompt_runner import PromptTarget
 from app.records import Health, HealthState
 from app.secrets import get_secret
+from app.server_kinds import is_server_kind, kind_ids
 from app.server_names import host_port
 from app.storage.store import connect
-from app.summary import SERVER_KINDS
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=_positive, default=1, metavar="K",
                         help="requests at once (default 1: one after another)")
     parser.add_argument("--server", metavar="URL", help="the LLM server (default: the first found locally)")
-    parser.add_argument("--kind", default="auto", choices=("auto", "ollama", "vllm", "llamacpp", "openai"),
+    parser.add_argument("--kind", default="auto", choices=("auto", *kind_ids()),
                         help="the server's kind (default: ask it)")
     parser.add_argument("--name", default="", help="name to store the run under")
     parser.add_argument("--max-tokens", type=_positive, metavar="N", help="answer length cap")
@@ -126,7 +126,7 @@ def _server(runtime: Runtime, url: str, stop: threading.Event) -> Health | str:
     the first one up), or why there is none."""
     deadline = time.monotonic() + SERVER_WAIT_S
     while not stop.is_set():
-        servers = [h for h in list(runtime.hub.health.values()) if h.kind in SERVER_KINDS and h.url
+        servers = [h for h in list(runtime.hub.health.values()) if is_server_kind(h.kind) and h.url
                    and (not url or host_port(h.url) == host_port(url))]
         up = sorted((h for h in servers if h.state == HealthState.UP), key=lambda h: h.source)
         if up:

@@ -17,9 +17,9 @@ import numpy as np
 
 from app.fleet.client import Alert, PrometheusClient, Vector
 from app.records import Labels, SeriesKey
+from app.server_kinds import is_server_kind, own_series
 
-LLM_KINDS = ("ollama", "vllm", "openai", "llamacpp")
-SERVER_TOKENS = ("vllm_generation_tokens_per_second", "llamacpp_generation_tokens_per_second")
+SERVER_TOKENS = tuple(own_series("tokens_per_second"))  # each server kind's own tokens/s (app/server_kinds.py)
 QUERIES = {
     # every machine that exported llmmon's series in the last day (one that stopped still shows)
     "machines": "count by (instance) (last_over_time(llmmon_source_up[1d]))",
@@ -103,7 +103,7 @@ def read_fleet(client: PrometheusClient) -> FleetSnapshot:
     machines = []
     for instance in instances:
         servers = tuple(sorted(Server(v.label("source"), v.label("kind"), v.value == 1.0)
-                               for v in sources.get(instance, []) if v.label("kind") in LLM_KINDS))
+                               for v in sources.get(instance, []) if is_server_kind(v.label("kind"))))
         speeds = {v.label("server"): v.value for v in measured.get(instance, [])}
         speeds.update({v.label("server"): v.value for v in reported.get(instance, [])})
         machines.append(Machine(

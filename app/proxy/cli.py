@@ -15,6 +15,7 @@ import dataclasses
 
 from app.config import ProxyRoute, load_settings, parse_listen
 from app.proxy.options import port_problem
+from app.server_kinds import kind_ids
 from app.server_names import host_port
 
 SCAN_WAIT_S = 15.0  # the first scan probes every default port at once, ~1 s each
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the server to put the proxy in front of (default: the configured routes)")
     parser.add_argument("--listen", type=listen_arg, metavar="[HOST:]PORT",
                         help="where the proxy listens (with --upstream; default: the upstream's port + 1)")
-    parser.add_argument("--kind", default="auto", choices=("auto", "ollama", "vllm", "llamacpp", "openai"),
+    parser.add_argument("--kind", default="auto", choices=("auto", *kind_ids()),
                         help="the server's kind, for the records' server label (default: from the port)")
     parser.add_argument("--include-usage", action="store_true",
                         help="ask OpenAI-compatible servers for exact token usage on streams "

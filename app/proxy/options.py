@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from app.server_kinds import kind_for_port, server_kind
 from app.server_names import host_port, server_name
 
 
@@ -20,14 +21,11 @@ class ForwardOptions:
     body_timeout: float = 120.0        # longest time a client may take to send its body
 
 
-DEFAULT_PORT_KIND = {11434: "ollama", 8000: "vllm", 8080: "llamacpp"}
-
-
 def server_label(upstream: str, kind: str = "auto") -> str:
-    """The ``server`` label of an upstream, as the collectors name it: ``kind@host:port``."""
-    if kind in ("", "auto"):
-        kind = DEFAULT_PORT_KIND.get(host_port(upstream)[1], "openai")
-    return server_name(kind, upstream)
+    """The ``server`` label of an upstream, as the collectors name it: ``kind@host:port``
+    (``auto``: the kind whose default port the upstream's is, else OpenAI-compatible)."""
+    found = kind_for_port(host_port(upstream)[1]) if kind in ("", "auto") else server_kind(kind)
+    return server_name(found.id, upstream)
 
 
 def port_problem(port: int) -> str:

@@ -5,8 +5,8 @@ upstream) on uvloop where available. Chosen by measurement on this 2-core machin
 upstream, same run: an aiohttp→aiohttp passthrough added ~0.25 ms and cost ~0.19 ms of CPU
 per request, where the same server with an ``httpx.AsyncClient`` upstream added ~0.5 ms and
 cost ~0.5 ms (and ~3x more CPU per streamed chunk); uvicorn+httptools in front made no
-difference. With the meter and a real store, the proxy stays well inside DESIGN.md's 1 ms
-budget (bench/proxy_overhead.py, docs/benchmarks.md).
+difference. With the meter and a real store, the proxy stays well inside its 1 ms budget
+(docs/architecture.md, "Performance bars"; bench/proxy_overhead.py, docs/benchmarks.md).
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ import numpy as np
 from app.buffers import LiveBuffers
 from app.records import SeriesKey, labels_from_json
 from app.storage.queries import series_buckets, series_id, series_ids
+from app.storage.reader import ReadConnection
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,7 @@ class HistorySource:
     def __init__(self, buffers: LiveBuffers, connect: Callable[[], sqlite3.Connection] | None = None,
                  refetch_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.buffers = buffers
-        self._connect = connect
-        self._conn: sqlite3.Connection | None = None
+        self._db = ReadConnection(connect) if connect is not None else None
         self.refetch_s = refetch_s
         self.clock = clock
         self._ids: dict[SeriesKey, int | None] = {}
@@ -72,6 +72,8 @@ class HistorySource:
             stored = [(name, labels_from_json(text)) for _, text in series_ids(conn, name)]
         except sqlite3.Error as exc:
             log.warning("history: listing %s failed: %s", name, exc)
+            if self._db is not None:
+                self._db.reset()
             return []
         self._names[name] = (now, stored)
         return stored
@@ -80,7 +82,7 @@ class HistorySource:
         """``(ts, values)`` of one series over ``[t0, t1]``, at most ~2 points per pixel when
         they come from the database."""
         ts, values = self.buffers.window(key, since=t0)
-        if self._covers(key, t0) or self._connect is None:
+        if self._covers(key, t0) or self._db is None:
             return _clip(ts, values, t1)
         cached = self._cache.get((key, pixels))
         now = self.clock()
@@ -105,12 +107,13 @@ class HistorySource:
         return oldest is not None and oldest <= t0
 
     def _connection(self) -> sqlite3.Connection | None:
-        if self._conn is None and self._connect is not None:
-            try:
-                self._conn = self._connect()
-            except sqlite3.Error as exc:
-                log.warning("charts cannot read history: %s", exc)
-        return self._conn
+        if self._db is None:
+            return None
+        try:
+            return self._db.get()
+        except sqlite3.Error as exc:
+            log.warning("charts cannot read history: %s", exc)
+            return None
 
     def _fetch(self, key: SeriesKey, t0: float, t1: float, pixels: int, now: float) -> _Cached | None:
         conn = self._connection()
@@ -127,6 +130,8 @@ class HistorySource:
                 ts, values = series_buckets(conn, sid, t0, t1, max(pixels, 50))
         except sqlite3.Error as exc:
             log.warning("history query failed: %s", exc)
+            if self._db is not None:
+                self._db.reset()  # reconnect next time (the file may have been replaced)
             return None
         return _Cached(t0, float(ts[-1]) if len(ts) else t0, t1 - t0, now, ts, values)
 

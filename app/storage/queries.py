@@ -6,10 +6,23 @@ connection on the file) so it can run on whichever thread needs it.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 
 import numpy as np
 
 from app.records import Labels, labels_json
+
+
+@dataclass(frozen=True, slots=True)
+class PromptTestRun:
+    """One row of the prompt test's history: what ran and what it measured."""
+
+    ts_start: float
+    model: str
+    ttft_s: float | None
+    tokens_per_s: float | None       # the server's figure, else the client-observed one
+    completion_tokens: int | None
+    prompt: str | None
 
 
 def series_id(conn: sqlite3.Connection, name: str, labels: Labels = ()) -> int | None:
@@ -76,3 +89,12 @@ def model_requests(conn: sqlite3.Connection, model: str, t0: float, t1: float) -
         "FROM requests WHERE model=? AND ts_start BETWEEN ? AND ? ORDER BY ts_start",
         (model, t0, t1)).fetchall()
     return np.array(rows, dtype=np.float64).reshape(-1, 5) if rows else np.empty((0, 5))
+
+
+def prompt_test_runs(conn: sqlite3.Connection, limit: int) -> list[PromptTestRun]:
+    """The latest ``limit`` runs of the prompt test, newest first."""
+    rows = conn.execute(
+        "SELECT ts_start, model, ttft_s, COALESCE(server_tokens_per_s, client_tokens_per_s), "
+        "completion_tokens, prompt_text FROM requests WHERE source='prompt_test' "
+        "ORDER BY ts_start DESC LIMIT ?", (limit,)).fetchall()
+    return [PromptTestRun(*row) for row in rows]

@@ -27,12 +27,8 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from app.server_kinds import own_series
 from app.storage.sessions import session_window
-
-# series name -> what it counts; rates are integrated over time, counters summed by increase
-REQUEST_RATES = ("vllm_requests_finished_per_second",)
-TOKEN_RATES = ("vllm_prompt_tokens_per_second", "vllm_generation_tokens_per_second")
-TOKEN_COUNTERS = ("llamacpp_prompt_tokens_total", "llamacpp_generation_tokens_total")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +48,8 @@ class ServerCounts:
 
 def _series(conn: sqlite3.Connection, names: tuple[str, ...]) -> list[tuple[int, str]]:
     """(series id, server label) of every series with one of ``names``."""
+    if not names:
+        return []
     marks = ",".join("?" * len(names))
     return [(sid, json.loads(labels).get("server", "")) for sid, labels in
             conn.execute(f"SELECT id, labels FROM series WHERE name IN ({marks})", names)]
@@ -109,8 +107,12 @@ def session_server_counts(conn: sqlite3.Connection, session_id: int, started: fl
                           ended: float | None, now: float) -> ServerCounts:
     """What the servers' counters saw during the session (``ended`` None: until ``now``)."""
     low, high = session_window(started, ended, now)
+    # Which series count what comes from each server kind's line (app/server_kinds.py): rates
+    # are integrated over time, counters summed by increase.
+    request_rates = tuple(own_series("requests_finished_rate"))
+    token_rates, token_counters = tuple(own_series("token_rates")), tuple(own_series("token_counters"))
     requests, request_servers, requests_estimated = _total(conn, session_id, low, high,
-                                                           ((REQUEST_RATES, _integral),))
+                                                           ((request_rates, _integral),))
     tokens, token_servers, tokens_estimated = _total(conn, session_id, low, high,
-                                                     ((TOKEN_RATES, _integral), (TOKEN_COUNTERS, _increase)))
+                                                     ((token_rates, _integral), (token_counters, _increase)))
     return ServerCounts(requests, tokens, request_servers, token_servers, requests_estimated, tokens_estimated)

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from app.collector import Collector
 from app.config import ServerEntry, Settings
 from app.hub import Hub
 from app.records import Event, Health, HealthState
+from app.server_kinds import GENERIC, KINDS
 from app.server_names import display_name
-from collectors.base import Collector
 from collectors.discovery import DiscoveryCollector, Probe, identify, normalise_url
 from collectors.ollama import OllamaCollector
 from collectors.vllm import OpenAICompatCollector, VllmCollector
@@ -49,6 +50,8 @@ def test_each_kind_is_identified() -> None:
         assert identify(plain.url).kind == "openai"
         assert identify(lcp.url).kind == "llamacpp"
         assert identify(lcp_plain.url).kind == "llamacpp"   # started without --metrics: /props tells
+        # vLLM's and llama.cpp's probes both read /metrics: the server is asked once
+        assert [r.path for r in lcp_plain.requests] == ["/api/version", "/metrics", "/props"]
         assert identify(web.url) == Probe(web.url, "", "not an LLM server (an HTML page)", HealthState.ERROR)
     port = free_port()
     refused = identify(f"http://127.0.0.1:{port}")
@@ -63,16 +66,16 @@ def test_probe_of_a_hanging_port_gives_up_quickly() -> None:
 
 
 def test_servers_found_get_collectors_with_keys_and_the_missing_are_explained(
-        memory_keyring: MemoryKeyring) -> None:  # noqa: F811 (fixture)
+        memory_keyring: MemoryKeyring) -> None:
     memory_keyring.set_password("llmmon", "box-vllm", "s3cret")
     down_port = free_port()
     with SimOllama() as ollama, SimVllm(api_key="s3cret") as vllm:
         settings = Settings(discover_local=True, servers=[
             ServerEntry(url=vllm.url.replace("127.0.0.1", "localhost") + "/", name="box", api_key_ref="box-vllm"),
             ServerEntry(url=f"http://127.0.0.1:{down_port}", kind="auto")])
-        added: list[Collector] = []
-        discovery = DiscoveryCollector(settings, added.append, ports=((ollama.port, "Ollama"),))
+        discovery = DiscoveryCollector(settings, ports=((ollama.port, "Ollama"),))
         records = discovery.poll()
+        added: list[Collector] = discovery.new_collectors()
         by_kind = {type(c): c for c in added}
         assert set(by_kind) == {OllamaCollector, VllmCollector}
         assert by_kind[OllamaCollector].name == f"ollama@127.0.0.1:{ollama.port}"
@@ -89,34 +92,44 @@ def test_servers_found_get_collectors_with_keys_and_the_missing_are_explained(
         assert {s.name for s in discovery.servers()} == {by_kind[OllamaCollector].name, by_kind[VllmCollector].name}
 
         assert not [r for r in discovery.poll() if isinstance(r, Event)]  # nothing new: no duplicates
-        assert len(added) == 2
+        assert discovery.new_collectors() == []  # each collector is handed over once
 
     # the configured server starts later: picked up by a later scan
     with SimOllama(port=down_port):
         records = discovery.poll()
-    assert [type(c) for c in added[2:]] == [OllamaCollector]
+    assert [type(c) for c in discovery.new_collectors()] == [OllamaCollector]
     assert [e.message for e in records if isinstance(e, Event)] == [
         f"found ollama server ollama@127.0.0.1:{down_port}"]
 
 
-def test_kind_without_a_collector_is_watched_as_openai_compatible() -> None:
+def test_a_kind_llmmon_does_not_know_is_watched_as_openai_compatible() -> None:
     with llamaserver() as lcp:
-        added: list[Collector] = []
-        discovery = DiscoveryCollector(Settings(discover_local=False, servers=[ServerEntry(url=lcp.url)]),
-                                       added.append, factories={"openai": OpenAICompatCollector})
+        discovery = DiscoveryCollector(Settings(discover_local=False, servers=[
+            ServerEntry(url=lcp.url, kind="sglang")]))
         discovery.poll()
+        added = discovery.new_collectors()
     assert [type(c) for c in added] == [OpenAICompatCollector]
     assert added[0].name == f"openai@127.0.0.1:{lcp.port}"
 
 
+def test_only_the_kinds_asked_for_are_recognised() -> None:
+    """Without vLLM's entry in the table, a vLLM server (which also answers /v1/models) is
+    taken for the generic OpenAI-compatible kind: the table is what discovery knows."""
+    generic = tuple(k for k in KINDS if k.id == GENERIC)
+    with SimVllm() as vllm:
+        assert identify(vllm.url).kind == "vllm"
+        assert identify(vllm.url, kinds=generic).kind == "openai"
+        discovery = DiscoveryCollector(Settings(discover_local=True), ports=None, kinds=generic)
+    assert discovery.ports == ((1234, "OpenAI-compatible server"),)
+
+
 def test_explicit_kind_is_not_probed() -> None:
     port = free_port()
-    added: list[Collector] = []
     discovery = DiscoveryCollector(Settings(discover_local=False, servers=[
-        ServerEntry(url=f"http://127.0.0.1:{port}", kind="vllm", name="later")]), added.append)
+        ServerEntry(url=f"http://127.0.0.1:{port}", kind="vllm", name="later")]))
     discovery.poll()
     # watched at once (the collector will report it down until it starts)
-    assert [(type(c), c.name) for c in added] == [(VllmCollector, f"vllm@127.0.0.1:{port}")]
+    assert [(type(c), c.name) for c in discovery.new_collectors()] == [(VllmCollector, f"vllm@127.0.0.1:{port}")]
     assert normalise_url("LOCALHOST:8000/") == "http://127.0.0.1:8000"
 
 

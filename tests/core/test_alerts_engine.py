@@ -14,16 +14,10 @@ from app.alerts.transition import Transition
 from app.buffers import LiveBuffers
 from app.hub import Hub
 from app.records import Sample, labels_of
+from app.runtime import build_alert_engine
 from app.storage.store import Store
 from tests.support import query, wait_until
-
-
-class FakeClock:
-    def __init__(self, t: float = 1_700_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture
@@ -254,7 +248,7 @@ def test_an_absurd_duration_is_a_rule_error_on_its_line_and_the_other_rules_fire
         f'window = {huge}\nthreshold = 1\n\n'
         f'[[rule]]\nname = "patient"\nmetric = "gpu_temperature_celsius"\nthreshold = 1\nfor = "{huge}d"\n\n'
         '[[rule]]\nname = "hot"\nmetric = "gpu_temperature_celsius"\nthreshold = 85\n', encoding="utf-8")
-    engine = AlertEngine.from_hub(hub)  # what the app does at start-up with the user's file
+    engine = build_alert_engine(hub)  # what the app does at start-up with the user's file
     assert [p.partition(", not")[0] for p in engine.problems] == [
         "alert_rules.toml line 5: rule 'wide': window: a duration must be from 0s to 366d",
         "alert_rules.toml line 12: rule 'patient': for: a duration must be from 0s to 366d"]

@@ -1,4 +1,4 @@
-"""Alert state survives a restart: the app's engine (``AlertEngine.from_hub``, the shipped rules)
+"""Alert state survives a restart: the app's engine (``app.runtime.build_alert_engine``, the shipped rules)
 fires and notifies, llmmon stops, and a new store, hub and engine on the same SQLite file take
 up where it was — no second notification for an alert still firing, a resolution (and no
 "firing" notification) for one that ended while llmmon was down."""
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from app.alerts.engine import AlertEngine
 from app.alerts.notify import Notification
 from app.alerts.rules import DEFAULT_RULES_PATH
 from app.hub import Hub
 from app.records import Sample, labels_of
+from app.runtime import build_alert_engine
 from app.storage.store import Store
 from tests.support import query
 from tests.support.clock import FakeClock
@@ -29,7 +29,7 @@ class Run:
         self.store = Store(db, clock=clock)
         self.store.start()
         self.hub = Hub(self.store, clock=clock)
-        self.engine = AlertEngine.from_hub(self.hub, DEFAULT_RULES_PATH)
+        self.engine = build_alert_engine(self.hub, DEFAULT_RULES_PATH)
 
     @property
     def sent(self) -> list[Notification]:

@@ -8,12 +8,11 @@ from app.alerts.rules import (
     DEFAULT_RULES_PATH,
     Baseline,
     ensure_user_rules,
-    format_duration,
     load_rules,
-    parse_duration,
     parse_rules,
     user_rules_path,
 )
+from app.durations import format_duration, parse_duration
 
 METRICS_DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 

@@ -24,17 +24,10 @@ from app.runtime import Runtime
 from tests.real_server.llama_server import free_port
 from tests.sim.upstream import SimUpstream
 from tests.support import wait_until
+from tests.support.clock import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_700_000_000.0
-
-
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def scrape(exporter: MetricsExporter) -> dict[tuple[str, tuple], float]:
@@ -48,8 +41,8 @@ def types(exporter: MetricsExporter) -> dict[str, str]:
     return {f.name: f.type for f in text_string_to_metric_families(exporter.exposition().decode())}
 
 
-def make(max_series: int = 1000) -> tuple[LiveBuffers, MetricsExporter, Clock]:
-    buffers, clock = LiveBuffers(), Clock()
+def make(max_series: int = 1000) -> tuple[LiveBuffers, MetricsExporter, FakeClock]:
+    buffers, clock = LiveBuffers(), FakeClock(NOW)
     return buffers, MetricsExporter(buffers, ExporterSettings(True, max_series_per_metric=max_series), clock), clock
 
 
@@ -82,7 +75,7 @@ def test_only_series_of_each_sources_latest_read_and_not_stale_ones() -> None:
     loaded = {dict(k[1])["model"] for k in got if k[0] == "llm_model_loaded"}
     assert loaded == {"gemma4", "qwen"}
     assert got[("llmmon_source_up", (("kind", "vllm"), ("source", "vllm@box:8000")))] == 0.0
-    clock.now = NOW + MAX_AGE_S  # no collector read anything for two minutes: nothing current
+    clock.t = NOW + MAX_AGE_S  # no collector read anything for two minutes: nothing current
     assert scrape(exporter) == {}
 
 

@@ -14,7 +14,7 @@ from app.config import PrometheusSource
 from app.fleet.client import PrometheusClient, PrometheusError, parse_alerts, parse_matrix, parse_vector
 from app.secrets import set_secret
 from tests.sim.server import GARBAGE, HANG, HTML_PAGE, Reply, Request, SimServer
-from tests.support.keyring_memory import MemoryKeyring, memory_keyring  # noqa: F401 (fixture)
+from tests.support.keyring_memory import MemoryKeyring
 
 
 def error_of(call) -> str:
@@ -43,7 +43,7 @@ def test_down_hanging_or_not_a_prometheus_each_say_so() -> None:
         client.close()
 
 
-def test_credentials_come_from_the_keyring_and_stay_out_of_errors(memory_keyring: MemoryKeyring) -> None:  # noqa: F811
+def test_credentials_come_from_the_keyring_and_stay_out_of_errors(memory_keyring: MemoryKeyring) -> None:
     seen: list[str] = []
 
     def guarded(req: Request) -> Reply:

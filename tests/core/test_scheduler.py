@@ -4,11 +4,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from app.collector import Collector
 from app.hub import Hub
 from app.records import Event, Health, HealthState, Record, Sample
 from app.scheduler import backoff_delay, clean_records
 from app.storage.store import Store
-from collectors.base import Collector
 from tests.support import query, wait_until
 
 
@@ -124,3 +124,42 @@ def test_down_source_flips_backs_off_and_recovers() -> None:
     hub.stop()
     assert [e.kind for e in events] == ["source_down", "source_up"]
     assert hub.buffers.latest_value("llmmon_source_up", (("kind", "test"), ("source", "flaky"))) == 1.0
+
+
+class Spawning(Counting):
+    """Creates collectors as it polls, like discovery finding servers: ``child`` on its first
+    poll, then ``twin`` (a second collector under the same name) on its second."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.child, self.twin = Counting("child"), Counting("child")
+        self.twin.close = lambda: setattr(self.twin, "closed", True)  # type: ignore[method-assign]
+        self._created: list[Collector] = []
+
+    def poll(self) -> list[Record]:
+        by_poll: dict[int, list[Collector]] = {1: [self.child], 2: [self.twin]}
+        self._created = by_poll.get(self.polls + 1, [])
+        return super().poll()
+
+    def new_collectors(self) -> list[Collector]:
+        created, self._created = self._created, []
+        return created
+
+
+def test_collectors_a_collector_creates_run_on_their_own_threads(caplog) -> None:
+    hub = Hub(store=None)
+    parent = Spawning("parent")
+    hub.add_collectors([parent])
+    hub.start()
+    try:
+        wait_until(lambda: parent.child.polls >= 3 and parent.polls >= 5, what="the created collector's polls")
+        assert hub.health["child"].state == HealthState.UP
+        assert [c.name for c in hub.scheduler.collectors] == ["parent", "child"]
+        # the second "child" could not be scheduled: it was closed and said so; the parent polls on
+        assert getattr(parent.twin, "closed", False) and parent.twin.polls == 0
+        assert hub.scheduler.faults.counts() == {"cannot schedule a collector from parent": 1}
+        assert "cannot schedule a collector from parent (child): ValueError" in caplog.text
+        polls = parent.polls
+        wait_until(lambda: parent.polls > polls + 2, what="the parent to keep polling")
+    finally:
+        assert hub.stop() == []

@@ -4,6 +4,7 @@ every scrape interval is exactly what the rates were timed over), and the totals
 the recorded counters say happened."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from collectors.vllm import VllmCollector
 from tests.sim.llamacpp import SimLlamaServer
 from tests.sim.llamacpp import page as llama_page
 from tests.sim.vllm import SimVllm, page
-from tests.support.polling import Clock, counter_sum, poll_into
+from tests.support.clock import FakeClock
+from tests.support.polling import counter_sum, poll_into
 
 
 @pytest.fixture
@@ -28,7 +30,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
-def counts_now(store: Store, clock: Clock):
+def counts_now(store: Store, clock: FakeClock):
     store.flush()
     conn = store.reader()
     try:
@@ -44,7 +46,7 @@ def test_vllm_requests_and_tokens_from_its_counters(store: Store) -> None:
     tokens = sum(counter_sum(busy, n) - counter_sum(idle, n)
                  for n in ("vllm:prompt_tokens_total", "vllm:generation_tokens_total"))
     assert served > 0 and tokens > 0
-    clock = Clock()
+    clock = FakeClock(time.time())
     with SimVllm() as sim:
         collector = VllmCollector(sim.url, name="vllm@sim", clock=clock, monotonic=clock)
         poll_into(store, collector, clock, 3)
@@ -61,7 +63,7 @@ def test_llamacpp_tokens_from_its_raw_counters_restart_included(store: Store) ->
     one_batch = sum(counter_sum(llama_page("metrics_after"), n) - counter_sum(llama_page("metrics"), n)
                     for n in ("llamacpp:prompt_tokens_total", "llamacpp:tokens_predicted_total"))
     assert one_batch > 0
-    clock = Clock()
+    clock = FakeClock(time.time())
     with SimLlamaServer() as sim:
         collector = LlamaCppCollector(sim.url, name="llama.cpp@sim", clock=clock, monotonic=clock)
         poll_into(store, collector, clock, 2)
@@ -79,5 +81,5 @@ def test_llamacpp_tokens_from_its_raw_counters_restart_included(store: Store) ->
 
 
 def test_a_session_without_server_counters_has_none(store: Store) -> None:
-    counts = counts_now(store, Clock())
+    counts = counts_now(store, FakeClock(time.time()))
     assert (counts.requests, counts.tokens) == (None, None)

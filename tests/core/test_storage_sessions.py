@@ -21,19 +21,10 @@ from app.storage.sessions import (
 from app.storage.store import Store, connect
 from collectors.system import SystemCollector
 from tests.support import count, query, wait_until
+from tests.support.clock import FakeClock
 from tests.support.session_data import HOSTILE, MODELS, SERVER, record_session
 
 TABLES = ("samples", "requests", "events", "alert_events")
-
-
-class Clock:
-    """An injected clock for the store, so sessions can be days apart in one test."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -117,7 +108,7 @@ def test_delete_removes_that_sessions_rows_and_nothing_else(store: Store, db_fil
 
 
 def test_age_retention_removes_what_the_preview_showed(db_file: Path) -> None:
-    clock = Clock(100 * DAY)
+    clock = FakeClock(100 * DAY)
     store = Store(db_file, clock=clock)
     store.start(session_name="ten days ago")
     real = SystemCollector().poll()
@@ -125,19 +116,19 @@ def test_age_retention_removes_what_the_preview_showed(db_file: Path) -> None:
     def record(at: float) -> None:
         store.put(Sample(s.name, s.value, at, s.labels) for s in real if isinstance(s, Sample))
 
-    record(clock.now)
-    clock.now += 0.5 * DAY
+    record(clock.t)
+    clock.advance(0.5 * DAY)
     store.begin_session("spans the cutoff")
-    record(clock.now)
-    clock.now += 9 * DAY
-    record(clock.now)
-    clock.now += 0.25 * DAY
+    record(clock.t)
+    clock.advance(9 * DAY)
+    record(clock.t)
+    clock.advance(0.25 * DAY)
     store.begin_session("today")
-    record(clock.now)
+    record(clock.t)
     store.flush()
     conn = connect(db_file, readonly=True)
-    plan = retention_plan(conn, keep_days=7, max_bytes=None, now=clock.now)
-    effects = {s.name: plan.effect(s) for s in list_sessions(conn, now=clock.now)}
+    plan = retention_plan(conn, keep_days=7, max_bytes=None, now=clock.t)
+    effects = {s.name: plan.effect(s) for s in list_sessions(conn, now=clock.t)}
     assert plan.reason == "age" and effects == {"ten days ago": "all", "spans the cutoff": "part", "today": ""}
 
     store.apply_retention(7).result(30)
@@ -146,41 +137,41 @@ def test_age_retention_removes_what_the_preview_showed(db_file: Path) -> None:
     per_session = dict(query(db_file, "SELECT session_id, count(*) FROM samples GROUP BY session_id"))
     n = sum(isinstance(s, Sample) for s in real)
     assert per_session == {names["spans the cutoff"]: n, names["today"]: n}  # its older half went
-    assert retention_plan(conn, 7, None, now=clock.now).cutoff is None
+    assert retention_plan(conn, 7, None, now=clock.t).cutoff is None
     conn.close()
     store.close()
 
 
 def test_size_retention_keeps_the_newest_data_under_the_cap(db_file: Path) -> None:
-    clock = Clock(time.time())
+    clock = FakeClock(time.time())
     store = Store(db_file, clock=clock)
     store.start(session_name="old")
     real = [s for s in SystemCollector().poll() if isinstance(s, Sample)]
 
     def record(hours: int) -> None:  # the real machine's values, one poll a second
         for start in range(0, hours * 3600, 3600):
-            store.put(Sample(s.name, s.value, clock.now + t, s.labels)
+            store.put(Sample(s.name, s.value, clock.t + t, s.labels)
                       for t in range(start, start + 3600) for s in real)
-        clock.now += hours * 3600
+        clock.advance(hours * 3600)
 
     record(2)
     store.end_session()
-    clock.now += 3600  # an hour without recording between the two
+    clock.advance(3600)  # an hour without recording between the two
     store.begin_session("new")
     record(2)
     store.flush()
     conn = connect(db_file, readonly=True)
     used = db_usage(conn).used_bytes
     cap = int(used * 0.55)  # trimming to 90 % of that cuts inside the gap
-    plan = retention_plan(conn, keep_days=None, max_bytes=cap, now=clock.now)
-    effects = {s.name: plan.effect(s) for s in list_sessions(conn, now=clock.now)}
+    plan = retention_plan(conn, keep_days=None, max_bytes=cap, now=clock.t)
+    effects = {s.name: plan.effect(s) for s in list_sessions(conn, now=clock.t)}
     assert plan.reason == "size" and effects == {"old": "all", "new": ""}
 
-    deleted = store.call(lambda db: trim_to_size(db.conn, cap, clock.now, store.apply_retention_now)).result(60)
+    deleted = store.call(lambda db: trim_to_size(db.conn, cap, clock.t, store.apply_retention_now)).result(60)
     assert deleted > 0 and db_usage(conn).used_bytes <= cap
     assert query(db_file, "SELECT name FROM sessions") == [("new",)]
     newest = query(db_file, "SELECT max(ts) FROM samples")[0][0]
-    assert newest == pytest.approx(clock.now - 1)
+    assert newest == pytest.approx(clock.t - 1)
     conn.close()
     store.close()
 

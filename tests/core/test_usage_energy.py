@@ -18,17 +18,10 @@ from collectors.energy import CpuEnergyCollector
 from collectors.gpu import GpuCollector
 from tests.collectors.test_gpu import FakeNvml, rtx
 from tests.support import health_of
+from tests.support.clock import FakeClock
 
 T = 1_700_000_000.0
 SERVER = "ollama@127.0.0.1:11434"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class EnergyNvml(FakeNvml):
@@ -64,11 +57,11 @@ def energy(cell: UsageCell) -> tuple[Any, ...]:
     return (cell.joules_per_token, cell.energy_j, set(cell.energy_sources), cell.energy_shared)
 
 
-def record(tmp_path: Path, collector, clock: Clock, before_poll, requests: list[RequestRecord]) -> Store:
+def record(tmp_path: Path, collector, clock: FakeClock, before_poll, requests: list[RequestRecord]) -> Store:
     store = Store(tmp_path / "energy.db", clock=clock)
     store.start()
     for second in range(0, 12):
-        clock.now = T + second
+        clock.t = T + second
         before_poll(second)
         store.put(collector.poll())
     store.put(requests)
@@ -79,7 +72,7 @@ def test_nvml_energy_counter_gives_joules_per_token(tmp_path: Path) -> None:
     """150 W by the counter. A: 2.0-4.0 s alone (300 J, 100 tokens); B: 6.5-8.5 s and C:
     7.5-9.5 s overlap for a second, whose 150 J are split: B 150 + 75 J, C 75 + 150 J."""
     nvml = EnergyNvml([rtx(power_mw=999_000)], [5_000_000])
-    clock = Clock()
+    clock = FakeClock(T)
 
     def tick(second: int) -> None:
         nvml.energy_mj[0] = 5_000_000 + 150_000 * second
@@ -95,7 +88,7 @@ def test_power_readings_when_the_gpu_has_no_energy_counter(tmp_path: Path) -> No
     """Power rises 10 W a second from 100 W: the energy between readings is the trapezoid, and
     here (a straight line) the exact integral 100 (b - a) + 5 (b² - a²)."""
     nvml = OldNvml([rtx()])
-    clock = Clock()
+    clock = FakeClock(T)
 
     def tick(second: int) -> None:
         nvml.gpus[0]["power_mw"] = (100 + 10 * second) * 1000
@@ -127,7 +120,7 @@ def test_cpu_rapl_counter_with_a_wrap_around(tmp_path: Path) -> None:
     range_uj = 262_143_328_850
     package = rapl_zone(root, "intel-rapl:0", "package-0", range_uj)
     core = rapl_zone(root, "intel-rapl:0:0", "core", range_uj)  # part of the package: not added again
-    clock = Clock()
+    clock = FakeClock(T)
 
     def tick(second: int) -> None:
         reading = (range_uj - 300_000_000 + 120_000_000 * second) % range_uj
@@ -152,7 +145,7 @@ def test_no_rapl_counters_is_absent_with_the_reason(tmp_path: Path) -> None:
 
 def test_requests_outside_the_energy_readings_get_no_energy(tmp_path: Path) -> None:
     nvml = EnergyNvml([rtx()], [0])
-    clock = Clock()
+    clock = FakeClock(T)
 
     def tick(second: int) -> None:
         nvml.energy_mj[0] = 200_000 * second

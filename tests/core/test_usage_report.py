@@ -20,34 +20,26 @@ from app.usage.report import REQUESTS, SERVER, usage_report
 from app.usage.rollup import UsageRollup, rolled_until
 from collectors.llamacpp import LlamaCppCollector
 from collectors.vllm import VllmCollector
-from tests.collectors.test_llamacpp import site  # noqa: F401 - the recorded llama-server fixture
 from tests.sim.upstream import RECORDINGS as STREAMS
 from tests.sim.vllm import SimVllm
 from tests.support import query
+from tests.support.clock import FakeClock
 from tests.support.timezones import local_time_zone
 
 SERVERS = ("ollama@127.0.0.1:11434", "openai@127.0.0.1:1234")
 MODELS = ("llama3.2:3b", "qwen2.5:7b", "Ωmega 🚀")
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def local(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-def record_sessions(store: Store, clock: Clock, spans: list[tuple[str, str]], seed: int) -> None:
+def record_sessions(store: Store, clock: FakeClock, spans: list[tuple[str, str]], seed: int) -> None:
     """One session per span; requests every ~7 minutes on each server, never overlapping on one
     server, including ones a second either side of local midnight."""
     rng = random.Random(seed)
     for start, end in spans:
-        clock.now = local(start)
+        clock.t = local(start)
         store.begin_session(f"from {start}")
         t0, t1 = local(start), local(end)
         times = [t0 + 30.0 * i for i in range(int((t1 - t0) / 30.0))]
@@ -66,7 +58,7 @@ def record_sessions(store: Store, clock: Clock, spans: list[tuple[str, str]], se
                 completion_tokens=None if error else rng.randint(1, 600), source="proxy"))
         store.put(records)
         store.flush()
-        clock.now = local(end)
+        clock.t = local(end)
     store.end_session()
 
 
@@ -111,7 +103,7 @@ def report_by_day(store: Store, t0: float, t1: float) -> dict[tuple[date, str, s
 def test_usage_over_sessions_equals_sums_of_the_rows_per_local_day(tmp_path: Path, zone: str,
                                                                    spans: list[tuple[str, str]]) -> None:
     with local_time_zone(zone):
-        clock = Clock(local(spans[0][0]))
+        clock = FakeClock(local(spans[0][0]))
         store = Store(tmp_path / "usage.db", clock=clock)
         store.start(new_session=False)
         record_sessions(store, clock, spans, seed=len(zone))
@@ -121,7 +113,7 @@ def test_usage_over_sessions_equals_sums_of_the_rows_per_local_day(tmp_path: Pat
 
         assert report_by_day(store, t0, t1) == expected  # computed from the raw rows
 
-        clock.now = t1 + 3600.0
+        clock.t = t1 + 3600.0
         UsageRollup(store, clock=clock).catch_up()
         assert rolled_until(store.reader()) is not None and rolled_until(store.reader()) >= t1
         assert report_by_day(store, t0, t1) == expected  # read back from the rollup
@@ -129,68 +121,68 @@ def test_usage_over_sessions_equals_sums_of_the_rows_per_local_day(tmp_path: Pat
 
 
 def test_rows_written_after_their_bucket_was_rolled_up_are_counted(tmp_path: Path) -> None:
-    clock = Clock(local("2024-05-01T10:00"))
+    clock = FakeClock(local("2024-05-01T10:00"))
     store = Store(tmp_path / "late.db", clock=clock)
     store.start()
-    store.put([RequestRecord(ts_start=clock.now + 60, server=SERVERS[0], endpoint="/api/chat", model="m",
+    store.put([RequestRecord(ts_start=clock.t + 60, server=SERVERS[0], endpoint="/api/chat", model="m",
                              status=200, latency_s=1.0, completion_tokens=10)])
-    clock.now += 7200
+    clock.t += 7200
     rollup = UsageRollup(store, clock=clock)
     rollup.catch_up()
     # A long answer that started in an already rolled-up bucket is written when it ends.
     store.put([RequestRecord(ts_start=local("2024-05-01T10:05"), server=SERVERS[0], endpoint="/api/chat",
                              model="m", status=200, latency_s=5400.0, completion_tokens=32)])
-    clock.now += 600
+    clock.t += 600
     rollup.catch_up()
-    report = usage_report(store.reader(), local("2024-05-01T00:00"), clock.now, "day")
+    report = usage_report(store.reader(), local("2024-05-01T00:00"), clock.t, "day")
     assert (report.total.requests, report.total.completion_tokens) == (2, 42)
     store.close()
 
 
 def test_deleting_a_session_deletes_its_usage(tmp_path: Path) -> None:
-    clock = Clock(local("2024-05-01T10:00"))
+    clock = FakeClock(local("2024-05-01T10:00"))
     store = Store(tmp_path / "delete.db", clock=clock)
     store.start()
     for session in range(2):
-        store.put([RequestRecord(ts_start=clock.now + 10, server=SERVERS[0], endpoint="/api/chat", model="m",
+        store.put([RequestRecord(ts_start=clock.t + 10, server=SERVERS[0], endpoint="/api/chat", model="m",
                                  status=200, latency_s=1.0, completion_tokens=100 + session)])
-        clock.now += 3600
+        clock.t += 3600
         store.begin_session()
     rollup = UsageRollup(store, clock=clock)
     rollup.catch_up()
-    assert usage_report(store.reader(), 0, clock.now).total.completion_tokens == 201
+    assert usage_report(store.reader(), 0, clock.t).total.completion_tokens == 201
     delete_session(store, 1).result()
     rollup.catch_up()
-    assert usage_report(store.reader(), 0, clock.now).total.completion_tokens == 101
+    assert usage_report(store.reader(), 0, clock.t).total.completion_tokens == 101
     assert query(store.path, "SELECT count(*) FROM usage_rollup WHERE session_id=1") == [(0,)]
     store.close()
 
 
 # --------------------------------------------------------------------------- two sources
 def test_a_request_seen_by_the_proxy_and_by_llamacpp_counters_counts_once(
-        tmp_path: Path, site: tuple[Path, str]) -> None:  # noqa: F811 - the fixture
+        tmp_path: Path, site: tuple[Path, str]) -> None:
     """The recorded llama-server served two chat requests between two scrapes (its counters went
     from 0 to 57 prompt and 80 completion tokens); one of them came through the proxy (the
     recorded answer: 29 prompt, 32 completion tokens), the other went straight to the server."""
     root, url = site
-    clock = Clock(local("2024-05-01T10:00"))
+    clock = FakeClock(local("2024-05-01T10:00"))
     ticks = itertools.count(start=0.0, step=4.0)
     store = Store(tmp_path / "both.db", clock=clock)
     store.start()
     collector = LlamaCppCollector(url, "llamacpp@rec", clock=clock, monotonic=lambda: next(ticks))
     store.put(collector.poll())
     answer = json.loads((STREAMS / "llamaserver_chat.json").read_text())
-    store.put([RequestRecord(ts_start=clock.now + 1, server="llamacpp@rec", endpoint="/v1/chat/completions",
+    store.put([RequestRecord(ts_start=clock.t + 1, server="llamacpp@rec", endpoint="/v1/chat/completions",
                              model="gpt-4o-mini",  # what the client asked for; llama-server ignores it
                              status=200, latency_s=0.6, prompt_tokens=answer["usage"]["prompt_tokens"],
                              completion_tokens=answer["usage"]["completion_tokens"])])
     (root / "metrics_after").replace(root / "metrics")
-    clock.now += 4
+    clock.t += 4
     store.put(collector.poll())
     collector.close()
     store.flush()
 
-    (row,) = usage_report(store.reader(), clock.now - 3600, clock.now + 60, "day").rows
+    (row,) = usage_report(store.reader(), clock.t - 3600, clock.t + 60, "day").rows
     assert (row.server, row.model) == ("llamacpp@rec", "gemma-3-270m")  # the model the server reported
     assert row.completion_tokens == 80 and row.measured["completion_tokens"] == 32  # not 80 + 32
     assert row.prompt_tokens == 57 and row.measured["prompt_tokens"] == 29
@@ -200,7 +192,7 @@ def test_a_request_seen_by_the_proxy_and_by_llamacpp_counters_counts_once(
 
 
 def test_vllm_traffic_that_bypassed_the_proxy_counts_from_its_counters(tmp_path: Path) -> None:
-    clock = Clock(local("2024-05-01T10:00"))
+    clock = FakeClock(local("2024-05-01T10:00"))
     ticks = itertools.count(start=100.0, step=10.0)
     store = Store(tmp_path / "vllm.db", clock=clock)
     store.start()
@@ -208,11 +200,11 @@ def test_vllm_traffic_that_bypassed_the_proxy_counts_from_its_counters(tmp_path:
         collector = VllmCollector(vllm.url, "vllm@sim", clock=clock, monotonic=lambda: next(ticks))
         store.put(collector.poll())
         vllm.advance()  # the recorded page after 24 requests nobody sent through llmmon
-        clock.now += 10
+        clock.t += 10
         store.put(collector.poll())
         collector.close()
     store.flush()
-    (row,) = usage_report(store.reader(), clock.now - 3600, clock.now + 60).rows
+    (row,) = usage_report(store.reader(), clock.t - 3600, clock.t + 60).rows
     assert (row.server, row.model) == ("vllm@sim", "tiny-llama")
     # the increases between the two recorded pages: 0 → 709 prompt, 0 → 2375 generation, 9 + 15 requests
     assert (row.prompt_tokens, row.completion_tokens, row.requests) == (709, 2375, 24)
@@ -223,7 +215,7 @@ def test_vllm_traffic_that_bypassed_the_proxy_counts_from_its_counters(tmp_path:
 def test_llamacpp_counters_over_restarts_and_sessions(tmp_path: Path) -> None:
     """A counter that goes down is a restart (the new value is the increase); nothing is counted
     between two sessions (llmmon was not watching)."""
-    clock = Clock(local("2024-05-01T10:00"))
+    clock = FakeClock(local("2024-05-01T10:00"))
     store = Store(tmp_path / "restart.db", clock=clock)
     store.start()
     server = labels_of(server="llamacpp@x")
@@ -231,13 +223,13 @@ def test_llamacpp_counters_over_restarts_and_sessions(tmp_path: Path) -> None:
 
     def readings(values: list[float]) -> None:
         for value in values:
-            store.put([Sample("llamacpp_generation_tokens_total", value, clock.now, server),
-                       Sample("llm_model_loaded", 1.0, clock.now, model)])
-            clock.now += 1
+            store.put([Sample("llamacpp_generation_tokens_total", value, clock.t, server),
+                       Sample("llm_model_loaded", 1.0, clock.t, model)])
+            clock.t += 1
         store.flush()
     readings([100, 150, 20, 50])     # +50, restart: +20, +30
     store.begin_session()
     readings([5000, 5010])           # the first reading of a session is only a base: +10
-    (row,) = usage_report(store.reader(), clock.now - 3600, clock.now + 60).rows
+    (row,) = usage_report(store.reader(), clock.t - 3600, clock.t + 60).rows
     assert row.completion_tokens == 50 + 20 + 30 + 10
     store.close()

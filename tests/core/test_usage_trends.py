@@ -23,17 +23,10 @@ from collectors.ollama import OllamaCollector
 from tests.collectors.test_gpu import FakeNvml, rtx
 from tests.sim.ollama import SimOllama
 from tests.support import query
+from tests.support.clock import FakeClock
 from tests.support.timezones import local_time_zone
 
 NEW_DIGEST = "0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e"
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class DriverNvml(FakeNvml):
@@ -46,7 +39,7 @@ class DriverNvml(FakeNvml):
 
 
 def test_digest_version_and_driver_changes_are_marked_where_the_payloads_change(tmp_path: Path) -> None:
-    clock = Clock(datetime(2024, 5, 1, 9, 0).timestamp())
+    clock = FakeClock(datetime(2024, 5, 1, 9, 0).timestamp())
     store = Store(tmp_path / "changes.db", clock=clock)
     store.start()
     hub = Hub(store, clock=clock)
@@ -61,22 +54,22 @@ def test_digest_version_and_driver_changes_are_marked_where_the_payloads_change(
         for _ in range(polls):
             hub.publish(ollama.poll())
             hub.publish(gpu.poll())
-            clock.now += 60
+            clock.t += 60
         ollama.close()
 
     with SimOllama() as sim:
         run_llmmon(sim, "550.54.15")
-        clock.now += 86400
+        clock.t += 86400
         run_llmmon(sim, "550.54.15")            # a restart, nothing changed: no marker
-        digest_at = clock.now
+        digest_at = clock.t
         sim.tags["models"][1]["digest"] = NEW_DIGEST  # `ollama pull llama3` fetched a new version
         run_llmmon(sim, "550.54.15")
-        version_at = clock.now
+        version_at = clock.t
         sim.version = {"version": "0.13.0"}
         run_llmmon(sim, "560.35.03")
     store.flush()
     conn = store.reader()
-    markers = change_markers(conn, 0, clock.now)
+    markers = change_markers(conn, 0, clock.t)
     assert sorted((m.ts, m.kind) for m in markers) == [
         (digest_at, "model digest"), (version_at, "GPU driver"), (version_at, "server version")]
     texts = {m.kind: m.text for m in markers}
@@ -84,7 +77,7 @@ def test_digest_version_and_driver_changes_are_marked_where_the_payloads_change(
     assert texts["server version"] == "ollama@sim: version 0.12.6 → 0.13.0"
     assert texts["GPU driver"] == "GPU driver 550.54.15 → 560.35.03"
     # Only llama3's digest changed: codellama's trend has the version and driver markers only.
-    assert {m.kind for m in change_markers(conn, 0, clock.now, "codellama:13b", ["ollama@sim"])} == {
+    assert {m.kind for m in change_markers(conn, 0, clock.t, "codellama:13b", ["ollama@sim"])} == {
         "server version", "GPU driver"}
     # Each run recorded what it saw once (first poll), not once per poll.
     assert query(store.path, "SELECT count(*) FROM events WHERE kind='model_digest'") == [(8,)]
@@ -94,7 +87,7 @@ def test_digest_version_and_driver_changes_are_marked_where_the_payloads_change(
 def test_daily_medians_and_p90_equal_numpy_over_the_days_rows(tmp_path: Path) -> None:
     with local_time_zone("America/Los_Angeles"):
         start = datetime(2024, 3, 9, 6, 0).timestamp()  # clocks go forward on 2024-03-10
-        clock = Clock(start)
+        clock = FakeClock(start)
         store = Store(tmp_path / "trend.db", clock=clock)
         store.start()
         rng = random.Random(7)
@@ -116,7 +109,7 @@ def test_daily_medians_and_p90_equal_numpy_over_the_days_rows(tmp_path: Path) ->
         end = records[-1].ts_start + 1
         check_days(model_trend(store.reader(), "llama3", start, end), records, loads)  # from the requests
 
-        clock.now = end + 86400  # the rollup keeps the complete days
+        clock.t = end + 86400  # the rollup keeps the complete days
         rollup = UsageRollup(store, clock=clock)
         rollup.catch_up()
         kept = query(store.path, "SELECT count(*) FROM usage_trend_day WHERE model='llama3'")[0][0]

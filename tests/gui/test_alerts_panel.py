@@ -21,7 +21,8 @@ from app.summary import summarize
 from widgets.alerts_panel import AlertsPanel
 from widgets.header_strip import HeaderStrip
 from widgets.rule_editor import RuleEditor
-from widgets.tray import SEVERITY_COLOURS, AlertTray, TraySink, badge_icon
+from widgets.theme import SEVERITY_COLOURS
+from widgets.tray import AlertTray, TraySink, badge_icon
 from widgets.tray_menu import install_tray
 from widgets.webhook_dialog import WebhookDialog
 

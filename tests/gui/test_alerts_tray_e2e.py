@@ -10,25 +10,18 @@ from pathlib import Path
 import shiboken6
 
 from app import secrets
-from app.alerts.engine import AlertEngine
 from app.alerts.notify import WEBHOOK_SECRET
 from app.alerts.rule_file import set_notify_option
 from app.alerts.rules import ensure_user_rules
 from app.hub import Hub
 from app.records import labels_of
+from app.runtime import build_alert_engine
 from app.storage.store import Store
 from collectors.ollama import OllamaCollector
 from tests.sim.ollama import SimOllama
 from tests.support import query, wait_until
+from tests.support.clock import FakeClock
 from widgets.tray import AlertTray, TraySink
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1_750_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_server_down_fires_once_notifies_once_and_resolves(qtbot, db_file: Path, memory_keyring, webhook_receiver,
@@ -43,7 +36,7 @@ def test_server_down_fires_once_notifies_once_and_resolves(qtbot, db_file: Path,
     rules = ensure_user_rules()  # the shipped defaults, with the webhook switched on
     rules.write_text(set_notify_option(rules.read_text(), "webhook", '"json"'))
 
-    clock = FakeClock()
+    clock = FakeClock(1_750_000_000.0)
     sim = SimOllama().start()
     store = Store(db_file, clock=clock)
     store.start()
@@ -51,7 +44,7 @@ def test_server_down_fires_once_notifies_once_and_resolves(qtbot, db_file: Path,
     collector = OllamaCollector(sim.url, interval=0.02, clock=clock)
     collector.max_backoff = 0.02  # real seconds between polls; the timestamps are fake
     hub.add_collectors([collector])
-    engine = AlertEngine.from_hub(hub)
+    engine = build_alert_engine(hub)
     tray = AlertTray(engine)
     engine.notifier.add_sink(TraySink(tray, available=lambda: True))  # offscreen Qt has no tray
     engine.notifier.start()

@@ -29,6 +29,8 @@ def window(qtbot, runtime: Runtime, tmp_path: Path):
 
 def test_every_tab_builds_and_refreshes(window: MainWindow) -> None:
     assert window.tabs.count() == len(panel_factories())
+    titles = [window.tabs.tabText(i) for i in range(window.tabs.count())]
+    assert titles[:4] == ["Overview", "Servers", "vLLM", "llama.cpp"]  # the kinds' own tabs, from their table
     for i in range(window.tabs.count()):
         window.tabs.setCurrentIndex(i)
         window.refresh()

@@ -21,7 +21,7 @@ from tests.sim.ollama import SimOllama
 from tests.support import count, query, wait_until
 from tests.support.xdesktop import XDesktop, x_desktop
 from widgets.single_instance import server_name
-from widgets.tray import OK_COLOUR, SEVERITY_COLOURS
+from widgets.theme import GOOD, SEVERITY_COLOURS
 
 ROOT = Path(__file__).resolve().parents[2]
 TITLE = "llmmon"
@@ -89,7 +89,7 @@ def test_the_tray_icon_and_the_desktop_tell_when_a_server_goes_down(processes, t
         try:
             app = launch(processes, desk, db_file)
             window = main_window(desk, app)
-            wait_until(lambda: tray_pixels(desk, OK_COLOUR, tmp_path) >= 10, timeout=30,
+            wait_until(lambda: tray_pixels(desk, GOOD, tmp_path) >= 10, timeout=30,
                        what="the tray icon with its green all-is-well dot")
             assert tray_pixels(desk, SEVERITY_COLOURS["critical"], tmp_path) == 0
             sim.go_down()

@@ -128,6 +128,12 @@ def test_panel_runs_two_models_side_by_side(qtbot, upstream: SimUpstream, runtim
     rows = query(db_file, "SELECT model, source, prompt_text FROM requests ORDER BY model")
     assert rows == [("llama3.2", "prompt_test", "Why is the sky blue?"),
                     ("mistral", "prompt_test", "Why is the sky blue?")]
+    # opened again (a restart): the history comes back from the database
+    again = PromptPanel(runtime)
+    qtbot.addWidget(again)
+    again.refresh(time.time())
+    shown = sorted([again.history.item(r, c).text() for c in (1, 4, 5)] for r in range(again.history.rowCount()))
+    assert shown == [[m, str(final["eval_count"]), "Why is the sky blue?"] for m in ("llama3.2", "mistral")]
 
 
 def test_panel_says_why_it_has_no_models(qtbot, runtime: Runtime) -> None:

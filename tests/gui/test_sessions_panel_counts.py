@@ -3,13 +3,16 @@ what the server's own counters saw (clients talking to it directly included). Th
 collector polls the simulated server's recorded /metrics pages into the runtime's store."""
 from __future__ import annotations
 
+import time
+
 from app.runtime import Runtime
 from collectors.llamacpp import LlamaCppCollector
 from collectors.vllm import VllmCollector
 from tests.sim.llamacpp import SimLlamaServer
 from tests.sim.llamacpp import page as llama_page
 from tests.sim.vllm import SimVllm, page
-from tests.support.polling import Clock, counter_sum, poll_into
+from tests.support.clock import FakeClock
+from tests.support.polling import counter_sum, poll_into
 from tests.support.session_data import recorded_requests
 from widgets.sessions_panel import COLUMNS, SessionsPanel
 
@@ -19,7 +22,7 @@ def test_requests_say_where_each_count_comes_from(qtbot, runtime: Runtime) -> No
                  - counter_sum(page("metrics_v1_idle.txt"), "vllm:request_success_total"))
     through_llmmon = recorded_requests()
     runtime.store.put(through_llmmon)
-    clock = Clock()
+    clock = FakeClock(time.time())
     with SimVllm() as sim:
         collector = VllmCollector(sim.url, name="vllm@sim", clock=clock, monotonic=clock)
         poll_into(runtime.store, collector, clock, 2)
@@ -38,7 +41,7 @@ def test_requests_say_where_each_count_comes_from(qtbot, runtime: Runtime) -> No
 
 
 def test_a_llama_cpp_session_says_its_server_counts_tokens_only(qtbot, runtime: Runtime) -> None:
-    clock = Clock()
+    clock = FakeClock(time.time())
     with SimLlamaServer() as sim:
         collector = LlamaCppCollector(sim.url, name="llama.cpp@sim", clock=clock, monotonic=clock)
         poll_into(runtime.store, collector, clock, 2)

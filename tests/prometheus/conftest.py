@@ -18,7 +18,6 @@ import pytest
 
 from tests.prometheus.agent import Agent
 from tests.prometheus.prometheus import PrometheusServer
-from tests.real_server.conftest import llama_server, tiny_model  # noqa: F401 (session fixtures)
 from tests.real_server.llama_server import LlamaServer, free_port
 from tests.sim.ollama import SimOllama
 from tests.sim.vllm import SimVllm
@@ -73,7 +72,7 @@ def machine_config(servers: list[tuple[str, str, str]], proxy: str = "") -> str:
 
 
 @pytest.fixture(scope="session")
-def fleet(prometheus: PrometheusServer, llama_server: LlamaServer,  # noqa: F811 (fixture)
+def fleet(prometheus: PrometheusServer, llama_server: LlamaServer,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     with SimOllama() as ollama, SimVllm("v0") as vllm:
         ollama.load(SimOllama.partially_offloaded_model())

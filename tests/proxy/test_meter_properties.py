@@ -2,8 +2,8 @@
 server sends — any bytes, any chunking, any numbers in its counts and timings — no exception
 escapes, the meter's own safety net is never needed, and what it records is exact or absent.
 
-The valid streams are the recorded real answers of ``tests/sim/recordings/streams/`` (the
-``.sse`` files of ``/work/shared/recordings/`` are byte-identical copies of those there).
+The valid streams are the recorded real answers of ``tests/sim/recordings/streams/`` (copied
+unchanged from the project's own recordings, see the README there).
 """
 from __future__ import annotations
 

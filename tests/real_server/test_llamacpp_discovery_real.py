@@ -11,12 +11,9 @@ from tests.support import health_of
 
 def test_a_configured_llama_server_is_found_and_watched(llama_server: LlamaServer) -> None:
     assert identify(llama_server.base_url).kind == "llamacpp"
-    started: list = []
-    discovery = DiscoveryCollector(Settings(discover_local=False,
-                                            servers=[ServerEntry(url=llama_server.base_url)]),
-                                   add=started.append)
+    discovery = DiscoveryCollector(Settings(discover_local=False, servers=[ServerEntry(url=llama_server.base_url)]))
     discovery.poll()
-    (collector,) = started
+    (collector,) = discovery.new_collectors()
     assert isinstance(collector, LlamaCppCollector)
     assert collector.name == f"llamacpp@127.0.0.1:{llama_server.port}"
     assert health_of(collector.poll()).state == HealthState.UP

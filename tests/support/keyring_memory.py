@@ -1,7 +1,7 @@
 """An in-memory keyring backend for tests: the real ``keyring`` API, no desktop secret service.
 
-Select it with the ``memory_keyring`` fixture below (``keyring.set_keyring``), or for a subprocess with
-``PYTHON_KEYRING_BACKEND=tests.support.keyring_memory.MemoryKeyring``.
+Select it with the ``memory_keyring`` fixture below (registered for every test by tests/conftest.py),
+or for a subprocess with ``PYTHON_KEYRING_BACKEND=tests.support.keyring_memory.MemoryKeyring``.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class MemoryKeyring(KeyringBackend):
 
 @pytest.fixture
 def memory_keyring() -> Iterator[MemoryKeyring]:
-    """Use a fresh in-memory keyring for one test (import this fixture into a test module)."""
+    """Use a fresh in-memory keyring for one test."""
     previous = keyring.get_keyring()
     backend = MemoryKeyring()
     keyring.set_keyring(backend)

@@ -3,25 +3,15 @@ second after the last, for sample stamps and rate timing alike, so what the rate
 exactly what the server's counters say (no scheduling jitter)."""
 from __future__ import annotations
 
-import time
-
 from collectors.prometheus import parse_scrape
+from tests.support.clock import FakeClock
 
 
-class Clock:
-    """A clock for ``clock=`` and ``monotonic=`` of a collector, moved on by :func:`poll_into`."""
-
-    def __init__(self) -> None:
-        self.t = time.time()
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def poll_into(store, collector, clock: Clock, times: int) -> None:
-    """Poll ``times`` times, one second apart, queueing what each poll returns in ``store``."""
+def poll_into(store, collector, clock: FakeClock, times: int) -> None:
+    """Poll ``times`` times, one second apart, queueing what each poll returns in ``store``
+    (``clock`` is the collector's ``clock=`` and ``monotonic=``)."""
     for _ in range(times):
-        clock.t += 1.0
+        clock.advance(1.0)
         store.put(collector.poll())
 
 

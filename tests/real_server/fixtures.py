@@ -1,4 +1,6 @@
-"""Session fixtures of the real-server tier: the tiny model and one running ``llama-server``."""
+"""Session fixtures of the tiers that need a real ``llama-server`` (tests/real_server/ and
+tests/prometheus/, marked ``real_server``), registered once by tests/conftest.py: the tiny model
+and one running ``llama-server``, started only when a test asks for it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
