@@ -38,7 +38,7 @@ Subscriber = Callable[[list[Record]], None]
 def default_collectors(settings: Settings) -> list[Collector]:
     """Every collector the app runs, built from the user's settings. Discovery starts one
     collector per LLM server it finds (see :meth:`Hub.add_collectors`)."""
-    discovery = DiscoveryCollector(settings)
+    discovery = DiscoveryCollector(settings, server_interval=settings.server_interval_s)
     return [
         SystemCollector(interval=settings.system_interval_s),
         discovery,
@@ -67,6 +67,11 @@ class Hub:
             self.scheduler.add(collector)
             if isinstance(collector, DiscoveryCollector):
                 collector.attach(self.scheduler.add)  # the servers it finds get their own threads
+
+    def remove_source(self, name: str) -> None:
+        """Stop the collector ``name`` and forget its health (its recorded data stays)."""
+        self.scheduler.remove(name)
+        self.health.pop(name, None)
 
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
         """Call ``fn(records)`` for every published batch; returns an unsubscribe function."""

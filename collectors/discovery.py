@@ -153,6 +153,13 @@ class DiscoveryCollector(Collector):
         for collector in pending:
             add(collector)
 
+    def forget(self, url: str) -> str | None:
+        """Stop counting the server at ``url`` as found, so the next scan probes it again (the
+        user edited or removed it); returns the name of its collector, ``None`` if not found."""
+        with self._lock:
+            ref = self._found.pop(normalise_url(url), None)
+        return ref.name if ref is not None else None
+
     def servers(self) -> list[ServerRef]:
         """The servers found so far (thread-safe; the GPU collector watches their processes)."""
         with self._lock:
