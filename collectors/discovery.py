@@ -38,7 +38,7 @@ from collectors.vllm import OpenAICompatCollector, VllmCollector
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DiscoveryCollector", "Probe", "identify", "FACTORIES", "DEFAULT_PORTS", "normalise_url"]
+__all__ = ["DiscoveryCollector", "Probe", "identify", "FACTORIES", "DEFAULT_PORTS", "normalise_url", "api_key_name"]
 
 # kind → collector class, called as cls(base_url, name=..., api_key=...)
 FACTORIES: dict[str, Callable[..., Collector]] = {
@@ -61,6 +61,16 @@ class Probe:
     kind: str = ""
     reason: str = ""
     state: HealthState = HealthState.DOWN
+
+
+def api_key_name(url: str) -> str:
+    """The keyring entry the settings dialog stores a server's API key under, made from its
+    URL; config.toml names it in ``api_key_ref``, which is what discovery reads.
+
+    >>> api_key_name("http://GPU-box:8000/")
+    'api_key:http://gpu-box:8000'
+    """
+    return f"api_key:{normalise_url(url)}"
 
 
 def _json(answer: Answer) -> object | None:
