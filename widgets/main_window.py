@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -38,6 +38,7 @@ from widgets.prompt_panel import PromptPanel
 from widgets.requests_panel import RequestsPanel
 from widgets.servers_panel import ServersPanel
 from widgets.sessions_panel import SessionsPanel
+from widgets.settings_dialog import SettingsDialog
 from widgets.smoothing_button import SmoothingButton
 from widgets.time_window import SPANS, TimeWindow
 from widgets.timeseries_plot import TimeSeriesPlot
@@ -123,11 +124,16 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.exporter_label)
         self._show_config_problems(runtime.problems)
 
+        settings_action = QAction("&Settings…", self)
+        settings_action.setShortcut(QKeySequence("Ctrl+,"))
+        settings_action.triggered.connect(self.open_settings)
         # Quit ends llmmon (closing the window only hides it when a tray is there to bring it back).
         self.quit_action = QAction("&Quit", self)
         self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         self.quit_action.triggered.connect(self.quit_app)
-        self.menuBar().addMenu("&File").addAction(self.quit_action)
+        file_menu = self.menuBar().addMenu("&File")
+        file_menu.addAction(settings_action)
+        file_menu.addAction(self.quit_action)
 
         self.view.changed.connect(self._view_changed)
         self._restore_state()
@@ -177,6 +183,15 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ behaviour
     def panel(self, kind: type[P]) -> P:
         return next(p for p in self.panels if isinstance(p, kind))
+
+    def open_settings(self) -> SettingsDialog:
+        """The settings window (not modal: the charts go on); saving applies at once."""
+        dialog = SettingsDialog(self.runtime, parent=self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.saved.connect(lambda: self.statusBar().showMessage(
+            "; ".join(["Settings saved and applied", *dialog.proxy_errors]), 10_000))
+        dialog.open()
+        return dialog
 
     def show_session(self, session_id: int) -> None:
         """Show a past session's time range from the database, read-only."""
