@@ -103,8 +103,11 @@ class ProxyPage(QWidget):
                                       "stream it asked for")
         self.table = QTableWidget(0, len(self.ROUTE_COLUMNS))
         self.table.setHorizontalHeaderLabels(self.ROUTE_COLUMNS)
-        self.table.horizontalHeaderItem(2).setToolTip("The server's URL: where the proxy forwards to")
-        self.table.horizontalHeaderItem(3).setToolTip("Where clients connect instead of the server")
+        for column, tip in ((2, "The server's URL: where the proxy forwards to"),
+                            (3, "Where clients connect instead of the server")):
+            header_item = self.table.horizontalHeaderItem(column)
+            if header_item is not None:
+                header_item.setToolTip(tip)
         self.table.verticalHeader().setVisible(False)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         header = self.table.horizontalHeader()
