@@ -40,7 +40,7 @@ from typing import Generic, TypeVar
 import tomlkit
 import tomlkit.exceptions
 from tomlkit.container import Container
-from tomlkit.items import AoT, Comment, Table, Whitespace
+from tomlkit.items import AoT, Comment, InlineTable, Table, Whitespace
 
 from app.config import ProxyRoute, ProxySettings, ServerEntry, Settings
 
@@ -106,7 +106,7 @@ def _unwrapped(item: object) -> object:
     return unwrap() if callable(unwrap) else item
 
 
-def _set(table: Table | Container, key: str, value: object, default: object) -> None:
+def _set(table: Table | InlineTable | Container, key: str, value: object, default: object) -> None:
     """Write ``key = value`` in place (its comment stays), unless the file already says so. A
     key that is absent and whose value is the default stays absent."""
     if key in table:
@@ -116,26 +116,30 @@ def _set(table: Table | Container, key: str, value: object, default: object) -> 
         table[key] = _toml_value(key, value)
 
 
-def _table(doc: Container, name: str) -> Table:
-    """``doc[name]`` as a table, created at the end of the file when missing."""
+def _table(doc: Container, name: str) -> Table | InlineTable:
+    """``doc[name]`` as a table (``{...}`` too), created at the end of the file when missing."""
     if name not in doc:
         doc.add(name, tomlkit.table())
     found = doc[name]
-    if not isinstance(found, Table):
+    if not isinstance(found, (Table, InlineTable)):
         raise ConfigEditError(f"[{name}] is not a table in the file ({name} = …): fix it by hand, then save again")
     return found
 
 
-def _tables(parent: Table | Container, name: str, where: str) -> tuple[AoT, bool]:
+def _tables(parent: Table | InlineTable | Container, name: str, where: str) -> tuple[AoT, bool]:
     """``parent[name]`` as an array of tables, created when missing; and whether its first new
     table needs a blank line above it (it follows other lines)."""
     separate = False
+    if isinstance(parent, InlineTable):
+        raise ConfigEditError(f"{where} cannot go inside a table written inline ({{...}}): write that table "
+                              "with its own header by hand, then save again")
     if name not in parent:
         separate = bool(parent.as_string().strip()) if isinstance(parent, Container) else bool(len(parent))
         parent.append(name, tomlkit.aot())
     found = parent[name]
     if not isinstance(found, AoT):
-        raise ConfigEditError(f"{where} is not a list of tables in the file: fix it by hand, then save again")
+        raise ConfigEditError(f"{where.strip('[]')} is not written as {where} tables in the file: write it so "
+                              "by hand, then save again")
     return found, separate
 
 

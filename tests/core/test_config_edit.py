@@ -6,13 +6,15 @@ from __future__ import annotations
 import copy
 import os
 import string
+import tomllib
 from pathlib import Path
 
+import tomlkit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.config import THEMES, ProxyRoute, ServerEntry, Settings, load_settings
-from app.config_edit import ConfigEditError, Edit, edits_by_position, save_settings
+from app.config_edit import ConfigEditError, Edit, edited_text, edits_by_position, save_settings
 
 HAND_WRITTEN = """\
 # llmmon settings, written by hand
@@ -192,3 +194,50 @@ def test_any_valid_settings_round_trip_and_an_edit_keeps_the_users_lines(tmp_pat
     assert [p for p in problems if "future_option" not in p] == []
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# my notes\n[general]\nfuture_option = 1  # mine\n")
+
+
+toml_values = st.recursive(
+    st.one_of(st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
+              st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["url", "x", "listen"]),
+                                                                          inner, max_size=3)),
+    max_leaves=8)
+
+
+def _inline(values: dict) -> object:
+    """``values`` as a table written inline: ``{enabled = true}``."""
+    table = tomlkit.inline_table()
+    table.update(values)
+    return table
+
+
+inline_tables = st.dictionaries(st.sampled_from(["enabled", "retention_days", "x"]), st.booleans(),
+                                max_size=2).map(_inline)
+sections = st.dictionaries(
+    st.sampled_from(["general", "servers", "proxy", "other"]),
+    st.one_of(st.dictionaries(st.sampled_from(["retention_days", "theme", "routes", "enabled", "x"]), toml_values,
+                              max_size=4),
+              st.lists(st.dictionaries(st.sampled_from(["url", "name", "kind"]), toml_values, max_size=3),
+                       max_size=2),
+              toml_values, inline_tables),
+    max_size=4)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=sections, after=any_settings())
+def test_any_existing_document_is_edited_or_refused_never_broken(document: dict, after: Settings) -> None:
+    """Whatever TOML the user wrote (lists where tables should be, values of any type, tables
+    inline or not), saving either refuses with ConfigEditError or writes a TOML document in
+    which what was saved reads back as saved."""
+    text = tomlkit.dumps(document)
+    try:
+        out = edited_text(text, Settings(), after, servers=edits_by_position([], after.servers),
+                          routes=edits_by_position([], after.proxy.routes))
+    except ConfigEditError:
+        return
+    raw = tomllib.loads(out)
+    if after.theme != "system":
+        assert raw["general"]["theme"] == after.theme
+    saved = [entry for entry in raw.get("servers", []) if isinstance(entry, dict)][-len(after.servers):] \
+        if after.servers else []
+    assert [s["url"] for s in saved] == [s.url for s in after.servers]
