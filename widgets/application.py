@@ -43,9 +43,9 @@ def run_gui(args: argparse.Namespace) -> int:
     existing = QApplication.instance()
     app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
     identify(app)
-    apply_colour_scheme(app)
     runtime = Runtime.create(args.db, session_name=args.session_name,
                              serve_metrics=getattr(args, "serve_metrics", None))
+    apply_colour_scheme(app, runtime.settings.theme)
     window = MainWindow(runtime)
     install_tray(app, window, runtime)  # when the desktop has a tray: owned by app
     app.aboutToQuit.connect(runtime.stop)

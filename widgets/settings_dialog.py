@@ -107,7 +107,8 @@ class SettingsDialog(QDialog):
         for shown in self.pages:
             self.sidebar.addItem(str(getattr(shown, "title", "")))
             self.stack.addWidget(scrolling(shown))
-        self.sidebar.setFixedWidth(self.sidebar.sizeHintForColumn(0) + 24)
+        self.sidebar.setStyleSheet("QListWidget::item { padding: 4px 6px; }")
+        self.sidebar.setFixedWidth(self.sidebar.sizeHintForColumn(0) + 36)
         self.sidebar.currentRowChanged.connect(self.stack.setCurrentIndex)
         self.sidebar.setCurrentRow(0)
 
