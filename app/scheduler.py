@@ -74,6 +74,7 @@ class _Runner:
         self.publish = publish
         self.stop = threading.Event()  # this collector only: the scheduler stops, or it was removed
         self.wake = threading.Event()  # poll now instead of at the next deadline
+        self.removed = False           # the user removed its source: a poll under way is not published
         self.clock = clock
         self.failures = 0
         self.state = HealthState.UNKNOWN
@@ -142,6 +143,8 @@ class _Runner:
                                      labels_of(kind=c.kind)))
                 log.info("%s is %s", c.name, text)
             self.state = health.state
+        if self.removed:
+            return  # its health would bring a removed server back to the window
         try:
             self.publish(records)
         except Exception as exc:
@@ -188,6 +191,7 @@ class Scheduler:
             runner = self._runners.pop(name, None)
         if runner is None:
             return False
+        runner.removed = True
         runner.stop.set()
         runner.wake.set()
         return True
