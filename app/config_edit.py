@@ -345,3 +345,4 @@ def save_settings(path: Path, before: Settings, after: Settings, *,
         log.info("settings saved to %s", path)
     return new
 
+

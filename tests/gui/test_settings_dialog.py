@@ -350,3 +350,27 @@ def test_a_config_file_that_is_not_toml_is_shown_and_never_overwritten(qtbot, co
     assert config.read_text(encoding="utf-8") == "[general\nretention_days = 30\n"
 
 
+
+
+def test_the_requests_tab_switch_is_the_same_saved_setting(qtbot, db_file: Path, config: Path) -> None:
+    """Turning the proxy on in the Requests tab is remembered in config.toml (comments kept), so
+    the settings window shows it on, and saving the window does not turn it off again."""
+    from widgets.requests_panel import RequestsPanel
+
+    port = free_port()
+    with SimUpstream() as up:
+        config.write_text(MINE.replace("store_content = false\n", f'store_content = false\n[[proxy.routes]]\n'
+                                       f'upstream = "{up.url}"\nlisten = {port}\n'), encoding="utf-8")
+        runtime = Runtime.create(db_file)
+        try:
+            panel = RequestsPanel(runtime)
+            qtbot.addWidget(panel)
+            panel.enable.setChecked(True)  # what a click does
+            assert runtime.proxies is not None and runtime.proxies.running
+            assert "enabled = true            # on when I measure" in config.read_text(encoding="utf-8")
+            dialog = open_dialog(qtbot, runtime)
+            assert dialog.proxy.enabled.isChecked()
+            click_save(qtbot, dialog)
+            assert runtime.proxies.running
+        finally:
+            runtime.stop()
