@@ -185,7 +185,13 @@ class MainWindow(QMainWindow):
         return next(p for p in self.panels if isinstance(p, kind))
 
     def open_settings(self) -> SettingsDialog:
-        """The settings window (not modal: the charts go on); saving applies at once."""
+        """The settings window (not modal: the charts go on); saving applies at once. Asked
+        again while it is open, it comes to the front."""
+        open_already = self.findChild(SettingsDialog)
+        if open_already is not None and open_already.isVisible():
+            open_already.raise_()
+            open_already.activateWindow()
+            return open_already
         dialog = SettingsDialog(self.runtime, parent=self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.saved.connect(lambda: self.statusBar().showMessage(

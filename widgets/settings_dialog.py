@@ -199,9 +199,11 @@ class SettingsDialog(QDialog):
         app = QApplication.instance()
         if after.theme != self.before.theme and isinstance(app, QApplication):
             apply_colour_scheme(app, after.theme)
+        # What a restart would read: the file as saved, with any change made meanwhile elsewhere
+        # (the Requests tab's proxy switch, a hand edit) that this dialog did not touch.
+        self.before, _ = load_settings(self.config_file)
         if self.runtime is not None:
-            self.proxy_errors = self.runtime.apply(after, reconnect=self.servers.changed_keys())
-        self.before = after
+            self.proxy_errors = self.runtime.apply(self.before, reconnect=self.servers.changed_keys())
         log.info("settings saved and applied")
         self.saved.emit()
         return True

@@ -329,6 +329,7 @@ def test_file_menu_settings_opens_the_dialog_with_ctrl_comma(qtbot, runtime: Run
     dialog = window.findChild(SettingsDialog)
     assert dialog is not None and dialog.isVisible()
     assert dialog.storage.days.text() == "30" and dialog.servers.table.item(0, 1).text() == "http://gpu-box:8000"
+    assert window.open_settings() is dialog  # asked again: the same window comes forward
     dialog.reject()
 
 
