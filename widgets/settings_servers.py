@@ -48,6 +48,7 @@ class ServerRow:
 
     before: ServerEntry | None       # None: added in this dialog
     entry: ServerEntry               # the edited copy
+    stored: bool = False             # the keyring holds the entry api_key_ref names
     typed_key: str = ""              # a new key, stored in the keyring on Save
     forget_key: bool = False         # remove the stored key on Save
 
@@ -56,7 +57,9 @@ class ServerRow:
             return "new key, stored in the keyring on Save"
         if self.forget_key:
             return "stored key removed on Save"
-        return "stored in the keyring" if self.entry.api_key_ref else "none"
+        if self.stored:
+            return "stored in the keyring"
+        return f"“{self.entry.api_key_ref}” is not in the keyring" if self.entry.api_key_ref else "none"
 
 
 class ServersPage(QWidget):
@@ -158,7 +161,8 @@ class ServersPage(QWidget):
     def load(self, settings: Settings) -> None:
         self.discover_local.setChecked(settings.discover_local)
         self.loaded = list(settings.servers)
-        self.rows = [ServerRow(entry, replace(entry)) for entry in settings.servers]
+        self.rows = [ServerRow(entry, replace(entry), stored=bool(entry.api_key_ref and get_secret(entry.api_key_ref)))
+                     for entry in settings.servers]
         self._fill_table()
         if self.rows:
             self.table.selectRow(0)
