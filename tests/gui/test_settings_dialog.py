@@ -382,6 +382,7 @@ def test_the_key_column_says_whether_the_keyring_really_holds_the_key(qtbot, con
     config.write_text(MINE.replace('name = "lab"\n', 'name = "lab"\napi_key_ref = "lab-key"\n\n[[servers]]\n'
                                    'url = "http://other:1"\napi_key_ref = "never-stored"\n'), encoding="utf-8")
     keyring.set_password(SERVICE, "lab-key", "sk-lab")
-    table = open_dialog(qtbot).servers.table
+    dialog = open_dialog(qtbot)
+    table = dialog.servers.table
     assert [table.item(row, 3).text() for row in range(2)] == [
         "stored in the keyring", "“never-stored” is not in the keyring"]
