@@ -11,6 +11,8 @@ from pathlib import Path
 import keyring
 import keyring.backends.null
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QApplication, QDialogButtonBox, QLineEdit, QMenu, QTableWidgetItem
@@ -108,11 +110,13 @@ def test_changed_values_round_trip_and_the_rest_of_the_file_stays_byte_for_byte(
 
 
 BAD = [
-    ("storage", "days", "-3", 'general.retention_days must be a number of days (0 or "never": no limit); “-3”'),
-    ("storage", "gb", "lots", 'general.retention_gb must be a number of GB (0 or "never": no limit); “lots”'),
+    ("storage", "days", "-3", 'general.retention_days must be a number of days from 0 to 36,500 (0 or "never": '
+                              'no limit); “-3” is refused'),
+    ("storage", "gb", "lots", 'general.retention_gb must be a number of GB from 0 to 1,000,000 (0 or "never": '
+                              'no limit); “lots”'),
     ("polling", "system", "0.1", "general.system_interval_s must be a number from 0.25 to 3600 seconds; “0.1”"),
     ("polling", "server", "often", "general.server_interval_s must be a number from 0.25 to 3600 seconds"),
-    ("privacy", "max_chars", "0", "proxy.content_max_chars must be a whole number from 1; “0” is refused"),
+    ("privacy", "max_chars", "0", "proxy.content_max_chars must be a whole number from 1 to 10,000,000; “0”"),
     ("servers", "url", "ftp://gpu-box", 'servers[0].url must be a URL such as "http://gpu-box:8000"'),
     ("notifications", "group_s", "soon", "notifications.group_seconds"),
     ("notifications", "url", "hooks.example.com/abc", "webhook URL must start with https://"),
@@ -386,3 +390,21 @@ def test_the_key_column_says_whether_the_keyring_really_holds_the_key(qtbot, con
     table = dialog.servers.table
     assert [table.item(row, 3).text() for row in range(2)] == [
         "stored in the keyring", "“never-stored” is not in the keyring"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(typed=st.one_of(st.text(max_size=30), st.integers().map(str), st.floats().map(str),
+                       st.sampled_from(["never", "0", "1e400", "-0", "nan", "inf", "9" * 400, "0x10", "1_000"])))
+def test_whatever_is_typed_a_field_accepts_it_or_says_why(qtbot, typed: str) -> None:
+    """Every checked field of the dialog, any text: a value, or a refusal with a reason; never an
+    exception (a 400-digit number is out of range, not an overflow)."""
+    from widgets.settings_fields import CheckedLine
+
+    for key in ("general.retention_days", "general.retention_gb", "general.system_interval_s",
+                "general.server_interval_s", "proxy.content_max_chars", "servers.url"):
+        line = CheckedLine(key)
+        line.setText(typed)
+        errors: list[str] = []
+        ok, _ = line.checked(errors)
+        assert ok != bool(errors)
+        assert ok or (errors[0].startswith(key) and line.error.text() == errors[0])
