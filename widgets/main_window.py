@@ -185,8 +185,8 @@ class MainWindow(QMainWindow):
         return next(p for p in self.panels if isinstance(p, kind))
 
     def open_settings(self) -> SettingsDialog:
-        """The settings window (not modal: the charts go on); saving applies at once. Asked
-        again while it is open, it comes to the front."""
+        """The settings window, over the main window (whose charts go on updating); saving
+        applies at once. Asked again while it is open, it comes to the front."""
         open_already = self.findChild(SettingsDialog)
         if open_already is not None and open_already.isVisible():
             open_already.raise_()
