@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.alerts.notify import WEBHOOK_SECRET, Notification, Notifier, Sink
+from app.alerts.notify import WEBHOOK_SECRET, Delivery, Notification, Notifier, Sink
 from app.alerts.rules import WEBHOOK_FORMATS, NotifySettings, format_duration, parse_duration
 from app.config import THEMES, Invalid, ProxyRoute, Settings, check_setting
 from app.config_edit import Edit
@@ -452,7 +452,11 @@ class NotificationsPage(QWidget):
         self.test_button.setEnabled(False)
         self.test_result.setStyleSheet("")
         self.test_result.setText("Sending…")
-        run_in_thread("llmmon-notify-test", lambda: (tester.deliver(note_), sinks), self.test_done)
+        def work() -> tuple[Delivery, list[Sink]]:
+            tester.deliver(note_)
+            tester.stop()  # returns once every sink has answered
+            return tester.deliveries[-1], sinks
+        run_in_thread("llmmon-notify-test", work, self.test_done)
 
     def _tested(self, result: object) -> None:
         self.test_button.setEnabled(True)
