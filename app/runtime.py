@@ -125,13 +125,16 @@ class Runtime:
             return str(exc)
         return ""
 
-    def apply(self, settings: Settings, reconnect: Iterable[str] = ()) -> list[str]:
+    def apply(self, settings: Settings, reconnect: Iterable[str] = (), problems: list[str] | None = None) -> list[str]:
         """Use saved settings while running (the settings dialog's Save): retention limits (a
         pass runs now), poll intervals, servers added, edited or removed (their collectors
         stop; discovery scans again at once), the proxies' routes, options and on/off switch.
-        ``reconnect``: URLs of servers whose API key changed, watched again with the new one.
-        Returns the errors of proxy routes that could not start."""
+        ``reconnect``: URLs of servers whose API key changed, watched again with the new one;
+        ``problems``: the config file's problems now. Returns the errors of proxy routes that
+        could not start."""
         old, self.settings = self.settings, settings
+        if problems is not None:
+            self.problems = problems
         self.store.set_retention(settings.retention_days,
                                  int(settings.retention_gb * GB) if settings.retention_gb else None)
         for collector in self.hub.scheduler.collectors:

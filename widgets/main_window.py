@@ -194,10 +194,13 @@ class MainWindow(QMainWindow):
             return open_already
         dialog = SettingsDialog(self.runtime, parent=self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.saved.connect(lambda: self.statusBar().showMessage(
-            "; ".join(["Settings saved and applied", *dialog.proxy_errors]), 10_000))
+        dialog.saved.connect(lambda: self._settings_saved(dialog))
         dialog.open()
         return dialog
+
+    def _settings_saved(self, dialog: SettingsDialog) -> None:
+        self.statusBar().showMessage("; ".join(["Settings saved and applied", *dialog.proxy_errors]), 10_000)
+        self._show_config_problems(self.runtime.problems)
 
     def show_session(self, session_id: int) -> None:
         """Show a past session's time range from the database, read-only."""

@@ -30,13 +30,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.alerts.rule_file import set_notify_option
 from app.alerts.rules import (
     DEFAULT_RULES_PATH,
     NotifySettings,
     ensure_user_rules,
     format_duration,
     load_rules,
-    set_notify_option,
     user_rules_path,
 )
 from app.config import Settings, config_path, load_settings
@@ -201,9 +201,10 @@ class SettingsDialog(QDialog):
             apply_colour_scheme(app, after.theme)
         # What a restart would read: the file as saved, with any change made meanwhile elsewhere
         # (the Requests tab's proxy switch, a hand edit) that this dialog did not touch.
-        self.before, _ = load_settings(self.config_file)
+        self.before, problems = load_settings(self.config_file)
         if self.runtime is not None:
-            self.proxy_errors = self.runtime.apply(self.before, reconnect=self.servers.changed_keys())
+            self.proxy_errors = self.runtime.apply(self.before, reconnect=self.servers.changed_keys(),
+                                                   problems=problems)
         log.info("settings saved and applied")
         self.saved.emit()
         return True

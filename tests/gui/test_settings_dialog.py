@@ -408,3 +408,23 @@ def test_whatever_is_typed_a_field_accepts_it_or_says_why(qtbot, typed: str) -> 
         ok, _ = line.checked(errors)
         assert ok != bool(errors)
         assert ok or (errors[0].startswith(key) and line.error.text() == errors[0])
+
+
+def test_a_mistake_fixed_in_the_settings_leaves_the_status_bar(qtbot, db_file: Path, config: Path,
+                                                                tmp_path: Path) -> None:
+    config.write_text(MINE.replace("system_interval_s = 1 ", "system_interval_s = 0 ")
+                      .replace('future_option = "kept"     # not llmmon\'s yet\n', ""), encoding="utf-8")
+    runtime = Runtime.create(db_file)
+    try:
+        window = MainWindow(runtime, QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat))
+        qtbot.addWidget(window)
+        window.show()
+        assert window.config_label.isVisible() and "1 mistake" in window.config_label.text()
+        dialog = window.open_settings()
+        assert "system_interval_s" in dialog.problems.text() and dialog.polling.system.text() == "1"
+        type_into(qtbot, dialog.polling.system, "2")
+        click_save(qtbot, dialog)
+        assert not window.config_label.isVisible() and runtime.problems == []
+        assert "system_interval_s = 2 " in config.read_text(encoding="utf-8")
+    finally:
+        runtime.stop()
