@@ -505,8 +505,8 @@ class PrivacyPage(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(note("Off by default: llmmon records timings and token counts, not what was said. "
-                              "When on, the text is kept in the database on this computer only, shown in the "
-                              "Requests tab and included in CSV exports. Requests made before you turn it on "
+                              "When on, the text is kept in the database on this computer only, and goes into "
+                              "the requests.csv of a session you export. Requests made before you turn it on "
                               "have no text."))
         layout.addStretch(1)
 
