@@ -198,7 +198,9 @@ class _Redactor(logging.Filter):
         self.secrets |= {secret, str(httpx.URL(secret))}
 
     def scrub(self, text: str) -> str:
-        for secret in self.secrets:
+        # Longest first: an older URL that is the start of the current one ("…/hook" before
+        # "…/hooks/T0K3N") must not cut it and leave its secret part in the log.
+        for secret in sorted(self.secrets, key=len, reverse=True):
             text = text.replace(secret, "<webhook URL>")
         return text
 
