@@ -3,8 +3,8 @@
 The file is the user's: it may hold comments, blank lines, keys in their own order, settings
 llmmon does not know yet, and entries llmmon could not read. :func:`save_settings` changes only
 what the user changed in the settings dialog, by editing the parsed document (``tomlkit`` keeps
-comments and layout), and writes it atomically: a temporary file in the same folder, flushed to
-disk, then renamed over the old one, so a crash or a full disk leaves the old file or the new
+comments and layout), and writes it atomically (:func:`app.config_write.write_atomically`, which
+the window's single switches use too), so a crash or a full disk leaves the old file or the new
 one, never half of each.
 
 Changes are applied as differences (*before* → *after*) to the file as it is on disk at save
@@ -30,8 +30,6 @@ name = "box"
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,10 +41,11 @@ from tomlkit.container import Container
 from tomlkit.items import AoT, Comment, InlineTable, Table, Whitespace
 
 from app.config import ProxyRoute, ProxySettings, ServerEntry, Settings
+from app.config_write import ConfigWriteError, write_atomically
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConfigEditError", "Edit", "edits_by_position", "edited_text", "save_settings", "write_atomically"]
+__all__ = ["Edit", "edits_by_position", "edited_text", "save_settings"]
 
 T = TypeVar("T", ServerEntry, ProxyRoute)
 
@@ -56,11 +55,6 @@ GENERAL_KEYS = ("retention_days", "retention_gb", "system_interval_s", "server_i
 PROXY_KEYS = ("enabled", "include_usage", "store_content", "content_max_chars")
 # A limit of None ("no limit") as written in the file: "never" reads better for an age.
 NO_LIMIT: dict[str, object] = {"retention_days": "never", "retention_gb": 0}
-
-
-class ConfigEditError(Exception):
-    """The file cannot be edited safely (it is not TOML, or a table is something else); the
-    message says what to fix by hand. Nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +116,7 @@ def _table(doc: Container, name: str) -> Table | InlineTable:
         doc.add(name, tomlkit.table())
     found = doc[name]
     if not isinstance(found, (Table, InlineTable)):
-        raise ConfigEditError(f"[{name}] is not a table in the file ({name} = …): fix it by hand, then save again")
+        raise ConfigWriteError(f"[{name}] is not a table in the file ({name} = …): fix it by hand, then save again")
     return found
 
 
@@ -131,14 +125,14 @@ def _tables(parent: Table | InlineTable | Container, name: str, where: str) -> t
     table needs a blank line above it (it follows other lines)."""
     separate = False
     if isinstance(parent, InlineTable):
-        raise ConfigEditError(f"{where} cannot go inside a table written inline ({{...}}): write that table "
+        raise ConfigWriteError(f"{where} cannot go inside a table written inline ({{...}}): write that table "
                               "with its own header by hand, then save again")
     if name not in parent:
         separate = bool(parent.as_string().strip()) if isinstance(parent, Container) else bool(len(parent))
         parent.append(name, tomlkit.aot())
     found = parent[name]
     if not isinstance(found, AoT):
-        raise ConfigEditError(f"{where.strip('[]')} is not written as {where} tables in the file: write it so "
+        raise ConfigWriteError(f"{where.strip('[]')} is not written as {where} tables in the file: write it so "
                               "by hand, then save again")
     return found, separate
 
@@ -287,62 +281,28 @@ def edited_text(text: str, before: Settings, after: Settings, *,
     """``text`` (a config file) with the changes from ``before`` to ``after``.
 
     ``servers`` / ``routes``: how the lists were edited (``None``: unchanged). Raises
-    :class:`ConfigEditError` when ``text`` is not TOML or has a table where a value should be.
+    :class:`ConfigWriteError` when ``text`` is not TOML or has a table where a value should be.
     """
     try:
         doc = tomlkit.parse(text)
     except tomlkit.exceptions.ParseError as exc:
-        raise ConfigEditError(f"the file is not valid TOML ({exc}): fix it by hand, then save again") from None
+        raise ConfigWriteError(f"the file is not valid TOML ({exc}): fix it by hand, then save again") from None
     _apply(doc, before, after, servers, routes)
     return doc.as_string()
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``: a temporary file in the same folder, flushed to disk,
-    renamed over the old one (the old file's permissions are kept)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode: int | None = path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # the rename itself survives a power cut once the folder is on disk
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return  # not possible on every OS (Windows): the rename is still atomic
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def save_settings(path: Path, before: Settings, after: Settings, *,
                   servers: Sequence[Edit[ServerEntry]] | None = None,
                   routes: Sequence[Edit[ProxyRoute]] | None = None) -> str:
     """Write the changes from ``before`` to ``after`` into the file at ``path`` as it is now
-    (created when missing); returns the new text. Raises :class:`ConfigEditError` (nothing
-    written) when the file cannot be edited, ``OSError`` when it cannot be read or written."""
+    (created when missing); returns the new text. Raises :class:`ConfigWriteError` (nothing
+    written, the message says why) when the file cannot be read, edited or written."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        text = ""
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigWriteError(f"cannot read {path} ({exc})") from None
     new = edited_text(text, before, after, servers=servers, routes=routes)
     if new != text:
         write_atomically(path, new)
         log.info("settings saved to %s", path)
     return new
-
-

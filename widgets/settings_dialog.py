@@ -40,7 +40,8 @@ from app.alerts.rules import (
     user_rules_path,
 )
 from app.config import Settings, config_path, load_settings
-from app.config_edit import ConfigEditError, save_settings, write_atomically
+from app.config_edit import save_settings
+from app.config_write import ConfigWriteError, write_atomically
 from app.runtime import Runtime
 from app.secrets import KeyringUnavailable, delete_secret, keyring_status, set_secret
 from widgets.settings_fields import ERROR_STYLE, scrolling
@@ -75,7 +76,7 @@ class SettingsDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("llmmon settings")
         self.runtime = runtime
-        self.config_file = config_file or config_path()
+        self.config_file = config_file or (runtime.config_file if runtime is not None else None) or config_path()
         self.before, problems = load_settings(self.config_file)
         self.proxy_errors: list[str] = []
         keyring = keyring_status()
@@ -89,7 +90,7 @@ class SettingsDialog(QDialog):
 
         self.servers = ServersPage(keyring)
         self.polling = PollingPage()
-        self.proxy = ProxyPage()
+        self.proxy = ProxyPage(runtime.discovery.servers if runtime is not None and runtime.discovery else tuple)
         self.storage = StoragePage(runtime.store if runtime is not None else None)
         self.appearance = AppearancePage()
         self.notifications = NotificationsPage(keyring, engine.notifier if engine is not None else None,
@@ -190,7 +191,7 @@ class SettingsDialog(QDialog):
             save_settings(self.config_file, self.before, after, servers=self.servers.edits(),
                           routes=self.proxy.edits())
             self._save_notifications(notify)
-        except (ConfigEditError, OSError) as exc:
+        except (ConfigWriteError, OSError) as exc:
             self._say(f"Not saved: {self.config_file}: {exc}")
             return False
         for name in self.servers.dropped_keys():
@@ -222,7 +223,7 @@ class SettingsDialog(QDialog):
         if not changes:
             return
         if self.rules_path is None:
-            raise ConfigEditError("the shipped alert rules are in use (your rule file could not be created)")
+            raise ConfigWriteError("the shipped alert rules are in use (your rule file could not be created)")
         text = ensure_user_rules(self.rules_path).read_text(encoding="utf-8")  # the defaults first
         for key, value in changes.items():
             text = set_notify_option(text, key, value)

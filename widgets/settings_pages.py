@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
+from collections.abc import Callable, Iterable
 from typing import cast
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -39,8 +39,9 @@ from app.alerts.notify import WEBHOOK_SECRET, Delivery, Notification, Notifier, 
 from app.alerts.rules import WEBHOOK_FORMATS, NotifySettings, format_duration, parse_duration
 from app.config import THEMES, Invalid, ProxyRoute, Settings, check_setting
 from app.config_edit import Edit
-from app.proxy.group import default_routes
+from app.proxy.group import KnownServer, plan_routes
 from app.secrets import KeyringUnavailable, delete_secret, get_secret, set_secret
+from app.server_names import normalise_url
 from app.storage.retention import GB, retention_plan
 from app.storage.sessions import list_sessions
 from app.storage.store import Store
@@ -93,8 +94,9 @@ class ProxyPage(QWidget):
     title = "Proxy"
     ROUTE_COLUMNS = ["On", "Name", "Upstream", "Listen", "Kind"]
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, found: Callable[[], Iterable[KnownServer]] = tuple, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.found = found  # the servers discovery found: they get automatic routes too
         self.loaded: list[ProxyRoute] = []
         self._edits: list[Edit[ProxyRoute]] = []
         self.enabled = QCheckBox("Run the metering proxy")
@@ -145,9 +147,13 @@ class ProxyPage(QWidget):
         self.table.setRowCount(0)
         for route in proxy.routes:
             self._add_row(route, route)
-        automatic = default_routes(replace(settings, proxy=replace(proxy, routes=[])))
-        self.automatic.setText("With no route listed, the proxy runs these: " + "; ".join(
-            f"{r.upstream} behind 127.0.0.1:{r.listen_port}" for r in automatic) + ".")
+        listed = {normalise_url(r.upstream) for r in proxy.routes}
+        automatic = [r for r in plan_routes(settings, self.found(), free=lambda host, port: True)
+                     if normalise_url(r.upstream) not in listed]
+        self.automatic.setText(
+            "Every other server llmmon knows gets its own proxy on its port + 1 (the next free port when "
+            "that one is taken)" + (": " + "; ".join(f"{r.upstream} behind 127.0.0.1:{r.listen_port}"
+                                                     for r in automatic) if automatic else "") + ".")
 
     def _add_row(self, before: ProxyRoute | None, route: ProxyRoute) -> None:
         row = self.table.rowCount()

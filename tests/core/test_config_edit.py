@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.config import THEMES, ProxyRoute, ServerEntry, Settings, load_settings
-from app.config_edit import ConfigEditError, Edit, edited_text, edits_by_position, save_settings
+from app.config_edit import Edit, edited_text, edits_by_position, save_settings
+from app.config_write import ConfigWriteError
 
 HAND_WRITTEN = """\
 # llmmon settings, written by hand
@@ -107,7 +108,7 @@ def test_a_file_that_is_not_toml_is_refused_and_left_as_it_is(tmp_path: Path) ->
     after = Settings(retention_days=7)
     try:
         save_settings(path, Settings(), after)
-    except ConfigEditError as exc:
+    except ConfigWriteError as exc:
         assert "not valid TOML" in str(exc) and "fix it by hand" in str(exc)
     else:
         raise AssertionError("a broken file was edited")
@@ -118,7 +119,7 @@ def test_a_value_where_a_table_should_be_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, "general = 5\n")
     try:
         save_settings(path, Settings(), Settings(retention_days=7))
-    except ConfigEditError as exc:
+    except ConfigWriteError as exc:
         assert "[general] is not a table" in str(exc)
     else:
         raise AssertionError("general = 5 was overwritten")
@@ -227,13 +228,13 @@ sections = st.dictionaries(
 @given(document=sections, after=any_settings())
 def test_any_existing_document_is_edited_or_refused_never_broken(document: dict, after: Settings) -> None:
     """Whatever TOML the user wrote (lists where tables should be, values of any type, tables
-    inline or not), saving either refuses with ConfigEditError or writes a TOML document in
+    inline or not), saving either refuses with ConfigWriteError or writes a TOML document in
     which what was saved reads back as saved."""
     text = tomlkit.dumps(document)
     try:
         out = edited_text(text, Settings(), after, servers=edits_by_position([], after.servers),
                           routes=edits_by_position([], after.proxy.routes))
-    except ConfigEditError:
+    except ConfigWriteError:
         return
     raw = tomllib.loads(out)
     if after.theme != "system":

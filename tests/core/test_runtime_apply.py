@@ -12,6 +12,7 @@ import httpx
 from app.config import ProxyRoute, ServerEntry, Settings
 from app.records import Sample
 from app.runtime import Runtime
+from app.server_names import server_name
 from collectors.http import ServerCollector
 from collectors.system import SystemCollector
 from tests.sim.ollama import SimOllama
@@ -83,22 +84,24 @@ def test_new_retention_limits_delete_old_data_at_once(db_file: Path) -> None:
 
 def test_servers_added_and_removed_start_and_stop_being_watched(db_file: Path) -> None:
     with SimOllama() as ollama, SimVllm() as vllm:
+        laptop, lab = server_name("ollama", ollama.url), server_name("vllm", vllm.url)  # their identities
         first = Settings(discover_local=False, servers=[ServerEntry(ollama.url, name="laptop")])
         runtime = Runtime.create(db_file, first)
         try:
             runtime.start()
             health = runtime.hub.health
-            wait_until(lambda: "laptop" in health, what="the configured Ollama watched")
+            wait_until(lambda: laptop in health, what="the configured Ollama watched")
             second = Settings(discover_local=False, server_interval_s=0.4, system_interval_s=0.5,
                               servers=[ServerEntry(vllm.url, name="lab")])
             runtime.apply(second)
             # Discovery scans again at once (its own interval is 30 s): the new server shows within seconds.
-            wait_until(lambda: "lab" in health, timeout=10, what="the added vLLM watched")
-            assert "laptop" not in health
+            wait_until(lambda: lab in health, timeout=10, what="the added vLLM watched")
+            assert laptop not in health
             names = {c.name: c for c in runtime.hub.scheduler.collectors}
-            assert "laptop" not in names and names["lab"].interval == 0.4
+            assert laptop not in names and names[lab].interval == 0.4
             assert all(c.interval == 0.5 for c in names.values() if isinstance(c, SystemCollector))
-            assert [c.name for c in names.values() if isinstance(c, ServerCollector)] == ["lab"]
+            assert [c.name for c in names.values() if isinstance(c, ServerCollector)] == [lab]
+            assert runtime.display_name(lab) == "lab"  # the new settings name it
             polled = len([r for r in ollama.requests if r.path == "/api/ps"])
             lab_polls = len([r for r in vllm.requests if r.path == "/metrics"])
             wait_until(lambda: len([r for r in vllm.requests if r.path == "/metrics"]) >= lab_polls + 3,
