@@ -98,7 +98,9 @@ class SettingsDialog(QDialog):
         self.privacy = PrivacyPage()
         self.desktop = DesktopPage(desktop_actions or [])
         self.pages: list[QWidget] = [self.servers, self.polling, self.proxy, self.storage, self.appearance,
-                                     self.notifications, self.privacy, self.desktop]
+                                     self.notifications, self.privacy]
+        if desktop_actions:  # the window's desktop switches, where this window has them
+            self.pages.append(self.desktop)
         for page in (self.servers, self.polling, self.proxy, self.storage, self.appearance, self.privacy):
             page.load(self.before)
         self.notifications.load(notify)

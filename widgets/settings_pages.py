@@ -544,8 +544,6 @@ class DesktopPage(QWidget):
             layout.addWidget(box)
             if action.statusTip():
                 layout.addWidget(note(action.statusTip()))
-        if not actions:
-            layout.addWidget(note("Not available in this window."))
         layout.addWidget(note("The same switches are in the File menu. Applied when you save."))
         layout.addStretch(1)
 
