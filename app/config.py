@@ -84,6 +84,7 @@ class ProxyRoute:
     listen_host: str = "127.0.0.1"   # another address only when the user writes one
     kind: str = "auto"
     name: str = ""
+    enabled: bool = True             # false: kept in the file, not started
 
 
 @dataclass
@@ -133,8 +134,10 @@ class Settings:
     retention_days: float | None = 30.0
     retention_gb: float | None = None   # also keep the database under this many GB (1e9 bytes)
     system_interval_s: float = 1.0
+    server_interval_s: float = 1.0      # how often each LLM server is polled
     servers: list[ServerEntry] = field(default_factory=list)
     discover_local: bool = True
+    theme: str = "system"               # "system", "light" or "dark"
     proxy: ProxySettings = field(default_factory=ProxySettings)
     exporter: ExporterSettings = field(default_factory=ExporterSettings)
     prometheus: list[PrometheusSource] = field(default_factory=list)
@@ -142,6 +145,7 @@ class Settings:
 
 # ---------------------------------------------------------------------------- value checks
 SERVER_KINDS = ("auto", *kind_ids())  # "auto": probe it; else a kind of app/server_kinds.py
+THEMES = ("system", "light", "dark")
 MAX_RETENTION_DAYS = 36_500          # a hundred years
 MAX_RETENTION_GB = 1_000_000         # a petabyte
 MAX_INTERVAL_S = 3600.0
@@ -263,14 +267,17 @@ GENERAL: dict[str, Check] = {
     "retention_days": limit(MAX_RETENTION_DAYS, "days"),
     "retention_gb": limit(MAX_RETENTION_GB, "GB"),
     "system_interval_s": number(MIN_INTERVAL_S, MAX_INTERVAL_S, " seconds"),
+    "server_interval_s": number(MIN_INTERVAL_S, MAX_INTERVAL_S, " seconds"),
     "discover_local": boolean,
+    "theme": choice(*THEMES),
 }
 SERVER: dict[str, Check] = {"url": url, "kind": choice(*SERVER_KINDS), "name": text, "api_key_ref": text}
 PROXY: dict[str, Check] = {
     "enabled": boolean, "include_usage": boolean, "store_content": boolean,
     "content_max_chars": whole(1, MAX_CONTENT_CHARS),
 }
-ROUTE: dict[str, Check] = {"upstream": url, "listen": listen, "kind": choice(*SERVER_KINDS), "name": text}
+ROUTE: dict[str, Check] = {"upstream": url, "listen": listen, "kind": choice(*SERVER_KINDS), "name": text,
+                           "enabled": boolean}
 EXPORTER: dict[str, Check] = {"enabled": boolean, "listen": listen, "max_series_per_metric": whole(1, 1_000_000)}
 def full_url(value: object) -> str:
     """:func:`url` with its scheme written (a Prometheus may be http or https: no guessing)."""
@@ -283,6 +290,30 @@ PROMETHEUS: dict[str, Check] = {"url": full_url, "name": text, "username": text,
                                 "timeout_s": number(0.1, 120.0, " seconds")}
 TABLES = {"general": "[general]", "servers": "[[servers]]", "proxy": "[proxy]", "exporter": "[exporter]",
           "prometheus": "[[prometheus]]"}
+CHECKS: dict[str, Check] = {
+    f"{prefix}.{key}": check
+    for prefix, table in (("general", GENERAL), ("servers", SERVER), ("proxy", PROXY), ("proxy.routes", ROUTE),
+                          ("exporter", EXPORTER), ("prometheus", PROMETHEUS))
+    for key, check in table.items()}
+"""Every setting's check by its key (``[[servers]]`` and ``[[proxy.routes]]`` keys without the
+entry's index): what the settings dialog checks each field with."""
+
+
+def check_setting(key: str, value: object) -> object:
+    """One setting's value as llmmon uses it, or :class:`Invalid` saying what it must be (the
+    settings dialog checks each field with this; :func:`load_settings` uses the same checks).
+
+    >>> check_setting("general.retention_days", "never") is None
+    True
+    >>> check_setting("proxy.routes.listen", "0.0.0.0:8001")
+    ('0.0.0.0', 8001)
+    >>> check_setting("general.system_interval_s", 0.1)
+    Traceback (most recent call last):
+    ...
+    app.config.Invalid: must be a number from 0.25 to 3600 seconds
+    """
+    return CHECKS[key](value)
+
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
 
 def key_text(key: Key) -> str:

@@ -50,11 +50,14 @@ def save_setting(path: Path, table: str, key: str, value: bool | int | float | s
     if not isinstance(section, (Table, InlineTable)):
         raise ConfigWriteError(f"{path}: {table} is not a table ([{table}]); it was left as it is")
     section[key] = value
-    _write_atomically(path, tomlkit.dumps(doc))
+    write_atomically(path, tomlkit.dumps(doc))
     log.info("saved %s.%s = %r in %s", table, key, value, path)
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``: a temporary file in the same folder, flushed to disk,
+    renamed over the old one (whose permissions it keeps), and the folder flushed so the
+    rename survives a power cut. Raises :class:`ConfigWriteError`; the old file is untouched."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -72,3 +75,9 @@ def _write_atomically(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise ConfigWriteError(f"cannot write {path} ({exc.strerror or exc})") from None
+    with contextlib.suppress(OSError):  # not possible everywhere (Windows): the rename is atomic anyway
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

@@ -51,6 +51,11 @@ class Hub:
         for collector in collectors:
             self.scheduler.add(collector)
 
+    def remove_source(self, name: str) -> None:
+        """Stop the collector ``name`` and forget its health (its recorded data stays)."""
+        self.scheduler.remove(name)
+        self.health.pop(name, None)
+
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
         """Call ``fn(records)`` for every published batch; returns an unsubscribe function."""
         with self._lock:

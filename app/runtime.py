@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,20 +21,21 @@ from app.alerts.engine import AlertEngine
 from app.alerts.notify import DesktopSink, Notifier, WebhookSink
 from app.alerts.rules import ensure_user_rules
 from app.collector import Collector
-from app.config import ExporterSettings, Settings, config_path, db_path, load_settings
+from app.config import ExporterSettings, ServerEntry, Settings, config_path, db_path, load_settings
 from app.config_write import ConfigWriteError, save_setting
 from app.exporter import MetricsExporter
 from app.hub import Hub
 from app.proxy.group import ProxyGroup
 from app.records import Record, RequestRecord
 from app.request_stats import RequestStats
-from app.server_names import display_name, host_port
+from app.server_names import display_name, host_port, normalise_url
 from app.storage.retention import GB
 from app.storage.store import Store
 from app.usage.service import UsageService
 from collectors.discovery import DiscoveryCollector
 from collectors.energy import CpuEnergyCollector
 from collectors.gpu import GpuCollector
+from collectors.http import ServerCollector
 from collectors.system import SystemCollector
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ EXIT_STOPPED = 3  # a headless recorder whose recording stopped by itself (a thr
 def default_collectors(settings: Settings) -> list[Collector]:
     """Every collector the app starts with, built from the user's settings. Discovery creates
     one collector per LLM server it finds; the GPU collector watches those servers' processes."""
-    discovery = DiscoveryCollector(settings)
+    discovery = DiscoveryCollector(settings, server_interval=settings.server_interval_s)
     return [
         SystemCollector(interval=settings.system_interval_s),
         discovery,
@@ -162,6 +163,46 @@ class Runtime:
             log.warning("proxy switch not saved: %s", exc)
             return str(exc)
         return ""
+
+    def apply(self, settings: Settings, reconnect: Iterable[str] = (), problems: list[str] | None = None) -> list[str]:
+        """Use saved settings while running (the settings dialog's Save): retention limits (a
+        pass runs now), poll intervals, servers added, edited or removed (their collectors
+        stop; discovery scans again at once), the proxies' routes, options and on/off switch.
+        ``reconnect``: URLs of servers whose API key changed, watched again with the new one;
+        ``problems``: the config file's problems now. Returns the errors of proxy routes that
+        could not start."""
+        old, self.settings = self.settings, settings
+        if problems is not None:
+            self.problems = problems
+        self.store.set_retention(settings.retention_days,
+                                 int(settings.retention_gb * GB) if settings.retention_gb else None)
+        for collector in self.hub.scheduler.collectors:
+            if isinstance(collector, SystemCollector):
+                collector.interval = settings.system_interval_s
+            elif isinstance(collector, ServerCollector):
+                collector.interval = settings.server_interval_s
+        if self.discovery is not None:
+            self._rediscover(self.discovery, old, settings, {normalise_url(u) for u in reconnect})
+        errors = self.proxies.reconfigure(settings) if self.proxies is not None else []
+        log.info("settings applied")
+        return errors
+
+    def _rediscover(self, discovery: DiscoveryCollector, old: Settings, new: Settings, reconnect: set[str]) -> None:
+        """Stop the collectors of servers whose entry changed or went (discovery finds the
+        changed ones again with their new name, kind and key), then scan now."""
+        def entries(s: Settings) -> dict[str, ServerEntry]:
+            return {normalise_url(e.url): e for e in s.servers}
+        before, after = entries(old), entries(new)
+        stale = {url for url, e in before.items() if after.get(url) != e} | reconnect
+        if old.discover_local and not new.discover_local:
+            stale |= {ref.url for ref in discovery.servers() if ref.url not in after}
+        discovery.server_interval = new.server_interval_s
+        discovery.settings = new
+        for url in stale:
+            name = discovery.forget(url)
+            if name is not None:
+                self.hub.remove_source(name)
+        self.hub.scheduler.wake(discovery.name)
 
     def start(self) -> None:
         self.hub.start()

@@ -70,13 +70,15 @@ class _Runner:
     """The thread and bookkeeping of one collector."""
 
     def __init__(self, collector: Collector, publish: Publish, schedule: Callable[[Collector], None],
-                 stop: threading.Event, clock: Callable[[], float], faults: Faults) -> None:
+                 clock: Callable[[], float], faults: Faults) -> None:
         self.collector = collector
         self.faults = faults
         self.died = ""  # why the thread ended while the scheduler still runs
         self.publish = publish
         self.schedule = schedule
-        self.stop = stop
+        self.stop = threading.Event()  # this collector only: the scheduler stops, or it was removed
+        self.wake = threading.Event()  # poll now instead of at the next deadline
+        self.removed = False           # the user removed its source: a poll under way is not published
         self.clock = clock
         self.failures = 0
         self.state = HealthState.UNKNOWN
@@ -105,7 +107,9 @@ class _Runner:
             now = time.monotonic()
             if next_at < now:  # fell behind (slow poll, suspend): skip, don't burst
                 next_at = now + (delay if self.failures else 0.0)
-            self.stop.wait(max(0.0, next_at - now))
+            if self.wake.wait(max(0.0, next_at - now)):
+                self.wake.clear()
+                next_at = time.monotonic()  # woken (to poll now, or to stop): the schedule restarts here
         try:
             self.collector.close()
         except Exception:
@@ -143,6 +147,8 @@ class _Runner:
                                      labels_of(kind=c.kind)))
                 log.info("%s is %s", c.name, text)
             self.state = health.state
+        if self.removed:
+            return  # its health would bring a removed server back to the window
         try:
             self.publish(records)
         except Exception as exc:
@@ -192,10 +198,29 @@ class Scheduler:
             if self._stop.is_set():  # added during shutdown: never started, nothing to join
                 collector.close()
                 return
-            runner = _Runner(collector, self.publish, self.add, self._stop, self.clock, self.faults)
+            runner = _Runner(collector, self.publish, self.add, self.clock, self.faults)
             self._runners[collector.name] = runner
             if self._started:
                 runner.thread.start()
+
+    def remove(self, name: str) -> bool:
+        """Stop polling the collector ``name`` (its thread ends after the poll it may be in,
+        then closes it); False when there is none."""
+        with self._lock:
+            runner = self._runners.pop(name, None)
+        if runner is None:
+            return False
+        runner.removed = True
+        runner.stop.set()
+        runner.wake.set()
+        return True
+
+    def wake(self, name: str) -> None:
+        """Poll the collector ``name`` now (e.g. discovery after the user added a server)."""
+        with self._lock:
+            runner = self._runners.get(name)
+        if runner is not None:
+            runner.wake.set()
 
     def start(self) -> None:
         self._started = True
@@ -210,6 +235,9 @@ class Scheduler:
         with self._lock:
             self._stop.set()
             runners = list(self._runners.values())
+        for runner in runners:
+            runner.stop.set()
+            runner.wake.set()
         for runner in runners:
             if runner.thread.ident is None:
                 continue

@@ -39,7 +39,8 @@ from collectors.http import HttpSource, ServerAnswers, ServerCollector, SourceEr
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DiscoveryCollector", "Probe", "identify", "collector_class", "default_ports", "normalise_url"]
+__all__ = ["DiscoveryCollector", "Probe", "identify", "collector_class", "default_ports", "normalise_url",
+           "api_key_name"]
 
 
 def collector_class(kind: ServerKind) -> type[ServerCollector]:
@@ -64,6 +65,16 @@ class Probe:
     kind: str = ""
     reason: str = ""
     state: HealthState = HealthState.DOWN
+
+
+def api_key_name(url: str) -> str:
+    """The keyring entry the settings dialog stores a server's API key under, made from its
+    URL; config.toml names it in ``api_key_ref``, which is what discovery reads.
+
+    >>> api_key_name("http://GPU-box:8000/")
+    'api_key:http://gpu-box:8000'
+    """
+    return f"api_key:{normalise_url(url)}"
 
 
 def identify(url: str, timeout: float = 1.0, api_key: str | None = None,
@@ -129,6 +140,13 @@ class DiscoveryCollector(Collector):
         """The collectors of the servers found since the last call."""
         created, self._created = self._created, []
         return created
+
+    def forget(self, url: str) -> str | None:
+        """Stop counting the server at ``url`` as found, so the next scan probes it again (the
+        user edited or removed it); returns the name of its collector, ``None`` if not found."""
+        with self._lock:
+            ref = self._found.pop(normalise_url(url), None)
+        return ref.name if ref is not None else None
 
     def servers(self) -> list[ServerRef]:
         """The servers found so far (thread-safe; the GPU collector watches their processes)."""

@@ -89,7 +89,6 @@ def run_gui(args: argparse.Namespace) -> int:
     # argv[0] becomes the X11 window class's instance name (else "main.py").
     app = existing if isinstance(existing, QApplication) else QApplication([APP_ID])
     identify(app)
-    apply_colour_scheme(app)
     db = db_path(args.db)
     name = server_name(db)
     if _bring_running_forward(name, still_starting=False):
@@ -110,6 +109,7 @@ def run_gui(args: argparse.Namespace) -> int:
 def _run_window(app: QApplication, args: argparse.Namespace, instance: InstanceServer) -> int:
     runtime = Runtime.create(args.db, session_name=args.session_name,
                              serve_metrics=getattr(args, "serve_metrics", None))
+    apply_colour_scheme(app, runtime.settings.theme)
     window = MainWindow(runtime)
     tray = install_tray(app, window, runtime)  # when the desktop has a tray: owned by app
     if tray is None:

@@ -45,6 +45,7 @@ from widgets.prompt_panel import PromptPanel
 from widgets.requests_panel import RequestsPanel
 from widgets.servers_panel import ServersPanel
 from widgets.sessions_panel import SessionsPanel
+from widgets.settings_dialog import SettingsDialog
 from widgets.smoothing_button import SmoothingButton
 from widgets.theme import BAD, WARN, emphasis
 from widgets.time_window import SPANS, TimeWindow
@@ -235,6 +236,25 @@ class MainWindow(QMainWindow):
         self._quitting = True
         self.save_state()
         QApplication.quit()  # closes the windows (this one accepts now), then aboutToQuit
+
+    def open_settings(self) -> SettingsDialog:
+        """The settings window, over the main window (whose charts go on updating); saving
+        applies at once. Asked again while it is open, it comes to the front."""
+        open_already = self.findChild(SettingsDialog)
+        if open_already is not None and open_already.isVisible():
+            open_already.raise_()
+            open_already.activateWindow()
+            return open_already
+        dialog = SettingsDialog(self.runtime, parent=self,
+                                desktop_actions=[self.commands.start_minimised, self.commands.start_on_login])
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.saved.connect(lambda: self._settings_saved(dialog))
+        dialog.open()
+        return dialog
+
+    def _settings_saved(self, dialog: SettingsDialog) -> None:
+        self.statusBar().showMessage("; ".join(["Settings saved and applied", *dialog.proxy_errors]), 10_000)
+        self._show_config_problems(self.runtime.problems)
 
     def show_session(self, session_id: int) -> None:
         """Show a past session's time range from the database, read-only."""

@@ -89,6 +89,24 @@ def count_cell(measured: int, server: int | None, servers: tuple[str, ...], esti
     return text, tip
 
 
+def retention_summary(plan: RetentionPlan, sessions: list[SessionInfo]) -> str:
+    """The database's size, the limits, and what the next clean-up removes (the Sessions tab's
+    header line, and the preview in the settings' Storage page)."""
+    usage = plan.usage
+    limits = [f"{plan.keep_days:g} days" if plan.keep_days else "",
+              f"{plan.max_bytes / GB:g} GB" if plan.max_bytes else ""]
+    keep = " and ".join(x for x in limits if x) or "everything (no retention limit)"
+    text = (f"Database {format_bytes(usage.file_bytes)} ({format_bytes(usage.used_bytes)} in use) · "
+            f"{len(sessions)} sessions · keeping {keep}.")
+    if plan.cutoff is None:
+        return text + " Nothing is due for removal."
+    whole = sum(plan.effect(s) == "all" for s in sessions)
+    part = sum(plan.effect(s) == "part" for s in sessions)
+    why = "the age limit" if plan.reason == "age" else "the size limit"
+    return (text + f" Next clean-up ({why}) removes data before {format_time(plan.cutoff)}: "
+            f"{whole} whole session(s), part of {part}.")
+
+
 class SessionsPanel(Panel):
     """The session browser. ``openSessionRequested(id)`` asks the dashboard to show a session."""
 
@@ -214,7 +232,7 @@ class SessionsPanel(Panel):
         self.sessions, self.plan, self.server_counts = sessions, plan, counts
         if self.row_sizes is None or self.row_sizes[1] is not plan.usage.bytes_per_row:
             self.row_sizes = (now, plan.usage.bytes_per_row)
-        self.summary.setText(self._summary_text(plan))
+        self.summary.setText(retention_summary(plan, sessions))
         self.table.blockSignals(True)  # filling cells is not the user editing them
         self.table.setRowCount(len(sessions))
         for row, s in enumerate(sessions):
@@ -256,21 +274,6 @@ class SessionsPanel(Panel):
         if selected is not None:
             self.select(selected.id)
         self._update_buttons()
-
-    def _summary_text(self, plan: RetentionPlan) -> str:
-        usage = plan.usage
-        limits = [f"{plan.keep_days:g} days" if plan.keep_days else "",
-                  f"{plan.max_bytes / GB:g} GB" if plan.max_bytes else ""]
-        keep = " and ".join(x for x in limits if x) or "everything (no retention limit)"
-        text = (f"Database {format_bytes(usage.file_bytes)} ({format_bytes(usage.used_bytes)} in use) · "
-                f"{len(self.sessions)} sessions · keeping {keep}.")
-        if plan.cutoff is None:
-            return text + " Nothing is due for removal."
-        whole = sum(plan.effect(s) == "all" for s in self.sessions)
-        part = sum(plan.effect(s) == "part" for s in self.sessions)
-        why = "the age limit" if plan.reason == "age" else "the size limit"
-        return (text + f" Next clean-up ({why}) removes data before {format_time(plan.cutoff)}: "
-                f"{whole} whole session(s), part of {part}.")
 
     # ------------------------------------------------------------------ selection
     def selected(self) -> SessionInfo | None:

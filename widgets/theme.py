@@ -79,21 +79,49 @@ def _dark_palette() -> QPalette:
     return p
 
 
-def apply_colour_scheme(app: QApplication) -> str:
-    """Follow the system's light/dark choice (or ``$LLMMON_THEME``); returns the one applied.
+_system_look: tuple[str, QPalette] | None = None  # the style and palette Qt started with
+
+
+def apply_colour_scheme(app: QApplication, theme: str = "system") -> str:
+    """Use ``theme`` ("system", "light" or "dark"; ``$LLMMON_THEME`` overrides it); returns the
+    scheme applied. Can be called again while running (the settings dialog): widgets and
+    charts take the new colours at once.
 
     Qt follows the system palette by itself where a platform theme exists; where it reports a
-    dark preference without providing a dark palette (or the user forces one), llmmon sets its
-    own dark palette on the Fusion style so every widget and chart agrees."""
+    dark preference without providing a dark palette (or the user wants the other scheme),
+    llmmon sets its own palette on the Fusion style so every widget and chart agrees."""
+    global _system_look
+    if _system_look is None:
+        _system_look = (app.style().name(), app.palette())
     wanted = os.environ.get(THEME_ENV, "").lower()
+    if wanted not in ("dark", "light"):
+        wanted = theme
     if wanted not in ("dark", "light"):
         dark = app.styleHints().colorScheme() == Qt.ColorScheme.Dark
         wanted = "dark" if dark else "light"
-    if wanted == "dark" and not is_dark():
+    style, palette = _system_look
+    system_dark = palette.color(QPalette.ColorRole.Window).lightness() < 128
+    if (wanted == "dark") == system_dark:
+        app.setStyle(style)
+        app.setPalette(palette)
+    else:
         app.setStyle("Fusion")
-        app.setPalette(_dark_palette())
+        app.setPalette(_dark_palette() if wanted == "dark" else app.style().standardPalette())
     apply_plot_theme()
+    _recolour_plots(app)
     return wanted
+
+
+def _recolour_plots(app: QApplication) -> None:
+    """Charts already on screen take the palette's background and text colours."""
+    background = app.palette().color(QPalette.ColorRole.Base)
+    foreground = app.palette().color(QPalette.ColorRole.Text)
+    for widget in app.allWidgets():
+        if isinstance(widget, pg.PlotWidget):
+            widget.setBackground(background)
+            for axis in widget.getPlotItem().axes.values():
+                axis["item"].setPen(foreground)
+                axis["item"].setTextPen(foreground)
 
 
 def apply_plot_theme() -> None:

@@ -58,6 +58,9 @@ class WindowCommands(QObject):
         self.start_on_login.setCheckable(True)
         self.start_on_login.setChecked(bool(settings.value(START_ON_LOGIN, False, type=bool)))
         self.start_on_login.toggled.connect(self._set_start_on_login)
+        self.settings_window = self._action("&Settings…", window.open_settings,
+                                            "Servers, polling, proxy, storage, theme, notifications, privacy")
+        self.settings_window.setShortcut(QKeySequence("Ctrl+,"))
         self.close_window = self._action("&Close window", window.close)
         self.close_window.setShortcut(QKeySequence.StandardKey.Close)
         self.quit = self._action("&Quit", window.quit_app, "Stop monitoring and recording, and exit")
@@ -68,8 +71,8 @@ class WindowCommands(QObject):
         self.about_dialog: AboutDialog | None = None
 
         file_menu = fill_menu(window.menuBar().addMenu("&File"), [
-            self.new_session, self.pause, None, self.start_minimised, self.start_on_login, None,
-            self.close_window, self.quit])
+            self.new_session, self.pause, None, self.settings_window, self.start_minimised, self.start_on_login,
+            None, self.close_window, self.quit])
         file_menu.aboutToShow.connect(self.sync)
         fill_menu(window.menuBar().addMenu("&Help"), [self.open_logs, self.open_data, None, self.about])
         self.sync()

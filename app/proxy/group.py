@@ -89,7 +89,8 @@ def plan_routes(settings: Settings, found: Iterable[KnownServer] = (), keep: Seq
         keep: the routes planned before: a server keeps its port while that stays free.
         free: whether a port can be listened on (tests and the running group pass their own).
     """
-    routes = list(settings.proxy.routes)
+    configured = settings.proxy.routes
+    routes = [r for r in configured if r.enabled]  # a route switched off stays in the file only
     if settings.proxy.routes_only:
         return routes
     servers: dict[str, str] = {}   # normalised URL → kind
@@ -98,7 +99,7 @@ def plan_routes(settings: Settings, found: Iterable[KnownServer] = (), keep: Seq
     for ref in found:
         url = normalise_url(ref.url)
         servers[url] = ref.kind or servers.get(url, "auto")
-    covered = {normalise_url(r.upstream) for r in routes}
+    covered = {normalise_url(r.upstream) for r in configured}  # switched off: no automatic route either
     taken = {r.listen_port for r in routes}
     taken |= {port for host, port in map(host_port, servers) if is_loopback(host)}
     before = {normalise_url(r.upstream): r.listen_port for r in keep}
@@ -194,6 +195,26 @@ class ProxyGroup:
             if self._on:
                 self._sync()
             return list(self._errors.values())
+
+    def reconfigure(self, settings: Settings) -> list[str]:
+        """Use new settings (the settings window's Save): plan the routes again; proxies whose
+        options changed restart with the new ones (requests in flight are recorded as
+        cancelled); then they run or stay off as ``[proxy] enabled`` says. Returns the errors of
+        routes that could not start."""
+        with self._lock:
+            self.settings = settings
+            proxy = settings.proxy
+            options = ForwardOptions(include_usage=proxy.include_usage, store_content=proxy.store_content,
+                                     content_max_chars=proxy.content_max_chars)
+            if options != self.options:
+                self.options = options
+                for port in list(self._servers):
+                    self._stop_one(port)
+            if proxy.enabled:
+                return self.start()
+            self.stop()
+            self.routes = self._plan()
+            return []
 
     def on_records(self, records: list[Record]) -> None:
         """Hub subscriber: a server found by discovery gets its route."""

@@ -472,6 +472,14 @@ class Store:
         return sid
 
     # ----------------------------------------------------------------- retention
+    def set_retention(self, days: float | None, max_bytes: int | None) -> Future[None] | None:
+        """Use new limits (``None``: no limit) and apply them now on the writer thread rather
+        than at the next hourly check; returns that pass's future (``None`` when not running)."""
+        self.retention_days, self.retention_max_bytes = days, max_bytes
+        if not self.running or (days is None and not max_bytes):
+            return None
+        return self.call(lambda db: self._retention())
+
     def apply_retention(self, keep_days: float) -> Future[int]:
         """Delete samples, requests, events and ended sessions older than ``keep_days``."""
         return self.call(lambda db: self.apply_retention_now(keep_days))

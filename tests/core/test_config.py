@@ -125,7 +125,7 @@ def test_each_bad_value_keeps_its_own_default_and_the_rest_is_used(tmp_path: Pat
     assert loaded.proxy.routes == []
     assert problems == [
         f"{path} line 3: general.retention_dayz is not a setting of [general] (it takes retention_days, "
-        "retention_gb, system_interval_s, discover_local); ignored",
+        "retention_gb, system_interval_s, server_interval_s, discover_local, theme); ignored",
         f"{path} line 4: general.system_interval_s must be a number from 0.25 to 3600 seconds, not 0; using 1",
         f"{path} line 7: servers[0].kind must be one of auto, ollama, vllm, llamacpp, openai, not \"vlm\"; "
         'using "auto"',
