@@ -8,7 +8,7 @@
 A prompt file holds prompts separated by a line ``---``, or is a ``.jsonl`` file of prompts (see
 app/benchmarks/prompts.py). The server is found the way the app finds it (its kind asked unless
 --kind names it); without --server, the first one up among the configured servers and the
-default local ports (Ollama 11434, vLLM 8000, llama.cpp 8080, LM Studio 1234). The run records like
+default local ports of app/server_kinds.py. The run records like
 ``main.py --headless`` meanwhile (GPU power, the server's counters) into a session named after
 the benchmark, and is stored under --name (default: the models and the time) for later
 comparison. Ctrl-C stops it; the repeats done so far are kept.
@@ -32,7 +32,7 @@ from app.config import ServerEntry, Settings, db_path, load_settings
 from app.prompt_runner import PromptTarget
 from app.records import Health, HealthState
 from app.secrets import get_secret
-from app.server_kinds import is_server_kind, kind_ids
+from app.server_kinds import is_server_kind, kind_ids, where_to_start
 from app.server_names import host_port
 from app.storage.store import connect
 
@@ -133,7 +133,7 @@ def _server(runtime: Runtime, url: str, stop: threading.Event) -> Health | str:
             return up[0]
         if time.monotonic() > deadline:
             reasons = "; ".join(f"{h.source}: {h.reason}" for h in servers if h.reason)
-            where = url or "the default local ports (Ollama 11434, vLLM 8000, llama.cpp 8080, LM Studio 1234)"
+            where = url or f"the default local ports: {where_to_start()}"
             return f"no LLM server up at {where}" + (f" ({reasons})" if reasons else "")
         stop.wait(0.1)
     return "stopped"
