@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -33,14 +33,13 @@ from PySide6.QtWidgets import (
 
 from app.alerts.engine import AlertEngine, AlertView
 from app.alerts.history import HistoryFilter, alert_history, last_event_id
-from app.alerts.rule_file import replace_rule, set_notify_option
+from app.alerts.rule_file import replace_rule
 from app.alerts.rules import DEFAULT_RULES_PATH, Rule
 from app.alerts.sentence import series_text, value_text, with_names
 from app.runtime import Runtime
 from widgets.panel import Panel
 from widgets.rule_editor import RuleEditor
 from widgets.theme import BAD, SEVERITY_COLOURS
-from widgets.webhook_dialog import WebhookDialog
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +94,7 @@ class AlertsPanel(Panel):
     """The Alerts tab (see the module docstring)."""
 
     title = "Alerts"
+    notificationSettingsRequested = Signal()  # the user asked for the settings' Notifications page
 
     def __init__(self, runtime: Runtime, parent: QWidget | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -112,11 +112,13 @@ class AlertsPanel(Panel):
         self.problems.setStyleSheet(f"color: {BAD}")
         self.sinks = QLabel()
         self.sinks.setWordWrap(True)
-        self.webhook_button = QPushButton("Webhook…")
-        self.webhook_button.clicked.connect(self.edit_webhook)
+        # The webhook URL, its format and the other sinks are set in one place: the settings window.
+        self.notification_settings_button = QPushButton("Notification settings…")
+        self.notification_settings_button.setToolTip("Desktop, tray and webhook notifications\n(Settings → Notifications)")
+        self.notification_settings_button.clicked.connect(self.notificationSettingsRequested)
         sinks_row = QHBoxLayout()
         sinks_row.addWidget(self.sinks, 1)
-        sinks_row.addWidget(self.webhook_button)
+        sinks_row.addWidget(self.notification_settings_button)
 
         # Active alerts
         self.active = _table(["Severity", "Alert", "Series", "State", "Since", "Value", "Message"])
@@ -392,9 +394,3 @@ class AlertsPanel(Panel):
         self._engine.reload()
         self.show_rules()
         self.refresh_history(force=True)
-
-    def edit_webhook(self) -> None:
-        dialog = WebhookDialog(self._engine.rule_file.notifications.webhook, self)
-        if dialog.exec() and dialog.format != self._engine.rule_file.notifications.webhook:
-            self._rewrite_file(lambda text: set_notify_option(text, "webhook", f'"{dialog.format}"'))
-        self.show_sinks()

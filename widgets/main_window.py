@@ -141,8 +141,10 @@ class MainWindow(QMainWindow):
             panel = factory(runtime)
             self.panels.append(panel)
             self.tabs.addTab(panel, panel.title)
-            if hasattr(panel, "openSessionRequested"):
+            if isinstance(panel, SessionsPanel):
                 panel.openSessionRequested.connect(self.show_session)
+            if isinstance(panel, AlertsPanel):
+                panel.notificationSettingsRequested.connect(lambda: self.open_settings("notifications"))
             panel.view = self.view
         for plot in self.tabs.findChildren(TimeSeriesPlot):
             plot.attach(self.view, self.history)
@@ -237,24 +239,28 @@ class MainWindow(QMainWindow):
         self.save_state()
         QApplication.quit()  # closes the windows (this one accepts now), then aboutToQuit
 
-    def open_settings(self) -> SettingsDialog:
-        """The settings window, over the main window (whose charts go on updating); saving
+    def open_settings(self, page: str = "") -> SettingsDialog:
+        """The settings window, over the main window (whose charts go on updating), at ``page``
+        (an attribute of :class:`SettingsDialog`: ``"notifications"``...) if given; saving
         applies at once. Asked again while it is open, it comes to the front."""
-        open_already = self.findChild(SettingsDialog)
-        if open_already is not None and open_already.isVisible():
-            open_already.raise_()
-            open_already.activateWindow()
-            return open_already
-        dialog = SettingsDialog(self.runtime, parent=self,
-                                desktop_actions=[self.commands.start_minimised, self.commands.start_on_login])
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.saved.connect(lambda: self._settings_saved(dialog))
-        dialog.open()
+        dialog = self.findChild(SettingsDialog)
+        if dialog is None or not dialog.isVisible():
+            dialog = SettingsDialog(self.runtime, parent=self,
+                                    desktop_actions=[self.commands.start_minimised, self.commands.start_on_login])
+            dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            dialog.saved.connect(lambda: self._settings_saved(dialog))
+            dialog.open()
+        else:
+            dialog.raise_()
+            dialog.activateWindow()
+        if page:
+            dialog.show_page(getattr(dialog, page))
         return dialog
 
     def _settings_saved(self, dialog: SettingsDialog) -> None:
         self.statusBar().showMessage("; ".join(["Settings saved and applied", *dialog.proxy_errors]), 10_000)
         self._show_config_problems(self.runtime.problems)
+        self.panel(AlertsPanel).show_sinks()  # the notification settings may have changed
 
     def show_session(self, session_id: int) -> None:
         """Show a past session's time range from the database, read-only."""

@@ -1,15 +1,14 @@
-"""The Alerts tab, the rule editor, the webhook dialog and the tray icon, under offscreen Qt with
+"""The Alerts tab, the rule editor, its way to the notification settings and the tray icon, under offscreen Qt with
 a real runtime (real SQLite file, the user's rule file in the test's config dir)."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-import keyring
-import keyring.backends.fail
 import pytest
 import shiboken6
-from PySide6.QtWidgets import QApplication, QDialog, QSystemTrayIcon
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QApplication, QDialog, QDialogButtonBox, QSystemTrayIcon
 
 from app import secrets
 from app.alerts.notify import WEBHOOK_SECRET, DesktopSink, Notifier
@@ -24,7 +23,6 @@ from widgets.rule_editor import RuleEditor
 from widgets.theme import SEVERITY_COLOURS
 from widgets.tray import AlertTray, TraySink, badge_icon
 from widgets.tray_menu import install_tray
-from widgets.webhook_dialog import WebhookDialog
 
 
 @pytest.fixture
@@ -149,35 +147,30 @@ def test_rule_editor_tests_against_the_last_hour_and_saves_to_the_file(qtbot, ru
     assert 'threshold = "high"' in user_rules_path().read_text()
 
 
-def test_webhook_dialog_keeps_the_url_in_the_keyring_only(qtbot, runtime, memory_keyring, monkeypatch) -> None:
-    panel = AlertsPanel(runtime)
-    qtbot.addWidget(panel)
+def test_the_tabs_notification_settings_set_the_webhook_with_the_url_in_the_keyring_only(
+        qtbot, runtime, memory_keyring, tmp_path: Path) -> None:
+    """The Alerts tab sends the user to the one place notifications are set (Settings →
+    Notifications); what is saved there shows in the tab's line of sinks at once."""
+    from widgets.main_window import MainWindow
+    from widgets.settings_dialog import SettingsDialog
+
+    window = MainWindow(runtime, QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(window)
+    panel = window.panel(AlertsPanel)
+    assert "webhook: off" in panel.sinks.text()
+    qtbot.mouseClick(panel.notification_settings_button, Qt.MouseButton.LeftButton)
+    dialog = window.findChild(SettingsDialog)
+    assert dialog is not None and dialog.isVisible()
+    assert dialog.sidebar.currentItem().text() == "Notifications"
     url = "https://hooks.example.test/services/T1/B2/very-secret-token"
-
-    def answer(dialog: WebhookDialog) -> int:
-        dialog.format_box.setCurrentIndex(dialog.format_box.findData("slack"))
-        dialog.url.setText(url)
-        dialog.accept()
-        return dialog.result()
-
-    monkeypatch.setattr(WebhookDialog, "exec", answer)
-    panel.webhook_button.click()
+    dialog.notifications.format.setCurrentIndex(dialog.notifications.format.findData("slack"))
+    dialog.notifications.url.setText(url)
+    qtbot.mouseClick(dialog.buttons.button(QDialogButtonBox.StandardButton.Save), Qt.MouseButton.LeftButton)
+    assert not dialog.isVisible(), dialog.message.text()
     assert secrets.get_secret(WEBHOOK_SECRET) == url
     assert runtime.alerts.rule_file.notifications.webhook == "slack"
     assert "webhook: ✓ webhook (slack) set in the keyring" in panel.sinks.text()
     assert "very-secret-token" not in user_rules_path().read_text()
-
-
-def test_webhook_dialog_without_a_keyring_says_so(qtbot) -> None:
-    previous = keyring.get_keyring()
-    keyring.set_keyring(keyring.backends.fail.Keyring())
-    try:
-        dialog = WebhookDialog("off")
-        qtbot.addWidget(dialog)
-        assert not dialog.url.isEnabled()
-        assert dialog.state.text().startswith("No secure keyring available")
-    finally:
-        keyring.set_keyring(previous)
 
 
 def badge_colour(tray: AlertTray) -> str:
