@@ -113,9 +113,9 @@ class AlertsPanel(Panel):
         self.sinks = QLabel()
         self.sinks.setWordWrap(True)
         # The webhook URL, its format and the other sinks are set in one place: the settings window.
-        self.notification_settings_button = QPushButton("Notification settings…")
-        self.notification_settings_button.setToolTip("Desktop, tray and webhook notifications\n(Settings → Notifications)")
-        self.notification_settings_button.clicked.connect(self.notificationSettingsRequested)
+        button = self.notification_settings_button = QPushButton("Notification settings…")
+        button.setToolTip("Desktop, tray and webhook notifications (Settings → Notifications)")
+        button.clicked.connect(self.notificationSettingsRequested)
         sinks_row = QHBoxLayout()
         sinks_row.addWidget(self.sinks, 1)
         sinks_row.addWidget(self.notification_settings_button)
