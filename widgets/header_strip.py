@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 from app.server_kinds import where_to_start
 from app.summary import Summary
 from app.units import format_value
+from widgets.panel import ADD_SERVER
 from widgets.theme import BAD, GOOD, WARN
 
 
@@ -59,7 +60,7 @@ class HeaderStrip(QWidget):
             t["servers"].show_value(f"{s.servers_up} / {s.servers_total}", colour=colour)
         else:
             t["servers"].show_value("none", f"No LLM server found yet: start {where_to_start()}, "
-                                    "or add one in config.toml")
+                                    f"or add one in {ADD_SERVER}")
         t["models"].show_value("—" if s.models_loaded is None else str(s.models_loaded),
                                "" if s.models_loaded is not None else "No server reports loaded models")
         t["tokens"].show_value("—" if s.tokens_per_s is None else f"{s.tokens_per_s:,.1f}",

@@ -7,11 +7,11 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from app.records import HealthState
 from app.runtime import Runtime
-from widgets.panel import Panel, chart_grid, note_label
+from widgets.panel import ADD_SERVER, Panel, chart_grid, note_label
 from widgets.timeseries_plot import MetricSpec, TimeSeriesPlot
 
 NO_LLAMACPP = ("No llama.cpp server found.\nStart llama-server on :8080 (with --metrics for token"
-               " counts),\nor add it in config.toml with kind = \"llamacpp\".")
+               f" counts),\nor add it in {ADD_SERVER} with Kind llama.cpp.")
 NO_METRICS = "No /metrics from llama-server.\nRestart it with --metrics to see these figures."
 
 

@@ -12,10 +12,10 @@ from app.records import HealthState
 from app.runtime import Runtime
 from app.server_kinds import KINDS, is_server_kind, own_series, server_kind, where_to_start
 from widgets.gpu_panel import gpu_present
-from widgets.panel import Panel
+from widgets.panel import ADD_SERVER, Panel
 from widgets.timeseries_plot import CurveSpec, MetricSpec, TimeSeriesPlot
 
-NO_SERVER = f"No LLM server found yet.\nStart {where_to_start()},\nor add a server in config.toml."
+NO_SERVER = f"No LLM server found yet.\nStart {where_to_start()},\nor add one in {ADD_SERVER}."
 NO_TRAFFIC = "No generation yet.\nPoint your clients at llmmon's proxy (Requests tab) to measure them."
 TTFT_KINDS = [k for k in KINDS if k.figures.ttft]  # servers whose own metrics report time to first token
 TTFT_SOURCES = ("Time to first token comes from llmmon's proxy (send requests through it: its address"

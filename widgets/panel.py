@@ -14,6 +14,9 @@ from app.server_kinds import server_kind
 from app.storage.reader import ReadConnection
 from widgets.time_window import TimeWindow
 
+# Where a user adds a server by hand, for the "no server found" messages of the tabs.
+ADD_SERVER = "File → Settings… → Servers"
+
 
 class Panel(QWidget):
     """Base class of the main window's tabs.

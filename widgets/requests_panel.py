@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from app.proxy.group import RouteStatus
 from app.records import RequestRecord
 from app.runtime import Runtime
-from widgets.panel import Panel
+from widgets.panel import ADD_SERVER, Panel
 from widgets.theme import BAD
 from widgets.timeseries_plot import MetricSpec, TimeSeriesPlot
 
@@ -79,7 +79,7 @@ HOW_TO = ("No requests recorded yet.\n\nTurn on the proxy above, then point your
           "Bytes pass through unchanged; each request's timings and the server's own token counts "
           "appear here.")
 NO_ROUTE = ("No LLM server found yet: a proxy address appears here for each server llmmon finds "
-            "or you add in config.toml.")
+            f"or you add in {ADD_SERVER}.")
 
 
 def client_setting(route: RouteStatus) -> str:

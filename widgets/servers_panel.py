@@ -17,11 +17,11 @@ from app.durations import spoken_duration
 from app.records import Health, HealthState, labels_of
 from app.runtime import Runtime
 from app.server_kinds import is_server_kind, where_to_start
-from widgets.panel import Panel
+from widgets.panel import ADD_SERVER, Panel
 from widgets.theme import BAD, GOOD, PALETTE, WARN
 
 LOOKING = "Looking for LLM servers on this machine…"
-NONE_FOUND = f"No LLM server found: start {where_to_start()}, or add a server in config.toml"
+NONE_FOUND = f"No LLM server found: start {where_to_start()}, or add one in {ADD_SERVER}"
 STATE_COLOURS = {HealthState.UP: GOOD, HealthState.DOWN: BAD, HealthState.ERROR: BAD}
 COLUMNS = ["Server / model", "Kind", "Version", "Status", "Poll", "On GPU", "Unloads in"]
 GIB = 2 ** 30

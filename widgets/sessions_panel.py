@@ -97,7 +97,7 @@ def retention_summary(plan: RetentionPlan, sessions: list[SessionInfo]) -> str:
               f"{plan.max_bytes / GB:g} GB" if plan.max_bytes else ""]
     keep = " and ".join(x for x in limits if x) or "everything (no retention limit)"
     text = (f"Database {format_bytes(usage.file_bytes)} ({format_bytes(usage.used_bytes)} in use) · "
-            f"{len(sessions)} sessions · keeping {keep}.")
+            f"{len(sessions)} session{'s' * (len(sessions) != 1)} · keeping {keep}.")
     if plan.cutoff is None:
         return text + " Nothing is due for removal."
     whole = sum(plan.effect(s) == "all" for s in sessions)

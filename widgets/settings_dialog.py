@@ -165,12 +165,12 @@ class SettingsDialog(QDialog):
             page.store(after, found)
             if found and first_bad is None:
                 first_bad = page
-            errors += found
+            errors += [f"{page.title} › {reason}" for reason in found]  # the page to go to, then the field
         found = []
         notify = self.notifications.store(found)
         if found and first_bad is None:
             first_bad = self.notifications
-        errors += found
+        errors += [f"{self.notifications.title} › {reason}" for reason in found]
         if first_bad is not None:
             self.show_page(first_bad)
         return after, notify, errors

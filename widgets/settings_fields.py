@@ -41,8 +41,23 @@ def shown(value: object) -> str:
 
 
 def refusal(where: str, exc: Exception, typed: object) -> str:
-    """Why a value is refused: the setting, what it must be, what was typed."""
-    return f"{where} {exc}; “{str(typed).strip()}” is refused"
+    """Why a value is refused, for the list under the pages: the field as the user sees it
+    labelled, what it must be, what was typed.
+
+    >>> refusal("Keep data for", ValueError("must be a number"), " soon ")
+    'Keep data for: must be a number; “soon” is refused'
+    """
+    return f"{where}: {exc}; “{str(typed).strip()}” is refused"
+
+
+def reason(exc: Exception, typed: object) -> str:
+    """Why a value is refused, under its field (whose label already names it).
+
+    >>> reason(ValueError("must be a number"), "soon")
+    'Must be a number; “soon” is refused'
+    """
+    text = str(exc)
+    return f"{text[:1].upper()}{text[1:]}; “{str(typed).strip()}” is refused"
 
 
 def note(text: str = "") -> QLabel:
@@ -68,7 +83,8 @@ class CheckedLine(QLineEdit):
 
     Args:
         key: the setting (``"general.retention_days"``), whose check is used.
-        where: how messages name it (default ``key``; ``"servers[2].url"`` for an entry).
+        where: how the list of refusals under the pages names the field (default: its label
+            in the form, given by :func:`add_checked`; ``"URL of server 3"`` for an entry).
         check: another check (``value → value``, raising ``ValueError`` with the reason).
     """
 
@@ -97,9 +113,8 @@ class CheckedLine(QLineEdit):
         try:
             value = self.check(parse_typed(typed))
         except (Invalid, ValueError) as exc:
-            reason = refusal(self.where, exc, typed)
-            self.refuse(reason)
-            errors.append(reason)
+            self.refuse(reason(exc, typed))
+            errors.append(refusal(self.where, exc, typed))
             return False, None
         self.clear_error()
         return True, value
@@ -111,6 +126,8 @@ def add_checked(form: QFormLayout, label: str, line: CheckedLine, hint: str = ""
     layout = QVBoxLayout(box)
     layout.setContentsMargins(0, 0, 0, 0)
     layout.setSpacing(2)
+    if line.where == line.key:  # named as labelled, not by its config key
+        line.where = label
     layout.addWidget(line)
     layout.addWidget(line.error)
     if hint:

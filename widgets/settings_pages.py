@@ -121,6 +121,9 @@ class ProxyPage(QWidget):
         self.add_button.clicked.connect(lambda: self._add_row(None, ProxyRoute("", 0)))
         self.remove_button = QPushButton("Remove route")
         self.remove_button.clicked.connect(self._remove_row)
+        self.remove_button.setEnabled(False)  # until a route is selected: it removes the selected ones
+        self.table.itemSelectionChanged.connect(
+            lambda: self.remove_button.setEnabled(bool(self.table.selectionModel().selectedRows())))
         buttons = QHBoxLayout()
         buttons.addWidget(self.add_button)
         buttons.addWidget(self.remove_button)
@@ -202,7 +205,7 @@ class ProxyPage(QWidget):
                     if item is not None:
                         item.setBackground(self.table.palette().base())
                 except Invalid as exc:
-                    refused.append(refusal(f"proxy.routes[{row}].{key}", exc, typed))
+                    refused.append(refusal(f"Route {row + 1}, {self.ROUTE_COLUMNS[column]}", exc, typed))
                     if item is None:
                         item = QTableWidgetItem("")
                         self.table.setItem(row, column, item)
@@ -370,9 +373,10 @@ class NotificationsPage(QWidget):
         if not self.keyring_ok:
             self.url.setEnabled(False)
             self.remove_url.setEnabled(False)
-            self.url_state.setText(f"{why[:1].upper()}{why[1:]}. The webhook cannot be used: llmmon never keeps "
-                                   "secrets in a plain file. Install and unlock a Secret Service (GNOME Keyring "
-                                   "or KWallet), then open Settings again.")
+            # ``why`` already says what to install: said once, then what to do after
+            self.url_state.setText(f"{why[:1].upper()}{why[1:]}. The webhook cannot be used until then: llmmon "
+                                   "never keeps secrets in a plain file. Open Settings again once a keyring "
+                                   "is running.")
             self.url_state.setStyleSheet(ERROR_STYLE)
         self.test_button = QPushButton("Send a test notification")
         self.test_button.clicked.connect(self.send_test)

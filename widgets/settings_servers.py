@@ -43,6 +43,11 @@ COLUMNS = ["Name", "URL", "Kind", "API key"]
 OK_STYLE = f"color: {GOOD}"
 
 
+def server_field(index: int) -> str:
+    """How a refusal names a server's URL field: by the server's place in the list, from 1."""
+    return f"URL of server {index + 1}"
+
+
 @dataclass
 class ServerRow:
     """One server in the page: what it was loaded as, what it is now, and its key's fate."""
@@ -200,7 +205,7 @@ class ServersPage(QWidget):
         self.editor.setEnabled(row is not None)
         self.remove_button.setEnabled(row is not None)
         self._filling = True
-        self.url.where = f"servers[{self.selected_index()}].url"
+        self.url.where = server_field(self.selected_index() or 0)
         self.url.clear_error()
         self.test_result.clear()
         self.url.setText(row.entry.url if row else "")
@@ -295,7 +300,7 @@ class ServersPage(QWidget):
             try:
                 row.entry.url = str(check_setting("servers.url", row.entry.url))
             except Invalid as exc:
-                errors.append(refusal(f"servers[{i}].url", exc, row.entry.url))
+                errors.append(refusal(server_field(i), exc, row.entry.url))
                 first_bad = i if first_bad is None else first_bad
         if first_bad is not None:
             self.table.selectRow(first_bad)

@@ -8,11 +8,11 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from app.records import HealthState
 from app.runtime import Runtime
-from widgets.panel import Panel, chart_grid, note_label
+from widgets.panel import ADD_SERVER, Panel, chart_grid, note_label
 from widgets.timeseries_plot import MetricSpec, TimeSeriesPlot
 
-NO_VLLM = ("No vLLM server found.\nStart vLLM on :8000, or add it in config.toml with kind = \"vllm\"\n"
-           "(and its API key in the keyring if it needs one).")
+NO_VLLM = (f"No vLLM server found.\nStart vLLM on :8000, or add it in {ADD_SERVER} with Kind vLLM\n"
+           "(and its API key there if it needs one).")
 NO_REQUESTS = "No request finished in the last minute"
 
 

@@ -65,8 +65,9 @@ class WindowCommands(QObject):
         self.close_window.setShortcut(QKeySequence.StandardKey.Close)
         self.quit = self._action("&Quit", window.quit_app, "Stop monitoring and recording, and exit")
         self.quit.setShortcut(QKeySequence.StandardKey.Quit)
-        self.open_logs = self._action("Open &log folder", lambda: self._open_folder(log_dir()))
-        self.open_data = self._action("Open &data folder", lambda: self._open_folder(window.runtime.store.path.parent))
+        self.open_logs = self._action("Open &log folder", lambda: self._open_folder("Log", log_dir()))
+        self.open_data = self._action("Open &data folder",
+                                      lambda: self._open_folder("Data", window.runtime.store.path.parent))
         self.about = self._action("&About llmmon", self.show_about)
         self.about_dialog: AboutDialog | None = None
 
@@ -127,10 +128,15 @@ class WindowCommands(QObject):
             self._set_start_on_login(True)
 
     # ------------------------------------------------------------------ help
-    def _open_folder(self, folder: Path) -> None:
+    def _open_folder(self, what: str, folder: Path) -> None:
+        """Ask the desktop's file manager to open ``folder``, and say where it is in the status
+        bar either way: Qt reports success once ``xdg-open`` starts, so on a desktop without a
+        file manager nothing would open and the menu item would seem to do nothing."""
         folder.mkdir(parents=True, exist_ok=True)
-        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
-            self.window.statusBar().showMessage(f"No file manager to open {folder}", 10_000)
+        if QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            self.window.statusBar().showMessage(f"{what} folder: {folder} (opening it in the file manager)", 15_000)
+        else:
+            self.window.statusBar().showMessage(f"{what} folder: {folder} (no file manager to open it)", 15_000)
 
     def show_about(self) -> None:
         self.about_dialog = AboutDialog(self.window.runtime, self.window)

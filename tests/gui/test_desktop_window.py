@@ -118,11 +118,16 @@ def test_help_opens_the_log_and_data_folders(window: MainWindow, runtime: Runtim
     QDesktopServices.setUrlHandler("file", catcher, "open")  # type: ignore[arg-type]  # the stub says bytes; PySide takes str
     try:
         window.commands.open_logs.trigger()
+        said_logs = window.statusBar().currentMessage()
         window.commands.open_data.trigger()
+        said_data = window.statusBar().currentMessage()
     finally:
         QDesktopServices.unsetUrlHandler("file")
     assert [Path(u.toLocalFile()) for u in catcher.urls] == [log_dir(), runtime.store.path.parent]
     assert log_dir().is_dir()
+    # Where the folder is, in words too: without a file manager nothing opens on the screen.
+    assert said_logs == f"Log folder: {log_dir()} (opening it in the file manager)"
+    assert said_data == f"Data folder: {runtime.store.path.parent} (opening it in the file manager)"
 
 
 def test_about_names_the_versions_the_gpu_state_and_the_servers_found(qtbot, db_file: Path) -> None:

@@ -1,0 +1,94 @@
+"""What a user met walking through the settings, the menus and the empty tabs on a real desktop
+(Xvfb, openbox, trayer, dunst; screenshots in /work/shots/walk-*): in the dark theme a disabled
+form reads as disabled; a button that could do nothing is off; counts read as words do; the
+Help menu's folders are named even where no file manager opens them; and a tab with no server
+points to where servers are added now (the Settings window, not a file to edit)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QColor, QImage
+from PySide6.QtWidgets import QApplication, QLabel, QTableWidgetItem, QWidget
+
+from app.records import Health, HealthState
+from app.runtime import Runtime
+from widgets.header_strip import HeaderStrip
+from widgets.main_window import MainWindow
+from widgets.overview_panel import OverviewPanel
+from widgets.panel import ADD_SERVER
+from widgets.servers_panel import ServersPanel
+from widgets.sessions_panel import SessionsPanel
+from widgets.settings_dialog import SettingsDialog
+from widgets.theme import apply_colour_scheme
+
+
+def brightest_text(widget: QWidget) -> int:
+    """The lightness (0-255) of the brightest pixel the widget draws: its text on a dark theme."""
+    image: QImage = widget.grab().toImage()
+    return max(QColor(image.pixel(x, y)).lightness() for x in range(image.width()) for y in range(image.height()))
+
+
+def form_label(parent: QWidget, text: str) -> QLabel:
+    return next(label for label in parent.findChildren(QLabel) if label.text() == text)
+
+
+def test_in_the_dark_theme_a_disabled_form_looks_disabled(qtbot) -> None:
+    """No server selected: the Servers page's form is off, and its labels must look it (they
+    were as bright as live ones, inviting a click that does nothing)."""
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    apply_colour_scheme(app, "dark")
+    try:
+        dialog = SettingsDialog()
+        qtbot.addWidget(dialog)
+        dialog.show()
+        servers = dialog.servers
+        assert not servers.editor.isEnabled()
+        off = brightest_text(form_label(servers.editor, "URL"))
+        servers.add_server()  # a server selected: the same form, live
+        assert servers.editor.isEnabled()
+        on = brightest_text(form_label(servers.editor, "URL"))
+        assert on > 200 and off < on - 80, (off, on)
+    finally:
+        apply_colour_scheme(app, "system")
+
+
+def test_remove_route_is_off_until_a_route_is_selected(qtbot) -> None:
+    dialog = SettingsDialog()
+    qtbot.addWidget(dialog)
+    dialog.show()
+    proxy = dialog.proxy
+    assert proxy.table.rowCount() == 0 and not proxy.remove_button.isEnabled()
+    qtbot.mouseClick(proxy.add_button, Qt.MouseButton.LeftButton)  # a new route comes selected
+    assert proxy.remove_button.isEnabled()
+    proxy.table.setItem(0, 2, QTableWidgetItem("http://127.0.0.1:8000"))
+    qtbot.mouseClick(proxy.remove_button, Qt.MouseButton.LeftButton)
+    assert proxy.table.rowCount() == 0 and not proxy.remove_button.isEnabled()
+
+
+def test_a_tab_without_servers_points_to_the_settings_window(qtbot, runtime: Runtime, tmp_path: Path) -> None:
+    """...and the Sessions tab counts one session as one."""
+    window = MainWindow(runtime, QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(window)
+    window.show()
+    assert ADD_SERVER == "File → Settings… → Servers"
+    assert window.commands.settings_window.text() == "&Settings…"  # the place the messages name
+    overview = window.panel(OverviewPanel)
+    qtbot.waitUntil(lambda: bool(overview.tokens_plot.empty_text))
+    # What discovery reports after trying the usual ports and finding nothing.
+    runtime.hub.publish([Health("discovery", HealthState.DOWN, time.time(), kind="discovery",
+                                reason="no LLM server found; not found: Ollama :11434 (connection refused)")])
+    servers = window.panel(ServersPanel)
+    window.show_panel(ServersPanel)
+    qtbot.waitUntil(lambda: "What llmmon tried" in servers.empty.text(), timeout=10_000)
+    shown = [overview.tokens_plot.empty_text, servers.empty.text(),
+             window.findChild(HeaderStrip).tiles["servers"].toolTip()]
+    for text in shown:
+        assert ADD_SERVER in text and "config.toml" not in text, text
+    # The Sessions tab (and the Storage page's preview) count the one session of this run in words.
+    sessions = window.panel(SessionsPanel)
+    window.show_panel(SessionsPanel)
+    qtbot.waitUntil(lambda: "keeping" in sessions.summary.text(), timeout=10_000)
+    assert " · 1 session · keeping " in sessions.summary.text()
