@@ -20,7 +20,7 @@ class Tile(QFrame):
         super().__init__(parent)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.caption = QLabel(caption)
-        self.caption.setStyleSheet("color: palette(mid);")
+        self.caption.setStyleSheet("color: palette(placeholder-text);")
         self.value = QLabel("—")
         font = QFont(self.value.font())
         font.setPointSizeF(font.pointSizeF() * 1.7)

@@ -66,7 +66,7 @@ def note_label(text: str = "") -> QLabel:
     label = QLabel(text)
     label.setAlignment(Qt.AlignmentFlag.AlignCenter)
     label.setWordWrap(True)
-    label.setStyleSheet("color: palette(mid); padding: 24px;")
+    label.setStyleSheet("color: palette(placeholder-text); padding: 24px;")
     return label
 
 

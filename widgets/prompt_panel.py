@@ -187,7 +187,7 @@ class PromptPanel(Panel):
                                    "tokens/s and token counts.")
         self.results_hint.setWordWrap(True)
         self.results_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.results_hint.setStyleSheet("color: palette(mid);")
+        self.results_hint.setStyleSheet("color: palette(placeholder-text);")
         self.results.addWidget(self.results_hint)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)

@@ -192,7 +192,7 @@ class RequestsPanel(Panel):
         self.empty = QLabel(HOW_TO)
         self.empty.setWordWrap(True)
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.empty.setStyleSheet("color: palette(mid); padding: 12px;")
+        self.empty.setStyleSheet("color: palette(placeholder-text); padding: 12px;")
         self.table_stack = QStackedWidget()
         self.table_stack.addWidget(self.empty)
         self.table_stack.addWidget(self.table)

@@ -113,7 +113,7 @@ class ServersPanel(Panel):
         self.empty = QLabel(LOOKING)
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setWordWrap(True)
-        self.empty.setStyleSheet("color: palette(mid); padding: 24px; font-size: 13pt;")
+        self.empty.setStyleSheet("color: palette(placeholder-text); padding: 24px; font-size: 13pt;")
         layout = QVBoxLayout(self)
         layout.addWidget(self.empty)
         layout.addWidget(self.tree, 1)

@@ -13,6 +13,7 @@ from widgets.theme import PALETTE
 
 ERROR_COLOUR = PALETTE[5]
 ERROR_STYLE = f"color: {ERROR_COLOUR}"
+MUTED_STYLE = "color: palette(placeholder-text);"  # muted yet readable (a disabled grey is not, on light)
 
 
 def parse_typed(text: str) -> object:
@@ -65,7 +66,7 @@ def note(text: str = "") -> QLabel:
     label = QLabel(text)
     label.setWordWrap(True)
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    label.setEnabled(False)  # drawn in the palette's muted colour
+    label.setStyleSheet(MUTED_STYLE)
     return label
 
 

@@ -55,7 +55,7 @@ class TrendsView(QWidget):
         self.picker.setMinimumContentsLength(28)
         self.picker.currentTextChanged.connect(lambda _: self._query_trend())
         self.status = QLabel(EMPTY)
-        self.status.setStyleSheet("color: palette(mid);")
+        self.status.setStyleSheet("color: palette(placeholder-text);")
         top = QHBoxLayout()
         top.addWidget(QLabel("Model:"))
         top.addWidget(self.picker)

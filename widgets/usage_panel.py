@@ -212,7 +212,7 @@ class UsagePanel(Panel):
         self.export_button = QPushButton("Export CSV…")
         self.export_button.clicked.connect(self.export_csv)
         self.status = QLabel()
-        self.status.setStyleSheet("color: palette(mid);")
+        self.status.setStyleSheet("color: palette(placeholder-text);")
         for box in (self.range_box, self.group_box, self.per_box):
             box.currentIndexChanged.connect(lambda _: self.requery())
         self.bars_box.currentIndexChanged.connect(lambda _: self._draw())
@@ -251,7 +251,7 @@ class UsagePanel(Panel):
         self.empty = QLabel(EMPTY)
         self.empty.setWordWrap(True)
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.empty.setStyleSheet("color: palette(mid); padding: 12px;")
+        self.empty.setStyleSheet("color: palette(placeholder-text); padding: 12px;")
         self.stack = QStackedWidget()
         self.stack.addWidget(self.empty)
         chart = QWidget()

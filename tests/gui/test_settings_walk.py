@@ -6,8 +6,10 @@ points to where servers are added now (the Settings window, not a file to edit).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QColor, QImage
 from PySide6.QtWidgets import QApplication, QLabel, QTableWidgetItem, QWidget
@@ -28,6 +30,23 @@ def brightest_text(widget: QWidget) -> int:
     """The lightness (0-255) of the brightest pixel the widget draws: its text on a dark theme."""
     image: QImage = widget.grab().toImage()
     return max(QColor(image.pixel(x, y)).lightness() for x in range(image.width()) for y in range(image.height()))
+
+
+def contrast(widget: QWidget) -> float:
+    """WCAG contrast between the widget's background (its commonest pixel) and the pixel of its
+    text farthest from it: how readable its text is."""
+    image: QImage = widget.grab().toImage()
+    pixels = [QColor(image.pixel(x, y)) for x in range(image.width()) for y in range(image.height())]
+
+    def luminance(c: QColor) -> float:
+        channels = [v / 255 for v in (c.red(), c.green(), c.blue())]
+        r, g, b = (v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    background = luminance(QColor.fromRgb(Counter(c.rgb() for c in pixels).most_common(1)[0][0]))
+    text = max(pixels, key=lambda c: abs(luminance(c) - background))
+    light, dark = sorted((luminance(text), background), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
 
 
 def form_label(parent: QWidget, text: str) -> QLabel:
@@ -92,3 +111,30 @@ def test_a_tab_without_servers_points_to_the_settings_window(qtbot, runtime: Run
     window.show_panel(SessionsPanel)
     qtbot.waitUntil(lambda: "keeping" in sessions.summary.text(), timeout=10_000)
     assert " · 1 session · keeping " in sessions.summary.text()
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_notes_and_empty_charts_are_readable_in_both_themes(qtbot, runtime: Runtime, tmp_path: Path,
+                                                            theme: str) -> None:
+    """The settings' explanations ("Changes apply when you save…") and a chart's "No LLM server
+    found yet…" were drawn in a disabled grey: 1.6:1 on the light theme, hard to read. Muted
+    text must still reach 3.5:1."""
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    apply_colour_scheme(app, theme)
+    try:
+        dialog = SettingsDialog()
+        qtbot.addWidget(dialog)
+        dialog.show()
+        note = next(label for label in dialog.servers.findChildren(QLabel)
+                    if label.text().startswith("Changes apply when you save"))
+        window = MainWindow(runtime, QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat))
+        qtbot.addWidget(window)
+        window.resize(1024, 640)
+        window.show()
+        empty = window.panel(OverviewPanel).tokens_plot._empty
+        qtbot.waitUntil(empty.isVisible)
+        for widget in (note, empty):
+            assert contrast(widget) >= 3.5, (widget.text(), contrast(widget))
+    finally:
+        apply_colour_scheme(app, "system")
