@@ -53,11 +53,20 @@ def _sum_or_none(values: list[float]) -> float | None:
     return sum(values) if values else None
 
 
+def watched_servers(health: dict[str, Health]) -> list[Health]:
+    """The LLM servers' latest health: every server collector's, and the configured servers
+    discovery could not identify yet (kind ``"server"``: the user added them, so they count,
+    as down, rather than vanish from "Servers up")."""
+    servers = [h for h in health.values() if is_server_kind(h.kind)]
+    known_urls = {h.url for h in servers}
+    return servers + [h for h in health.values() if h.kind == "server" and h.url not in known_urls]
+
+
 def summarize(buffers: LiveBuffers, health: dict[str, Health], now: float,
               alerts: tuple[str | None, int] | None = None) -> Summary:
     """The header figures. ``alerts`` is the alert engine's ``(worst severity, firing count)``,
     ``None`` when no engine runs."""
-    servers = [h for h in health.values() if is_server_kind(h.kind)]
+    servers = watched_servers(health)
     gpu = [h for h in health.values() if h.kind == "gpu"]
     gpu_state = gpu[0].state.value if gpu else "unknown"
     models = _fresh_values(buffers, "llm_models_loaded", now)

@@ -16,7 +16,8 @@ from app.buffers import LiveBuffers
 from app.durations import spoken_duration
 from app.records import Health, HealthState, labels_of
 from app.runtime import Runtime
-from app.server_kinds import is_server_kind, where_to_start
+from app.server_kinds import where_to_start
+from app.summary import watched_servers
 from widgets.panel import ADD_SERVER, Panel
 from widgets.theme import BAD, GOOD, PALETTE, WARN
 
@@ -61,9 +62,7 @@ def server_rows(health: dict[str, Health], buffers: LiveBuffers) -> list[ServerR
     """The servers to list, sorted by name: every server collector's latest health (and the
     configured servers discovery could not identify yet), each with the models loaded at its
     latest successful poll."""
-    servers = [h for h in health.values() if is_server_kind(h.kind)]
-    known_urls = {h.url for h in servers}
-    servers += [h for h in health.values() if h.kind == "server" and h.url not in known_urls]
+    servers = watched_servers(health)
     rows = []
     for h in sorted(servers, key=lambda h: h.source):
         models: list[ModelRow] = []

@@ -14,8 +14,10 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QColor, QImage
 from PySide6.QtWidgets import QApplication, QLabel, QTableWidgetItem, QWidget
 
+from app.config import ServerEntry, Settings
 from app.records import Health, HealthState
 from app.runtime import Runtime
+from tests.support import free_port
 from widgets.header_strip import HeaderStrip
 from widgets.main_window import MainWindow
 from widgets.overview_panel import OverviewPanel
@@ -24,6 +26,7 @@ from widgets.servers_panel import ServersPanel
 from widgets.sessions_panel import SessionsPanel
 from widgets.settings_dialog import SettingsDialog
 from widgets.theme import apply_colour_scheme
+from widgets.tray_menu import status_line
 
 
 def brightest_text(widget: QWidget) -> int:
@@ -138,3 +141,22 @@ def test_notes_and_empty_charts_are_readable_in_both_themes(qtbot, runtime: Runt
             assert contrast(widget) >= 3.5, (widget.text(), contrast(widget))
     finally:
         apply_colour_scheme(app, "system")
+
+
+def test_a_server_the_user_added_counts_in_servers_up_while_it_is_down(qtbot, db_file: Path,
+                                                                       tmp_path: Path) -> None:
+    """Added in the Settings, not answering (so its kind is unknown yet): the Servers tab
+    listed it as down while the header said "Servers up: none" and told the user to add one."""
+    runtime = Runtime.create(db_file, Settings(discover_local=False, servers=[
+        ServerEntry(url=f"http://127.0.0.1:{free_port()}")]))
+    runtime.start()
+    try:
+        window = MainWindow(runtime, QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat))
+        qtbot.addWidget(window)
+        window.show()
+        tile = window.findChild(HeaderStrip).tiles["servers"]
+        qtbot.waitUntil(lambda: tile.value.text() == "0 / 1", timeout=20_000)
+        assert ADD_SERVER not in tile.toolTip()
+        assert status_line(runtime).startswith("0 of 1 servers up")
+    finally:
+        runtime.stop()
