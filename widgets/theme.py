@@ -10,8 +10,8 @@ import os
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtGui import QColor, QPainter, QPalette
+from PySide6.QtWidgets import QApplication, QProxyStyle, QStyle, QStyleOption, QWidget
 
 from app.records import SeriesKey
 
@@ -81,6 +81,30 @@ def _dark_palette() -> QPalette:
     return p
 
 
+class OutlinedIndicators(QProxyStyle):
+    """Fusion, with check boxes and radio buttons (in forms and menus) outlined in the palette's
+    muted colour: Fusion outlines them a shade darker than the window, which on a dark window
+    leaves an unticked box invisible, so a switch cannot be told from a plain label."""
+
+    def __init__(self) -> None:
+        super().__init__("Fusion")
+
+    def drawPrimitive(self, element: QStyle.PrimitiveElement, option: QStyleOption,  # noqa: N802 (Qt's naming)
+                      painter: QPainter, widget: QWidget | None = None) -> None:
+        super().drawPrimitive(element, option, painter, widget)
+        shape = {QStyle.PrimitiveElement.PE_IndicatorCheckBox: "box",
+                 QStyle.PrimitiveElement.PE_IndicatorRadioButton: "circle"}.get(element)
+        if shape is None:
+            return
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, shape == "circle")
+        painter.setPen(option.palette.color(QPalette.ColorRole.Mid))
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        rect = option.rect.adjusted(0, 0, -1, -1)
+        painter.drawRect(rect) if shape == "box" else painter.drawEllipse(rect.adjusted(1, 1, -1, -1))
+        painter.restore()
+
+
 _system_look: tuple[str, QPalette] | None = None  # the style and palette Qt started with
 
 
@@ -107,7 +131,7 @@ def apply_colour_scheme(app: QApplication, theme: str = "system") -> str:
         app.setStyle(style)
         app.setPalette(palette)
     else:
-        app.setStyle("Fusion")
+        app.setStyle(OutlinedIndicators() if wanted == "dark" else "Fusion")
         app.setPalette(_dark_palette() if wanted == "dark" else app.style().standardPalette())
     apply_plot_theme()
     _recolour_plots(app)

@@ -11,8 +11,17 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QColor, QImage
-from PySide6.QtWidgets import QApplication, QLabel, QTableWidgetItem, QWidget
+from PySide6.QtGui import QAction, QColor, QImage, QPalette
+from PySide6.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QLabel,
+    QMenu,
+    QStyle,
+    QStyleOptionButton,
+    QTableWidgetItem,
+    QWidget,
+)
 
 from app.config import ServerEntry, Settings
 from app.records import Health, HealthState
@@ -160,3 +169,42 @@ def test_a_server_the_user_added_counts_in_servers_up_while_it_is_down(qtbot, db
         assert status_line(runtime).startswith("0 of 1 servers up")
     finally:
         runtime.stop()
+
+
+def test_in_the_dark_theme_an_unticked_box_and_radio_button_are_visible(qtbot) -> None:
+    """Fusion outlined them a shade darker than the dark window: an unticked "Run the metering
+    proxy" or "Start on login" (in the File and tray menus too) showed as text alone."""
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    apply_colour_scheme(app, "dark")
+    try:
+        dialog = SettingsDialog()
+        qtbot.addWidget(dialog)
+        dialog.show()
+        for button in (dialog.proxy.enabled, dialog.appearance.buttons["light"]):
+            assert not button.isChecked()
+            style = button.style()
+            option = QStyleOptionButton()
+            button.initStyleOption(option)
+            indicator = style.subElementRect(
+                QStyle.SubElement.SE_CheckBoxIndicator if isinstance(button, QCheckBox)
+                else QStyle.SubElement.SE_RadioButtonIndicator, option, button)
+            image = button.grab(indicator).toImage()
+            window = button.palette().color(QPalette.ColorRole.Window).lightness()
+            edge = max(QColor(image.pixel(x, y)).lightness() for x in range(image.width())
+                       for y in range(image.height()))
+            assert edge >= window + 60, (button.text(), window, edge)  # an outline stands out
+        menu = QMenu()
+        qtbot.addWidget(menu)
+        box = QAction("Start on login", menu)
+        box.setCheckable(True)
+        menu.addAction(box)
+        menu.show()
+        image = menu.grab().toImage()
+        x_text = menu.actionGeometry(box).left()
+        rect = menu.actionGeometry(box)
+        lightest_left = max(QColor(image.pixel(x, y)).lightness()
+                            for x in range(x_text, x_text + 24) for y in range(rect.top(), rect.bottom()))
+        assert lightest_left >= menu.palette().color(QPalette.ColorRole.Window).lightness() + 60
+    finally:
+        apply_colour_scheme(app, "system")
