@@ -40,6 +40,20 @@ from app.units import metric_unit
 
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+PROMQL_WORDS = frozenset({
+    "inf", "nan",  # numbers
+    "and", "or", "unless", "atan2",  # binary operators
+    "sum", "avg", "count", "min", "max", "group", "stddev", "stdvar", "topk", "bottomk",  # aggregations
+    "count_values", "quantile", "limitk", "limit_ratio",
+    "offset", "by", "without", "on", "ignoring", "group_left", "group_right", "bool",  # modifiers
+    "start", "end", "step", "smoothed", "anchored",  # preprocessors and range modifiers
+})
+"""Words PromQL's lexer reads (whatever their case) as a number or a keyword rather than a metric
+name: its ``key`` table, Prometheus 2 and 3, and ``Inf``/``NaN``. Prometheus 2.42 already takes
+some of them as a metric where a metric is expected; ``inf``, ``nan``, ``on``, ``ignoring``,
+``group_left``, ``group_right``, ``bool`` and ``atan2`` it does not (``INF > 1`` compares two
+numbers), and the others may follow in another version: a metric with any of these names is
+selected as ``{__name__="..."}``, which every version reads as a metric."""
 ABSENT_LOOKBACK_S = 3600.0
 """How far back a series must have been seen for its silence to fire an ``absent_for`` rule."""
 _OVER_TIME = {"last": "last_over_time", "avg": "avg_over_time", "min": "min_over_time", "max": "max_over_time"}
@@ -108,10 +122,16 @@ def _is_glob(pattern: str) -> bool:
 
 
 def selector(rule: Rule) -> str:
-    """``metric{label matchers}`` selecting the series the rule selects."""
+    """``metric{label matchers}`` selecting the series the rule selects; a metric named like a
+    PromQL number or keyword (:data:`PROMQL_WORDS`) goes inside the braces.
+
+    >>> selector(Rule("r", "INF", match=(("server", ("a",)),)))
+    '{__name__="INF", server="a"}'
+    """
     if not METRIC_NAME.fullmatch(rule.metric):
         raise NotExpressible(f"{rule.metric!r} is not a Prometheus metric name")
-    matchers = []
+    by_name = rule.metric.lower() in PROMQL_WORDS
+    matchers = [f"__name__={json.dumps(rule.metric)}"] if by_name else []
     for label, patterns in rule.match:
         if not LABEL_NAME.fullmatch(label) or label.startswith("__"):
             raise NotExpressible(f"{label!r} is not a Prometheus label name")
@@ -126,7 +146,7 @@ def selector(rule: Rule) -> str:
         matchers.append(f"{label}=~{json.dumps(regex)}")
         if matches_empty:  # llmmon wants the label present; Prometheus treats absent as ""
             matchers.append(f'{label}!=""')
-    return rule.metric + ("{" + ", ".join(matchers) + "}" if matchers else "")
+    return ("" if by_name else rule.metric) + ("{" + ", ".join(matchers) + "}" if matchers else "")
 
 
 def _aggregate(aggregation: str, sel: str, window: float) -> str:

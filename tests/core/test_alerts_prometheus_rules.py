@@ -86,6 +86,19 @@ def test_glob_matchers_keep_llmmons_meaning() -> None:
                                'model=~".*", model!=""}[1m]) > 0.1')  # "*" wants the label present
 
 
+def test_metrics_named_like_promql_words_are_selected_by_name() -> None:
+    """PromQL reads ``INF``, ``nan``, ``bool``, ``on`` (any case) as a number or keyword: such a
+    metric is selected as ``{__name__="..."}``, with the rule's matchers beside it."""
+    hot = Rule("r", "INF", ">", 1.0, "avg", 60.0, match=(("server", ("ollama@*",)),))
+    assert rule_expr(hot) == 'avg_over_time({__name__="INF", server=~"ollama@.*"}[1m]) > 1'
+    gone = Rule("r", "bool", absent_for=60.0)
+    sel = '{__name__="bool"}'
+    assert rule_expr(gone) == (f"(present_over_time({sel}[1h]) unless present_over_time({sel}[1m]))"
+                               f" or (absent_over_time({sel}[1m]))")
+    assert rule_expr(Rule("r", "NaN", "<", 2.0)) == 'last_over_time({__name__="NaN"}[1m]) < 2'
+    assert rule_expr(Rule("r", "rate_total", "<", 2.0)) == "last_over_time(rate_total[1m]) < 2"  # only whole words
+
+
 glob_chars = st.sampled_from("ab.*?[]!^-\\|()+$ é")
 
 

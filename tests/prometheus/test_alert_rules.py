@@ -76,12 +76,41 @@ def test_prometheus_fires_what_llmmon_fires(fleet: Fleet, prometheus: Prometheus
     assert all(r["health"] == "ok" for r in evaluated), [(r["name"], r.get("lastError")) for r in evaluated]
 
 
+PROMQL_WORDS = ("inf", "nan", "bool", "on", "ignoring", "group_left", "group_right", "atan2", "and", "or",
+                "unless", "by", "without", "offset", "sum", "avg", "count", "min", "max", "group", "stddev",
+                "stdvar", "topk", "bottomk", "count_values", "quantile", "limitk", "limit_ratio", "start", "end",
+                "step", "rate", "time", "vector", "infinity", "nan_", "inf2")
+"""Metric names PromQL's grammar reads (or may read) as something else: numbers (``Inf``, ``NaN``),
+keywords (Prometheus' ``promql/parser/lex.go`` key table), function names; and near misses."""
+
+
+def written_in_each_way(metric: str) -> list[Rule]:
+    """A threshold rule (with a glob matcher), a baseline rule and an absent_for rule on ``metric``."""
+    return [Rule(f"{metric}_high", metric, ">", 1.0, "avg", 60.0, match=(("server", ("ollama@*",)),)),
+            Rule(f"{metric}_drop", metric, "<", 0.5, "p95", 60.0, baseline=Baseline(window=3600.0)),
+            Rule(f"{metric}_gone", metric, absent_for=60.0)]
+
+
+def test_metrics_named_like_promql_numbers_and_keywords(tmp_path: Path) -> None:
+    """A metric named ``INF``, ``NaN``, ``bool``, ``on``... (any case) is still read as a metric:
+    promtool used to refuse ``avg_over_time(INF[1m]) > 1`` ("comparisons between scalars must
+    use BOOL modifier")."""
+    rules = [r for word in PROMQL_WORDS for metric in (word, word.upper(), word.title())
+             for r in written_in_each_way(metric)]
+    path = tmp_path / "rules.yml"
+    path.write_text(rule_file_text(rules, "keywords"), encoding="utf-8")
+    checked = promtool(path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in checked.stdout
+
+
 names = st.from_regex(r"[a-z_][a-z0-9_]{0,20}", fullmatch=True)
+promql_words = st.sampled_from(PROMQL_WORDS).flatmap(lambda w: st.sampled_from([w, w.upper(), w.title()]))
 texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 patterns = st.text(st.sampled_from("ab@.:*?[]!-_0^$|()+{}\\\"' \né#&~"), min_size=1, max_size=12)
 windows = st.sampled_from([0.5, 1.0, 30.0, 60.0, 90.0, 3600.0])
 rules = st.builds(
-    Rule, name=texts.filter(bool), metric=st.one_of(names, texts),
+    Rule, name=texts.filter(bool), metric=st.one_of(names, promql_words, texts),
     op=st.sampled_from([">", ">=", "<", "<=", "==", "!="]),
     threshold=st.one_of(st.none(), st.floats(-1e6, 1e6), st.tuples(st.floats(0, 1), st.floats(1, 2))),
     aggregation=st.sampled_from(["last", "avg", "min", "max", "rate", "median", "p95", "p99.9"]),
@@ -95,8 +124,9 @@ rules = st.builds(
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(rules, max_size=12))
 def test_any_rules_give_a_file_promtool_accepts(tmp_path: Path, written: list[Rule]) -> None:
-    """Whatever the rules (odd names, glob characters, quotes, braces in messages), the file is
-    valid and has one Prometheus rule per expressible rule; the rest are comments."""
+    """Whatever the rules (odd names, PromQL words as metrics, glob characters, quotes, braces in
+    messages), the file is valid and has one Prometheus rule per expressible rule; the rest are
+    comments."""
     path = tmp_path / "rules.yml"
     path.write_text(rule_file_text(written, "generated"), encoding="utf-8")
     checked = promtool(path)
