@@ -7,6 +7,7 @@ server's. Like vLLM, it sends the usage-only SSE chunk only when the request ask
 ``stream_options.include_usage``. Faults can be injected for the next requests:
 
 * ``first_delay_s`` / ``chunk_delay_s``: wait before the first chunk / between chunks;
+  ``delays_s={i: s}``: wait ``s`` before chunk ``i`` instead;
 * ``cut_after=N``: drop the connection after N chunks (no end of body);
 * ``hang=True``: accept the request and send nothing until :meth:`release` or stop;
 * ``fail=(status, file)``: answer with a recorded error body and that status;
@@ -135,6 +136,7 @@ class SimUpstream:
         self.routes = dict(DEFAULT_ROUTES if routes is None else routes)
         self.first_delay_s = 0.0
         self.chunk_delay_s = 0.0
+        self.delays_s: dict[int, float] = {}
         self.cut_after: int | None = None
         self.hang = False
         self.fail: tuple[int, str] | None = None
@@ -294,7 +296,7 @@ class SimUpstream:
             if self.cut_after is not None and i == self.cut_after:
                 request.transport.abort()  # the connection drops: no end of body
                 return response
-            await asyncio.sleep(self.first_delay_s if i == 0 else self.chunk_delay_s)
+            await asyncio.sleep(self.delays_s.get(i, self.first_delay_s if i == 0 else self.chunk_delay_s))
             entry.write_times.append(time.perf_counter())  # before: it cannot arrive earlier
             if len(chunk) > 2 * PIECE:
                 await self._write_in_pieces(response, chunk, entry)
