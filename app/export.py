@@ -262,7 +262,10 @@ class CsvExport:
     def cancel(self) -> None:
         """Stop the export as soon as possible (also interrupts a running SQLite query)."""
         self._cancelled.set()
-        self.conn.interrupt()
+        try:
+            self.conn.interrupt()
+        except sqlite3.ProgrammingError:  # the export has just ended and its connection is closed
+            log.debug("cancel after the export ended")
 
     @property
     def cancelled(self) -> bool:
@@ -275,8 +278,9 @@ class CsvExport:
         out = Path(self.request.out_dir)
         parts = {name: out / (name + ".part") for name in self.FILES}
         rows: dict[str, int] = {}
-        self.conn.execute("BEGIN")  # one snapshot for all files
         try:
+            # Inside the try: Cancel may interrupt the BEGIN itself (pressed as the thread starts).
+            self.conn.execute("BEGIN")  # one snapshot for all files
             self._prepare()
             out.mkdir(parents=True, exist_ok=True)
             writers = (("samples.csv", self._write_samples, 0.0, 0.5),

@@ -193,6 +193,49 @@ def test_cancel_leaves_nothing_behind(recorded, tmp_path: Path) -> None:
     assert list(out.iterdir()) == []
 
 
+class CancelAtStep:
+    """An SQLite progress handler that presses Cancel at the ``at``-th check of the database's
+    virtual machine, while a statement runs (as the dialog's button does from the GUI thread:
+    ``cancel()`` interrupts the running statement); ``at=0`` only counts the checks."""
+
+    def __init__(self, at: int = 0) -> None:
+        self.at, self.steps = at, 0
+        self.job: CsvExport | None = None
+
+    def __call__(self) -> int:
+        self.steps += 1
+        if self.steps == self.at and self.job is not None:
+            self.job.cancel()
+            return 1  # what the interrupt does to the statement running now
+        return 0
+
+
+def test_cancel_while_any_statement_runs_is_a_clean_cancel(recorded, tmp_path: Path) -> None:
+    """Cancel can land while any statement of the export runs, the opening BEGIN included
+    (on a busy machine the GUI thread presses it while the worker has just started): the
+    export then ends as cancelled with nothing written, never with SQLite's "interrupted"."""
+    db_file, sid = recorded
+    counter = CancelAtStep()
+    conn = connect(db_file, readonly=True)
+    conn.set_progress_handler(counter, 1)
+    export_steps = CsvExport(conn, ExportRequest(sid, tmp_path / "whole")).run()
+    conn.close()
+    assert export_steps.rows["samples.csv"] > 0 and counter.steps > 100
+    late = CsvExport(conn, ExportRequest(sid, tmp_path / "late"))
+    late.cancel()  # pressed just as an export ended and closed its connection: no error
+    assert late.cancelled
+    for at in sorted({*range(1, 40), *range(40, counter.steps, max(1, counter.steps // 40))}):
+        out = tmp_path / f"cancelled-{at}"
+        conn = connect(db_file, readonly=True)
+        cancel = CancelAtStep(at)
+        conn.set_progress_handler(cancel, 1)
+        cancel.job = CsvExport(conn, ExportRequest(sid, out))
+        with pytest.raises(ExportCancelled):
+            cancel.job.run()
+        conn.close()
+        assert not out.exists() or list(out.iterdir()) == [], at
+
+
 def test_unknown_session_and_unwritable_folder_are_clear_errors(recorded, tmp_path: Path) -> None:
     db_file, _ = recorded
     with pytest.raises(LookupError, match="no session 99"):
