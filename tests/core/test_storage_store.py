@@ -206,7 +206,7 @@ def test_kill_9_during_heavy_writes_leaves_a_sound_database(db_file: Path) -> No
     proc = subprocess.Popen([sys.executable, "-c", script, str(db_file)], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "go"
-    wait_until(lambda: count(db_file, "samples") > 20_000, what="heavy writes")
+    wait_until(lambda: count(db_file, "samples") > 20_000, timeout=60, what="heavy writes")  # a ceiling
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert query(db_file, "PRAGMA integrity_check") == [("ok",)]
@@ -229,10 +229,12 @@ KILLS = 20
 FLUSH_S = 1.0  # the store's default flush interval, which --headless uses
 
 
-def _keep_sending(port: int, finished: list[float], stop: threading.Event) -> None:
-    """A client sending requests through the proxy one after another; notes when each finished."""
+def _keep_sending(port: int, started: list[float], finished: list[float], stop: threading.Event) -> None:
+    """A client sending requests through the proxy one after another; notes when each started
+    and when it saw each finish."""
     with httpx.Client(timeout=5) as http:
         while not stop.is_set():
+            started.append(time.monotonic())
             try:
                 http.post(f"http://127.0.0.1:{port}/api/generate",
                           json={"model": "llama3.2", "prompt": "hi", "stream": False})
@@ -254,9 +256,10 @@ def test_kill_9_under_proxy_and_collector_load_loses_at_most_one_flush_interval(
         for _ in range(KILLS):
             rows_before = count(db_file, "requests") if db_file.exists() else 0
             headless = Headless(db_file)
+            started: list[float] = []
             finished: list[float] = []
             stop = threading.Event()
-            sender = threading.Thread(target=_keep_sending, args=(port, finished, stop))
+            sender = threading.Thread(target=_keep_sending, args=(port, started, finished, stop))
             sender.start()
             try:
                 # Under load for two flush intervals, with rows being committed: then kill.
@@ -264,6 +267,7 @@ def test_kill_9_under_proxy_and_collector_load_loses_at_most_one_flush_interval(
                            timeout=30, what="two flush intervals of proxied requests")
                 wait_until(lambda: count(db_file, "requests") > rows_before, timeout=30,  # noqa: B023
                            what="proxied requests being written")
+                committed = count(db_file, "requests") - rows_before  # seen on disk: must survive
                 killed_at = time.monotonic()
                 os.kill(headless.proc.pid, signal.SIGKILL)
                 headless.proc.communicate()
@@ -274,14 +278,18 @@ def test_kill_9_under_proxy_and_collector_load_loses_at_most_one_flush_interval(
             assert query(db_file, "PRAGMA integrity_check") == [("ok",)]
             done = [t for t in finished if t <= killed_at]
             stored = count(db_file, "requests") - rows_before
-            lost = len(done) - stored
+            # What was committed before the kill is all there; nothing is made up: at most every
+            # request sent before the kill (the proxy may have recorded one whose answer the
+            # client had not yet seen, or noted, when the kill came).
+            assert committed <= stored <= sum(1 for t in started if t <= killed_at), (committed, stored)
+            lost = max(0, len(done) - stored)
             last_interval = sum(1 for t in done if t > killed_at - FLUSH_S)
             # A request's record reaches the writer after the proxy has measured and published
             # it: on 2 busy cores that hand-over can itself take most of an interval, so the
             # bound is what finished in the last two; the figure printed is the one-interval one.
             bound = sum(1 for t in done if t > killed_at - 2 * FLUSH_S)
             figures.append((len(done), stored, lost, last_interval))
-            assert 0 <= lost <= bound, (*figures[-1], bound)
+            assert lost <= bound, (*figures[-1], bound)
         print("\nkill -9 figures (finished, stored, lost, finished in the last flush interval):", figures)
         print(f"integrity ok {KILLS}/{KILLS}; lost per kill max {max(f[2] for f in figures)}, "
               f"mean {sum(f[2] for f in figures) / KILLS:.1f}")
