@@ -114,7 +114,7 @@ class SessionsPanel(Panel):
     openSessionRequested = Signal(int)
     # From worker threads; Qt queues them to the GUI thread.
     _loaded = Signal(object)   # (sessions, RetentionPlan, now), or the exception reading them
-    _acted = Signal(object)    # what an edit did (text), or the exception it raised
+    _acted = Signal(object)    # (action number, what it did or the exception it raised)
 
     def __init__(self, runtime: Runtime, parent: QWidget | None = None) -> None:
         super().__init__(runtime, parent)
@@ -122,6 +122,10 @@ class SessionsPanel(Panel):
         self.plan: RetentionPlan | None = None
         self.loading = False
         self.reload_again = False   # something changed while a read was under way
+        # Actions (rename, note, new, stop) are numbered: each waits on a thread of its own, and
+        # a busy machine can wake an earlier one last; its outcome must not replace a later one's.
+        self.actions_started = 0
+        self.actions_shown = 0
         self.loaded_at = float("-inf")
         self.row_sizes: tuple[float, dict[str, float]] | None = None   # (measured at, bytes per row)
         # what the servers' counters saw, per session; an ended session's figures never change
@@ -365,8 +369,10 @@ class SessionsPanel(Panel):
         then show ``message`` or the error, and read the list again. When the recording session
         changed, the charts' time range follows it (a new session's charts start at its start)."""
         store = self.runtime.store
+        self.actions_started += 1
+        number = self.actions_started
 
-        def work() -> tuple[str, bool, float | None]:
+        def outcome() -> tuple[str, bool, float | None]:
             wait()
             if not session_changed or store.session_id is None:
                 return message, session_changed, None
@@ -376,13 +382,22 @@ class SessionsPanel(Panel):
             finally:
                 conn.close()
             return message, True, found[0] if found else None
+
+        def work() -> tuple[int, object]:
+            try:
+                return number, outcome()
+            except Exception as exc:  # handed over with its number, shown as the error
+                return number, exc
         run_in_thread("llmmon-session-action", work, self._acted)
 
-    def _action_done(self, outcome: object) -> None:
-        if isinstance(outcome, Exception):
+    def _action_done(self, done: object) -> None:
+        # The only thing the worker hands over: work()'s (number, outcome) in _act().
+        number, outcome = cast(tuple[int, object], done)
+        latest = number > self.actions_shown
+        self.actions_shown = max(self.actions_shown, number)
+        if isinstance(outcome, Exception):  # an error is shown even when a later action is done
             self._set_status(f"Error: {outcome}", error=True)
-        else:
-            # The only other thing the worker hands over: work()'s result in _act().
+        elif latest:
             message, session_changed, started = cast(tuple[str, bool, float | None], outcome)
             self._set_status(message)
             if session_changed and self.view is not None:

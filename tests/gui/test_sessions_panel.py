@@ -3,6 +3,7 @@ start/stop, delete after confirming, export with progress and cancel."""
 from __future__ import annotations
 
 import csv
+import threading
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,19 @@ def test_rename_note_and_open(qtbot, panel: SessionsPanel, db_file: Path) -> Non
     with qtbot.waitSignal(panel.openSessionRequested) as opened:
         qtbot.mouseClick(panel.open_button, Qt.MouseButton.LeftButton)
     assert opened.args == [earlier]
+
+
+def test_an_earlier_action_finishing_last_does_not_replace_the_later_outcome(qtbot, panel: SessionsPanel) -> None:
+    """Each edit waits for the store on a thread of its own, and a busy machine can wake the
+    earlier one last (seen on a loaded machine: a rename's "Renamed." shown after the note's "Note
+    saved."). The status stays the outcome of the last action."""
+    held = threading.Event()
+    panel._act(held.wait, "Renamed.")  # the rename, its thread held back as by a busy machine
+    panel._act(lambda: None, "Note saved.")
+    qtbot.waitUntil(lambda: panel.status.text() == "Note saved.")
+    with qtbot.waitSignal(panel._acted):
+        held.set()
+    assert panel.status.text() == "Note saved."
 
 
 def test_delete_asks_first_and_removes_only_that_session(qtbot, panel: SessionsPanel, runtime: Runtime,
