@@ -43,7 +43,10 @@ from widgets.theme import BAD
 
 log = logging.getLogger(__name__)
 NO_MODELS = ("No model to test: no LLM server is up with a model loaded.\n"
-             f"Start {where_to_start()}, or type a model name below.")
+             f"Start {where_to_start()}, or type a model name at the left.")
+INTRO = ("Tick one or more models, type a prompt and press Run: the answers stream in here side by side, "
+         "each with its time to first token, tokens/s and token counts.")
+MISSING_INPUT = "Tick at least one model and type a prompt."
 HISTORY_ROWS = 200
 
 
@@ -128,8 +131,6 @@ class PromptPanel(Panel):
 
         self.targets = QListWidget()
         self.targets.setToolTip("Tick every model the prompt should go to; they run side by side")
-        self.no_models = QLabel(NO_MODELS)
-        self.no_models.setWordWrap(True)
         self.extra_model = QLineEdit()
         self.extra_model.setPlaceholderText("another model on the first server, e.g. llama3.2:3b")
         self.system = QPlainTextEdit()
@@ -173,22 +174,23 @@ class PromptPanel(Panel):
         left_layout = QVBoxLayout(left)
         left_layout.addWidget(QLabel("Models"))
         left_layout.addWidget(self.targets, 1)
-        left_layout.addWidget(self.no_models)
         left_layout.addWidget(self.extra_model)
         left_layout.addWidget(self.system)
         left_layout.addWidget(self.prompt, 1)
         left_layout.addLayout(params)
         left_layout.addLayout(buttons)
 
+        # What to do next (no model up, how to start, what is missing) is said in the wide results
+        # pane, not in the narrow left column: squeezed there at 1024×640 its wrapped lines were cut
         self.results_host = QWidget()
-        self.results = QHBoxLayout(self.results_host)
-        self.results_hint = QLabel("Tick one or more models, type a prompt and press Run: the answers "
-                                   "stream in here side by side, each with its time to first token, "
-                                   "tokens/s and token counts.")
-        self.results_hint.setWordWrap(True)
-        self.results_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.results_hint.setStyleSheet("color: palette(placeholder-text);")
-        self.results.addWidget(self.results_hint)
+        host_layout = QVBoxLayout(self.results_host)
+        self.guide = QLabel(NO_MODELS)
+        self.guide.setWordWrap(True)
+        self.guide.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.guide.setStyleSheet("color: palette(placeholder-text);")
+        self.results = QHBoxLayout()
+        host_layout.addWidget(self.guide, 1)
+        host_layout.addLayout(self.results, 1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.results_host)
@@ -241,7 +243,14 @@ class PromptPanel(Panel):
             item.setCheckState(Qt.CheckState.Checked if target in checked or len(wanted) == 1
                                else Qt.CheckState.Unchecked)
             self.targets.addItem(item)
-        self.no_models.setVisible(not wanted)
+        if not self.cards:
+            self._say(INTRO if wanted else NO_MODELS)
+
+    def _say(self, text: str) -> None:
+        """Show the guide over the results; alone in the pane it is centred in it."""
+        self.guide.setText(text)
+        self.guide.show()
+        self.results_host.layout().setStretch(0, 0 if self.cards else 1)
 
     def chosen_targets(self) -> list[PromptTarget]:
         chosen = [self.targets.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.targets.count())
@@ -258,15 +267,14 @@ class PromptPanel(Panel):
         targets = self.chosen_targets()
         text = self.prompt.toPlainText().strip()
         if not targets or not text:
-            self.no_models.setText("Tick at least one model and type a prompt." if text or targets else NO_MODELS)
-            self.no_models.setVisible(True)
+            self._say(MISSING_INPUT if text or targets or self.available_targets() else NO_MODELS)
             return
         request = PromptRequest(
             prompt=text, system=self.system.toPlainText().strip(),
             temperature=None if self.temperature.value() < 0 else self.temperature.value(),
             max_tokens=self.max_tokens.value() or None,
             seed=None if self.seed.value() < 0 else self.seed.value())
-        self.results_hint.hide()
+        self.guide.hide()
         for card in self.cards:
             card.deleteLater()
         self.cards, self.runs = [], []

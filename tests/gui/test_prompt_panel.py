@@ -8,13 +8,16 @@ import time
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication, QLabel
 
 from app.prompt_runner import PromptRequest, PromptRun, PromptTarget
 from app.records import Health, HealthState, RequestRecord, Sample, labels_of
 from app.runtime import Runtime
 from tests.sim.upstream import SimUpstream, chunks_of
 from tests.support import query, wait_until
-from widgets.prompt_panel import PromptPanel
+from widgets.main_window import MainWindow
+from widgets.prompt_panel import INTRO, NO_MODELS, PromptPanel
 
 
 @pytest.fixture
@@ -114,7 +117,7 @@ def test_panel_runs_two_models_side_by_side(qtbot, upstream: SimUpstream, runtim
     panel = PromptPanel(runtime)
     qtbot.addWidget(panel)
     panel.refresh(now)
-    assert panel.targets.count() == 2 and panel.no_models.isHidden()
+    assert panel.targets.count() == 2 and panel.guide.text() == INTRO
     for i in range(2):
         panel.targets.item(i).setCheckState(panel.targets.item(i).checkState().Checked)
     panel.prompt.setPlainText("Why is the sky blue?")
@@ -141,5 +144,26 @@ def test_panel_says_why_it_has_no_models(qtbot, runtime: Runtime) -> None:
     qtbot.addWidget(panel)
     panel.show()
     panel.refresh(time.time())
-    assert panel.targets.count() == 0 and panel.no_models.isVisible()
-    assert "No model to test" in panel.no_models.text()
+    assert panel.targets.count() == 0 and panel.guide.isVisible()
+    assert "No model to test" in panel.guide.text()
+    panel.run_button.click()  # Run with nothing to run says so, still in the pane with room
+    assert panel.guide.isVisible() and panel.guide.text() == NO_MODELS and not panel.cards
+
+
+@pytest.mark.parametrize("height", [640, 0])  # 0: as short as the window goes (a 1024×640 screen's title bar)
+def test_every_label_shows_whole_at_1024_by_640(qtbot, runtime: Runtime, tmp_path: Path, height: int) -> None:
+    window = MainWindow(runtime, QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(window)
+    window.show_panel(PromptPanel)
+    window.resize(1024, height or window.minimumSizeHint().height())
+    window.show()
+    window.refresh()
+    QApplication.processEvents()
+    panel = window.panel(PromptPanel)
+    assert "No model to test" in panel.guide.text()
+    shown = [label for label in panel.findChildren(QLabel) if label.isVisible() and label.text()]
+    assert panel.guide in shown
+    for label in shown:
+        needed = label.heightForWidth(label.width()) if label.wordWrap() else label.sizeHint().height()
+        assert label.height() >= needed, f"{label.text()[:40]!r}: {label.height()} of {needed} px tall"
+        assert label.visibleRegion().boundingRect() == label.rect(), f"{label.text()[:40]!r} cut by its pane"
