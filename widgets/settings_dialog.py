@@ -9,6 +9,10 @@ to a file); config.toml gets only what changed, written atomically with the user
 and layout kept (:mod:`app.config_edit`); notification settings go to the ``[notifications]``
 table of the alert rule file (where the Alerts tab edits them too); the running app takes the
 new settings at once (:meth:`app.runtime.Runtime.apply`, the theme, the notifier).
+
+Cancel, Escape and the title bar's close button ask "Discard your changes?" when the fields
+hold something Save would change (a value typed back to what it was is no change), and close
+at once otherwise.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QListWidget,
+    QMessageBox,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -242,3 +247,31 @@ class SettingsDialog(QDialog):
     def accept(self) -> None:
         if self.save():
             super().accept()
+
+    # ------------------------------------------------------------------ closing
+    def has_changes(self) -> bool:
+        """Whether the fields hold anything Save would write or apply: the collected values
+        against those loaded, keys typed or forgotten, the desktop switches. A refused value
+        counts: it was typed here (loaded values are valid or shown as their defaults)."""
+        after, notify, errors = self.collect()
+        return bool(errors or after != self.before or notify != self.notifications.loaded
+                    or self.servers.new_keys() or self.notifications.typed_url or self.notifications.forget_url
+                    or any(action.isChecked() != box.isChecked() for action, box in self.desktop.boxes))
+
+    def reject(self) -> None:
+        """Cancel, Escape and the close button (QDialog's closeEvent comes here): unsaved
+        changes are dropped only when the user says so."""
+        if self.has_changes() and not self._discard_confirmed():
+            return
+        super().reject()
+
+    def _discard_confirmed(self) -> bool:
+        box = QMessageBox(QMessageBox.Icon.Question, "llmmon settings", "Discard your changes?",
+                          QMessageBox.StandardButton.NoButton, self)
+        box.setInformativeText("The settings you changed here have not been saved.")
+        discard = box.addButton("Discard", QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("Keep editing", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(keep)
+        box.setEscapeButton(keep)
+        box.exec()
+        return box.clickedButton() is discard

@@ -60,7 +60,7 @@ def config() -> Path:
 
 def open_dialog(qtbot, runtime: Runtime | None = None, **kwargs) -> SettingsDialog:
     dialog = SettingsDialog(runtime, **kwargs)
-    qtbot.addWidget(dialog)
+    qtbot.addWidget(dialog, before_close_func=lambda d: d.done(0))  # test over: closed unasked
     dialog.show()
     return dialog
 

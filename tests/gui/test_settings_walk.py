@@ -73,7 +73,7 @@ def test_in_the_dark_theme_a_disabled_form_looks_disabled(qtbot) -> None:
     apply_colour_scheme(app, "dark")
     try:
         dialog = SettingsDialog()
-        qtbot.addWidget(dialog)
+        qtbot.addWidget(dialog, before_close_func=lambda d: d.done(0))  # test over: closed unasked
         dialog.show()
         servers = dialog.servers
         assert not servers.editor.isEnabled()
@@ -88,7 +88,7 @@ def test_in_the_dark_theme_a_disabled_form_looks_disabled(qtbot) -> None:
 
 def test_remove_route_is_off_until_a_route_is_selected(qtbot) -> None:
     dialog = SettingsDialog()
-    qtbot.addWidget(dialog)
+    qtbot.addWidget(dialog, before_close_func=lambda d: d.done(0))  # test over: closed unasked
     dialog.show()
     proxy = dialog.proxy
     assert proxy.table.rowCount() == 0 and not proxy.remove_button.isEnabled()
@@ -136,7 +136,7 @@ def test_notes_and_empty_charts_are_readable_in_both_themes(qtbot, runtime: Runt
     apply_colour_scheme(app, theme)
     try:
         dialog = SettingsDialog()
-        qtbot.addWidget(dialog)
+        qtbot.addWidget(dialog, before_close_func=lambda d: d.done(0))  # test over: closed unasked
         dialog.show()
         note = next(label for label in dialog.servers.findChildren(QLabel)
                     if label.text().startswith("Changes apply when you save"))
@@ -179,7 +179,7 @@ def test_in_the_dark_theme_an_unticked_box_and_radio_button_are_visible(qtbot) -
     apply_colour_scheme(app, "dark")
     try:
         dialog = SettingsDialog()
-        qtbot.addWidget(dialog)
+        qtbot.addWidget(dialog, before_close_func=lambda d: d.done(0))  # test over: closed unasked
         dialog.show()
         for button in (dialog.proxy.enabled, dialog.appearance.buttons["light"]):
             assert not button.isChecked()
