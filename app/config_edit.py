@@ -254,9 +254,11 @@ def _apply(doc: tomlkit.TOMLDocument, before: Settings, after: Settings,
     defaults = Settings()
     changed = [k for k in GENERAL_KEYS if getattr(before, k) != getattr(after, k)]
     if changed:
+        had_general = "general" in doc
         general = _table(doc, "general")
         for key in changed:
             _set(general, key, getattr(after, key), getattr(defaults, key))
+        _drop_if_new_and_empty(doc, "general", had_general)
     if servers is not None:
         _edit_entries(*_tables(doc, "servers", "[[servers]]"), servers, before.servers, _server_items,
                       _SERVER_DEFAULTS)
@@ -265,6 +267,7 @@ def _apply(doc: tomlkit.TOMLDocument, before: Settings, after: Settings,
     proxy_defaults = ProxySettings()
     changed = [k for k in PROXY_KEYS if getattr(before.proxy, k) != getattr(after.proxy, k)]
     if changed or routes is not None:
+        had_proxy = "proxy" in doc
         proxy = _table(doc, "proxy")
         for key in changed:
             _set(proxy, key, getattr(after.proxy, key), getattr(proxy_defaults, key))
@@ -273,6 +276,14 @@ def _apply(doc: tomlkit.TOMLDocument, before: Settings, after: Settings,
                           _route_items, _ROUTE_DEFAULTS)
             if not proxy["routes"]:
                 del proxy["routes"]
+        _drop_if_new_and_empty(doc, "proxy", had_proxy)  # the dialog always passes its (maybe no) routes
+
+
+def _drop_if_new_and_empty(doc: tomlkit.TOMLDocument, name: str, existed: bool) -> None:
+    """A table this save created and then wrote nothing into goes again: no empty ``[name]``
+    in the file (one the user wrote stays, empty or not)."""
+    if not existed and not doc[name]:
+        del doc[name]
 
 
 def edited_text(text: str, before: Settings, after: Settings, *,

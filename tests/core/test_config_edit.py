@@ -72,6 +72,22 @@ def test_saving_unchanged_settings_does_not_touch_the_file(tmp_path: Path) -> No
     assert path.stat().st_mtime_ns == mtime
 
 
+def test_a_new_server_writes_its_table_and_no_empty_proxy_table(tmp_path: Path) -> None:
+    mine = "# mine\n[general]\nretention_days = 30\n"
+    path = write(tmp_path, mine)
+    before, _ = load_settings(path)
+    after = copy.deepcopy(before)
+    after.servers.append(ServerEntry("http://10.0.0.7:8080", kind="llamacpp"))
+    # as the settings dialog saves: the proxy page's route edits, none here
+    save_settings(path, before, after, servers=edits_by_position(before.servers, after.servers), routes=[])
+    assert path.read_text(encoding="utf-8") == (mine + '\n[[servers]]\nurl = "http://10.0.0.7:8080"\n'
+                                                'kind = "llamacpp"\n')
+    # an empty [proxy] the user wrote is theirs: it stays
+    path.write_text("[proxy]\n", encoding="utf-8")
+    save_settings(path, Settings(), Settings(), servers=[], routes=[])
+    assert path.read_text(encoding="utf-8") == "[proxy]\n"
+
+
 def test_an_edited_server_keeps_its_comments_a_removed_one_goes_a_new_one_comes_last(tmp_path: Path) -> None:
     path = write(tmp_path, HAND_WRITTEN)
     before, _ = load_settings(path)
