@@ -2,8 +2,8 @@
 ``QAction`` each, so a toggle ticked in one menu is ticked in the other.
 
 Pausing recording ends the current session (the charts stay live, nothing is written);
-resuming starts a new one. "Start minimised" and "Start on login" are kept in QSettings; the
-second also writes or removes the XDG autostart entry.
+resuming starts a new one (so while paused "New session" is not offered: Resume is it).
+"Start minimised" and "Start on login" are kept in QSettings; the second also writes or removes the XDG autostart entry.
 """
 from __future__ import annotations
 
@@ -95,6 +95,8 @@ class WindowCommands(QObject):
         self.pause.setText("&Pause recording" if self.recording else "&Resume recording (new session)")
         self.pause.setStatusTip("End this session: the charts stay live, nothing is written" if self.recording
                                 else "Start a new session and write to the database again")
+        # Paused, "New session" would do just what "Resume recording (new session)" does: one entry
+        self.new_session.setVisible(self.recording)
 
     def toggle_recording(self) -> None:
         sessions = self.window.panel(SessionsPanel)

@@ -16,9 +16,9 @@ from pathlib import Path
 import PySide6
 import pytest
 import shiboken6
-from PySide6.QtCore import QObject, QSettings, QTimer, QUrl, Slot, qVersion
+from PySide6.QtCore import QObject, QPoint, QSettings, QTimer, QUrl, Slot, qVersion
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication, QMenu, QMessageBox
 
 from app.config import ServerEntry, Settings, log_dir
 from app.desktop_entry import MAIN_PY, autostart_path
@@ -207,6 +207,32 @@ def test_a_tick_with_nothing_new_draws_nothing(window: MainWindow, runtime: Runt
     window._tick()
     assert len(drawn) == 1
     assert overview.system_plot.curve(("system_cpu_percent", ())).yData[-1] == 50.0
+
+
+def shown_entries(menu: QMenu) -> list[str]:
+    """The entries a user sees in ``menu`` opened (separators left out)."""
+    menu.popup(QPoint(0, 0))
+    try:
+        return [a.text() for a in menu.actions()
+                if a.isVisible() and not a.isSeparator() and not menu.actionGeometry(a).isEmpty()]
+    finally:
+        menu.hide()
+
+
+def test_paused_the_menus_offer_one_way_to_start_a_new_session(qtbot, window: MainWindow, runtime: Runtime) -> None:
+    tray = tray_menu(window)
+    file_menu = window.menuBar().actions()[0].menu()
+    assert isinstance(file_menu, QMenu)
+    assert shown_entries(tray)[1:3] == ["&Pause recording", "&New session"]
+    window.commands.pause.trigger()
+    qtbot.waitUntil(lambda: runtime.store.session_id is None)
+    for menu in (tray, file_menu):
+        shown = shown_entries(menu)
+        assert "&Resume recording (new session)" in shown and "&New session" not in shown, shown
+    window.commands.pause.trigger()  # resumed: a new session can be started again from either menu
+    qtbot.waitUntil(lambda: runtime.store.session_id is not None)
+    assert shown_entries(tray)[1:3] == ["&Pause recording", "&New session"]
+    assert shown_entries(file_menu)[:2] == ["&New session", "&Pause recording"]
 
 
 def test_tray_menu_tooltip_and_the_one_time_notice(qtbot, window: MainWindow, runtime: Runtime,
