@@ -3,7 +3,8 @@
 
 Pausing recording ends the current session (the charts stay live, nothing is written);
 resuming starts a new one (so while paused "New session" is not offered: Resume is it).
-"Start minimised" and "Start on login" are kept in QSettings; the second also writes or removes the XDG autostart entry.
+"Start minimised" and "Start on login" are kept in QSettings; the second also writes or removes
+the XDG autostart entry.
 """
 from __future__ import annotations
 
