@@ -78,6 +78,9 @@ def _dark_palette() -> QPalette:
     # (and a disabled group's title) look as live as the enabled ones.
     for role in (QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText, QPalette.ColorRole.WindowText):
         p.setColor(QPalette.ColorGroup.Disabled, role, QColor("#6b7178"))
+    # A disabled field's placeholder dimmer still (it was as bright as in a live field): below
+    # the disabled text, as the live placeholder is below the live text
+    p.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.PlaceholderText, QColor("#50565c"))
     return p
 
 

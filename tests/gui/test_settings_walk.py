@@ -86,6 +86,28 @@ def test_in_the_dark_theme_a_disabled_form_looks_disabled(qtbot) -> None:
         apply_colour_scheme(app, "system")
 
 
+def test_in_the_dark_theme_a_disabled_fields_placeholder_looks_disabled(qtbot) -> None:
+    """The Servers page's Name field with no server selected: its hint was drawn as bright as in
+    a live field; now dimmer than that, and no brighter than the disabled labels beside it."""
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    apply_colour_scheme(app, "dark")
+    try:
+        dialog = SettingsDialog()
+        qtbot.addWidget(dialog, before_close_func=lambda d: d.done(0))  # test over: closed unasked
+        dialog.show()
+        servers = dialog.servers
+        assert not servers.name.isEnabled() and not servers.name.text() and servers.name.placeholderText()
+        off, label_off = brightest_text(servers.name), brightest_text(form_label(servers.editor, "URL"))
+        servers.add_server()
+        servers.name.clearFocus()  # no focus frame: the placeholder is the brightest thing drawn
+        assert servers.name.isEnabled() and not servers.name.text()
+        on = brightest_text(servers.name)
+        assert off < on - 30 and off <= label_off, (off, on, label_off)
+    finally:
+        apply_colour_scheme(app, "system")
+
+
 def test_remove_route_is_off_until_a_route_is_selected(qtbot) -> None:
     dialog = SettingsDialog()
     qtbot.addWidget(dialog, before_close_func=lambda d: d.done(0))  # test over: closed unasked
