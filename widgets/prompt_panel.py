@@ -183,14 +183,14 @@ class PromptPanel(Panel):
         # What to do next (no model up, how to start, what is missing) is said in the wide results
         # pane, not in the narrow left column: squeezed there at 1024×640 its wrapped lines were cut
         self.results_host = QWidget()
-        host_layout = QVBoxLayout(self.results_host)
+        self.host_layout = QVBoxLayout(self.results_host)
         self.guide = QLabel(NO_MODELS)
         self.guide.setWordWrap(True)
         self.guide.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.guide.setStyleSheet("color: palette(placeholder-text);")
         self.results = QHBoxLayout()
-        host_layout.addWidget(self.guide, 1)
-        host_layout.addLayout(self.results, 1)
+        self.host_layout.addWidget(self.guide, 1)
+        self.host_layout.addLayout(self.results, 1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.results_host)
@@ -250,7 +250,7 @@ class PromptPanel(Panel):
         """Show the guide over the results; alone in the pane it is centred in it."""
         self.guide.setText(text)
         self.guide.show()
-        self.results_host.layout().setStretch(0, 0 if self.cards else 1)
+        self.host_layout.setStretch(0, 0 if self.cards else 1)
 
     def chosen_targets(self) -> list[PromptTarget]:
         chosen = [self.targets.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.targets.count())
