@@ -10,7 +10,7 @@ from app.server_kinds import where_to_start
 from app.summary import Summary
 from app.units import format_value
 from widgets.panel import ADD_SERVER
-from widgets.theme import BAD, GOOD, WARN
+from widgets.theme import BAD, GOOD, WARN, restyle
 
 
 class Tile(QFrame):
@@ -35,8 +35,9 @@ class Tile(QFrame):
 
     def show_value(self, text: str, tooltip: str = "", colour: str = "") -> None:
         self.value.setText(text)
-        self.value.setStyleSheet(f"color: {colour};" if colour else "")
-        self.setToolTip(tooltip)
+        restyle(self.value, f"color: {colour};" if colour else "")
+        if tooltip != self.toolTip():
+            self.setToolTip(tooltip)
 
 
 class HeaderStrip(QWidget):

@@ -47,7 +47,7 @@ from widgets.servers_panel import ServersPanel
 from widgets.sessions_panel import SessionsPanel
 from widgets.settings_dialog import SettingsDialog
 from widgets.smoothing_button import SmoothingButton
-from widgets.theme import BAD, WARN, emphasis
+from widgets.theme import BAD, WARN, emphasis, restyle
 from widgets.time_window import SPANS, TimeWindow
 from widgets.timeseries_plot import TimeSeriesPlot
 from widgets.usage_panel import UsagePanel
@@ -186,7 +186,7 @@ class MainWindow(QMainWindow):
         n = len(problems)
         self.config_label.setText(f"config.toml: {n} mistake{'s' if n > 1 else ''} (defaults used)" if n else "")
         self.config_label.setToolTip("\n".join(problems))
-        self.config_label.setStyleSheet(f"color: {BAD}" if n else "")
+        restyle(self.config_label, f"color: {BAD}" if n else "")
         self.config_label.setVisible(bool(n))
 
     def _build_toolbar(self) -> None:
@@ -313,7 +313,7 @@ class MainWindow(QMainWindow):
         if self.runtime.exporter is not None:
             exporter = self.runtime.exporter
             self.exporter_label.setText(exporter.status())
-            self.exporter_label.setStyleSheet("" if exporter.running else emphasis(BAD))
+            restyle(self.exporter_label, "" if exporter.running else emphasis(BAD))
         self._show_store_status()
 
     def _show_store_status(self) -> None:
@@ -334,7 +334,7 @@ class MainWindow(QMainWindow):
         else:
             text, style = f"Database error: {status.error} ({status.pending_rows:,} rows waiting){drops}", emphasis(BAD)
         self.store_label.setText(text)
-        self.store_label.setStyleSheet(style)
+        restyle(self.store_label, style)
         self.store_label.setToolTip(f"Dropped: {dropped}. See docs/metrics.md, Bounds." if dropped else "")
 
     # ------------------------------------------------------------------ state

@@ -39,6 +39,14 @@ def emphasis(colour: str) -> str:
     return f"color: {colour}; font-weight: bold"
 
 
+def restyle(widget: QWidget, style_sheet: str) -> None:
+    """Give ``widget`` this style sheet, if it has another: Qt re-polishes and repaints the
+    widget on every ``setStyleSheet`` call, even with the same text (once a second in the
+    header strip and the status bar, that was a repaint of each for nothing)."""
+    if widget.styleSheet() != style_sheet:
+        widget.setStyleSheet(style_sheet)
+
+
 def colour_for(name: str, index: int = 0) -> str:
     """The colour of a metric (stable), or the ``index``-th palette colour for unknown ones."""
     return SERIES_COLOURS.get(name, PALETTE[index % len(PALETTE)])

@@ -448,7 +448,9 @@ class TimeSeriesPlot(QFrame):
             curve.row = LegendRow(key, curve.label, curve.colour, *stats_text(values, fmt), hidden=curve.hidden)
             changed = True
             has_data = has_data or len(ts) > 0
-        if range_moved:
+        # An empty chart shows its message over hidden axes: scrolling them would repaint the
+        # chart every tick for nothing (measurable in the idle window's CPU, bench/idle.py).
+        if range_moved and has_data:
             self.plot_widget.setXRange(t0, t1, padding=0)
             self._range = (t0, t1)
         if changed:

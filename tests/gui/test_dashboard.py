@@ -95,8 +95,10 @@ def test_long_ranges_come_from_sqlite_downsampled_with_peaks(window: MainWindow,
     assert plot.getPlotItem().vb.viewRange()[0][0] == pytest.approx(time.time() - 300, abs=5)
 
 
-def test_pause_freezes_the_time_axis(window: MainWindow, qtbot) -> None:
+def test_pause_freezes_the_time_axis(window: MainWindow, runtime: Runtime, qtbot) -> None:
     plot = window.panel(OverviewPanel).system_plot
+    runtime.hub.publish([Sample("system_cpu_percent", 20.0, time.time())])  # a chart with data scrolls
+    window.refresh()
     window.pause_button.setChecked(True)
     frozen = plot.getPlotItem().vb.viewRange()[0]
     qtbot.waitUntil(lambda: time.time() > frozen[1] + 1.2, timeout=5000)

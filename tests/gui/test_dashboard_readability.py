@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QApplication
 from app.records import Health, HealthState, Sample, labels_of
 from app.runtime import Runtime
 from tests.support import query
+from tests.support.paint_counter import PaintCounter
 from widgets.llamacpp_panel import LlamaCppPanel
 from widgets.main_window import MainWindow
 from widgets.overview_panel import OverviewPanel
@@ -162,9 +163,10 @@ def test_moving_average_keeps_holes_and_stays_within_each_run(values: list[float
             assert data[run].min() - 1e-6 <= out[run].min() and out[run].max() <= data[run].max() + 1e-6
 
 
-def test_a_young_session_fills_the_range_from_its_start(window: MainWindow, qtbot) -> None:
+def test_a_young_session_fills_the_range_from_its_start(window: MainWindow, runtime: Runtime, qtbot) -> None:
     plot = window.panel(OverviewPanel).system_plot
     now = time.time()
+    runtime.hub.publish([Sample("system_cpu_percent", 20.0, now)])
     window.view.set_session_start(now - 120)  # two minutes old, the range is 5 min
     window.refresh()
     assert plot.view_box.viewRange()[0][0] == pytest.approx(now - 120, abs=2)
@@ -251,3 +253,28 @@ def test_shading_follows_the_line_and_stops_at_gaps() -> None:
     assert column[45] == pytest.approx(80)
     spike = area_columns(np.array([0.0, 0.01, 0.02, 5.0]), np.array([0.0, 90.0, 0.0, 0.0]), to_pixels, None)
     assert spike[1][0] == pytest.approx(10)  # a spike inside one pixel column still shades up to its peak
+
+
+def test_an_empty_chart_stands_still_and_shows_the_range_once_data_comes(window: MainWindow,
+                                                                         runtime: Runtime) -> None:
+    """An empty chart is a message: its hidden axes do not scroll each second (a repaint the idle
+    window paid for nothing). The first point brings the range the other charts show."""
+    overview = window.panel(OverviewPanel)
+    ttft = overview.ttft_plot
+    window.refresh()
+    QApplication.processEvents()
+    assert ttft.showing_empty_text
+    counter = PaintCounter(ttft.plot_widget.viewport())
+    x_range = ttft.view_box.viewRange()[0]
+    for second in range(1, 4):  # three ticks, a second apart
+        overview.refresh(time.time() + second)
+        QApplication.processEvents()
+    assert ttft.view_box.viewRange()[0] == x_range
+    assert counter.paints == 0
+    now = time.time()
+    runtime.hub.publish([Sample("llm_ttft_seconds", 0.35, now, labels_of(server=LLAMA, quantile="0.5")),
+                         Sample("system_cpu_percent", 20.0, now)])
+    window.refresh()
+    assert not ttft.showing_empty_text and not overview.system_plot.showing_empty_text
+    assert ttft.view_box.viewRange()[0][1] == pytest.approx(now, abs=5)
+    assert ttft.view_box.viewRange()[0] == pytest.approx(overview.system_plot.view_box.viewRange()[0], abs=2)

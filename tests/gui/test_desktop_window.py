@@ -18,7 +18,7 @@ import pytest
 import shiboken6
 from PySide6.QtCore import QObject, QPoint, QSettings, QTimer, QUrl, Slot, qVersion
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import QApplication, QMenu, QMessageBox
+from PySide6.QtWidgets import QApplication, QLabel, QMenu, QMessageBox
 
 from app.config import ServerEntry, Settings, log_dir
 from app.desktop_entry import MAIN_PY, autostart_path
@@ -26,6 +26,7 @@ from app.records import Sample, labels_of
 from app.runtime import Runtime
 from tests.sim.ollama import SimOllama
 from tests.support import count
+from tests.support.paint_counter import PaintCounter
 from widgets.about_dialog import AboutDialog
 from widgets.main_window import CloseBehaviour, MainWindow
 from widgets.overview_panel import OverviewPanel
@@ -207,6 +208,28 @@ def test_a_tick_with_nothing_new_draws_nothing(window: MainWindow, runtime: Runt
     window._tick()
     assert len(drawn) == 1
     assert overview.system_plot.curve(("system_cpu_percent", ())).yData[-1] == 50.0
+
+
+def test_a_tick_with_the_same_figures_repaints_no_tile_and_no_status_text(qtbot, window: MainWindow,
+                                                                          runtime: Runtime) -> None:
+    """Figures that did not change are not drawn again: the header's tiles and the status bar's
+    texts repaint only when what they say (or its colour) changes."""
+    window.show()
+    qtbot.waitExposed(window)
+    for _ in range(5):  # the first rounds lay the window out and draw it whole
+        window.refresh()
+        QApplication.processEvents()
+    labels = window.statusBar().findChildren(QLabel)
+    counter = PaintCounter(*window.header.findChildren(QLabel), *labels)
+    for _ in range(3):
+        window.refresh()
+        QApplication.processEvents()
+    assert counter.paints == 0
+    runtime.hub.publish([Sample("system_cpu_percent", 50.0, time.time())])
+    runtime.store.flush()  # the row count moves: its text is drawn again, and nothing else
+    window.refresh()
+    QApplication.processEvents()
+    assert counter.paints >= 1
 
 
 def shown_entries(menu: QMenu) -> list[str]:
