@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import TypeVar
 
-from PySide6.QtCore import QEvent, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QApplication,
@@ -54,6 +54,7 @@ from widgets.usage_panel import UsagePanel
 from widgets.window_commands import WindowCommands
 
 REDRAW_MS = 1000
+QWIDGETSIZE_MAX = (1 << 24) - 1  # Qt's "no maximum size" (not exported by PySide6)
 STALE_REDRAW_S = 5.0  # redraw at least this often without new data: figures age into "no data"
 
 P = TypeVar("P", bound=Panel)
@@ -163,6 +164,14 @@ class MainWindow(QMainWindow):
 
         self.db_label = QLabel()
         self.store_label = QLabel()
+        # Drawn once a second as the row count grows: opaque, so the status bar and the window
+        # behind it are not drawn again; and of a fixed size while it counts, because a label
+        # whose size hint changes makes the status bar lay out and repaint everything in it
+        # (an idle window's CPU, bench/idle.py).
+        self.store_label.setAutoFillBackground(True)
+        self.store_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self._counting_size = QSize(self.store_label.fontMetrics().horizontalAdvance("999,999,999 rows written"),
+                                    self.store_label.sizeHint().height())
         self.config_label = QLabel()  # config.toml mistakes: each kept its default, the app runs
         self.statusBar().addWidget(self.db_label, 1)
         self.statusBar().addPermanentWidget(self.config_label)
@@ -333,6 +342,12 @@ class MainWindow(QMainWindow):
             text, style = f"{status.written_rows:,} rows written{drops}", ""
         else:
             text, style = f"Database error: {status.error} ({status.pending_rows:,} rows waiting){drops}", emphasis(BAD)
+        counting = failure == "" and store.session_id is not None and status.ok and not drops
+        if counting:
+            self.store_label.setFixedSize(self._counting_size)
+        else:  # a sentence: as wide as it needs
+            self.store_label.setMinimumSize(0, 0)
+            self.store_label.setMaximumSize(QWIDGETSIZE_MAX, QWIDGETSIZE_MAX)
         self.store_label.setText(text)
         restyle(self.store_label, style)
         self.store_label.setToolTip(f"Dropped: {dropped}. See docs/metrics.md, Bounds." if dropped else "")

@@ -214,6 +214,7 @@ def test_a_tick_with_the_same_figures_repaints_no_tile_and_no_status_text(qtbot,
                                                                           runtime: Runtime) -> None:
     """Figures that did not change are not drawn again: the header's tiles and the status bar's
     texts repaint only when what they say (or its colour) changes."""
+    window.resize(1400, 900)
     window.show()
     qtbot.waitExposed(window)
     for _ in range(5):  # the first rounds lay the window out and draw it whole
@@ -225,11 +226,27 @@ def test_a_tick_with_the_same_figures_repaints_no_tile_and_no_status_text(qtbot,
         window.refresh()
         QApplication.processEvents()
     assert counter.paints == 0
-    runtime.hub.publish([Sample("system_cpu_percent", 50.0, time.time())])
-    runtime.store.flush()  # the row count moves: its text is drawn again, and nothing else
+    around = PaintCounter(window.statusBar(), window.db_label, window)
+    counted = PaintCounter(window.store_label)
+    before = window.store_label.text()
+    now = time.time()
+    runtime.hub.publish([Sample("system_cpu_percent", 50.0, now - i) for i in range(2000)])
+    runtime.store.flush()  # the row count grows a digit or two: its text is drawn again, nothing around it
     window.refresh()
     QApplication.processEvents()
-    assert counter.paints >= 1
+    assert counted.paints >= 1 and "rows written" in window.store_label.text()
+    assert len(window.store_label.text()) > len(before)
+    assert around.paints == 0
+    window.commands.pause.trigger()  # a sentence instead of a count: shown whole
+    label = window.store_label
+
+    def says_not_recording() -> bool:
+        window.refresh()
+        QApplication.processEvents()
+        return label.text().startswith("Not recording")
+
+    qtbot.waitUntil(says_not_recording, timeout=10_000)
+    qtbot.waitUntil(lambda: label.width() >= label.fontMetrics().horizontalAdvance(label.text()), timeout=5000)
 
 
 def shown_entries(menu: QMenu) -> list[str]:
