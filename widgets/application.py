@@ -116,7 +116,7 @@ def _run_window(app: QApplication, args: argparse.Namespace, instance: InstanceS
         window.close_behaviour = CloseBehaviour.ASK_TO_QUIT
     instance.show_requested.connect(window.bring_to_front)
     app.aboutToQuit.connect(runtime.stop)
-    QuitOnSignals(window.quit_app, app)
+    QuitOnSignals(lambda: window.quit_app(ask=False), app)
     runtime.start()
     window.commands.refresh_autostart()
     if args.smoke or not window.commands.start_minimised.isChecked():

@@ -9,6 +9,7 @@ Closing the window does what ``close_behaviour`` says (the app sets it: hide to 
 there is one, else ask and quit); File → Quit always quits."""
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from enum import Enum
@@ -19,6 +20,7 @@ from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
+    QDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -58,6 +60,8 @@ QWIDGETSIZE_MAX = (1 << 24) - 1  # Qt's "no maximum size" (not exported by PySid
 STALE_REDRAW_S = 5.0  # redraw at least this often without new data: figures age into "no data"
 
 P = TypeVar("P", bound=Panel)
+
+log = logging.getLogger(__name__)
 
 
 class CloseBehaviour(Enum):
@@ -242,8 +246,22 @@ class MainWindow(QMainWindow):
         self.raise_()
         self.activateWindow()
 
-    def quit_app(self) -> None:
-        """Quit llmmon, whatever closing the window would do."""
+    def quit_app(self, ask: bool = True) -> None:
+        """Quit llmmon, whatever closing the window would do. The Settings window with unsaved
+        changes asks first (Keep editing cancels the quit) unless ``ask`` is False: a SIGTERM
+        (the session logging out) or Ctrl-C must not wait on a question nobody may be there
+        to answer."""
+        for dialog in self.findChildren(SettingsDialog):
+            if not dialog.isVisible():
+                continue
+            if ask:
+                dialog.reject()  # asks when something changed
+                if dialog.isVisible():
+                    return  # "Keep editing": llmmon runs on
+            else:
+                if dialog.has_changes():
+                    log.warning("quitting: the settings window's unsaved changes are dropped")
+                dialog.done(QDialog.DialogCode.Rejected)
         self._quitting = True
         self.save_state()
         QApplication.quit()  # closes the windows (this one accepts now), then aboutToQuit

@@ -123,3 +123,34 @@ def test_an_added_server_is_a_change(qtbot, config: Path, questions: Questions) 
     type_into(qtbot, dialog.servers.url, "http://10.0.0.7:8080")
     cancel(qtbot, dialog)
     assert [text for text, _ in questions.asked] == ["Discard your changes?"] and dialog.isVisible()
+
+
+def test_quit_asks_about_unsaved_settings_but_a_signal_does_not_wait(qtbot, config: Path, questions: Questions,
+                                                                    runtime, tmp_path: Path, monkeypatch) -> None:
+    """Ctrl+Q with unsaved settings asks (Keep editing keeps llmmon running); SIGTERM from a
+    logout or Ctrl-C quits without a question nobody may be there to answer."""
+    from PySide6.QtCore import QSettings
+
+    from widgets.main_window import MainWindow
+
+    window = MainWindow(runtime, QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(window)
+
+    def quit_now() -> None:  # QApplication.quit's close of every window, without ending the test's loop
+        for top in QApplication.topLevelWidgets():
+            if top.isVisible() and not top.close():
+                return
+        quits.append(True)
+
+    quits: list[bool] = []
+    monkeypatch.setattr(QApplication, "quit", staticmethod(quit_now))
+    window.show()
+    dialog = window.open_settings("storage")
+    qtbot.waitExposed(dialog)
+    type_into(qtbot, dialog.storage.days, "7")
+    window.quit_app()
+    assert questions.asked == [("Discard your changes?", ["Discard", "Keep editing"])]
+    assert dialog.isVisible() and quits == []  # kept editing: llmmon runs on
+    window.quit_app(ask=False)  # what SIGTERM and Ctrl-C call
+    assert len(questions.asked) == 1 and not dialog.isVisible() and quits == [True]
+    assert config.read_text(encoding="utf-8") == MINE
