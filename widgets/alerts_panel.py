@@ -13,11 +13,9 @@ from dataclasses import replace
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QMenu,
     QMessageBox,
@@ -37,7 +35,7 @@ from app.alerts.rule_file import replace_rule
 from app.alerts.rules import DEFAULT_RULES_PATH, Rule
 from app.alerts.sentence import series_text, value_text, with_names
 from app.runtime import Runtime
-from widgets.panel import Panel
+from widgets.panel import Panel, read_only_table
 from widgets.rule_editor import RuleEditor
 from widgets.theme import BAD, SEVERITY_COLOURS
 
@@ -60,18 +58,6 @@ def _value(rule: Rule | None, value: float | None) -> str:
     if value is None:
         return ""
     return value_text(rule, value) if rule is not None else f"{value:.4g}"
-
-
-def _table(headers: list[str]) -> QTableWidget:
-    table = QTableWidget(0, len(headers))
-    table.setHorizontalHeaderLabels(headers)
-    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    table.verticalHeader().setVisible(False)
-    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    table.horizontalHeader().setStretchLastSection(True)
-    return table
 
 
 MESSAGE_COLUMN = 6   # of the "Firing and pending" table
@@ -121,7 +107,7 @@ class AlertsPanel(Panel):
         sinks_row.addWidget(self.notification_settings_button)
 
         # Active alerts
-        self.active = _table(["Severity", "Alert", "Series", "State", "Since", "Value", "Message"])
+        self.active = read_only_table(["Severity", "Alert", "Series", "State", "Since", "Value", "Message"])
         self.ack_button = QPushButton("Acknowledge")
         self.ack_button.setToolTip("Mark as seen: it stays listed but no longer colours the tray icon")
         self.ack_button.clicked.connect(self.acknowledge)
@@ -159,14 +145,14 @@ class AlertsPanel(Panel):
             if isinstance(w, QComboBox):
                 w.currentIndexChanged.connect(lambda _: self.refresh_history(force=True))
         filters.addStretch(1)
-        self.history = _table(["Time", "Alert", "Severity", "State", "Series", "Value", "Message"])
+        self.history = read_only_table(["Time", "Alert", "Severity", "State", "Series", "Value", "Message"])
         history_tab = QWidget()
         history_layout = QVBoxLayout(history_tab)
         history_layout.addLayout(filters)
         history_layout.addWidget(self.history)
 
         # Rules
-        self.rules = _table(["On", "Rule", "Metric", "Series", "Condition", "Severity"])
+        self.rules = read_only_table(["On", "Rule", "Metric", "Series", "Condition", "Severity"])
         self.rules.doubleClicked.connect(lambda _: self.edit_rule())
         self.rule_path = QLabel()
         self.rule_path.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

@@ -14,14 +14,11 @@ import time
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QGridLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QSplitter,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
@@ -34,7 +31,7 @@ from app.fleet.poller import FleetPoller, PollerStatus
 from app.runtime import Runtime
 from app.storage.history import HistorySource
 from app.units import format_value
-from widgets.panel import Panel
+from widgets.panel import Panel, read_only_table
 from widgets.theme import PALETTE
 from widgets.time_window import TimeWindow
 from widgets.timeseries_plot import CurveSpec, MetricSpec, TimeSeriesPlot
@@ -92,18 +89,6 @@ def empty_texts(instance: str) -> list[str]:
     none = f"No data from Prometheus for {instance} in this time range"
     no_gpu = f"No GPU data from {instance}"
     return [none, none, none, no_gpu, no_gpu, none]
-
-
-def _table(columns: list[str]) -> QTableWidget:
-    table = QTableWidget(0, len(columns))
-    table.setHorizontalHeaderLabels(columns)
-    table.verticalHeader().setVisible(False)
-    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    table.horizontalHeader().setStretchLastSection(True)
-    return table
 
 
 def _item(text: str, colour: str = "", tooltip: str = "", right: bool = False) -> QTableWidgetItem:
@@ -199,9 +184,9 @@ class FleetPanel(Panel):
         top.addWidget(self.source_box)
         top.addWidget(self.status, 1)
 
-        self.machines = _table(MACHINE_COLUMNS)
+        self.machines = read_only_table(MACHINE_COLUMNS)
         self.machines.itemSelectionChanged.connect(self._selection_changed)
-        self.alerts = _table(ALERT_COLUMNS)
+        self.alerts = read_only_table(ALERT_COLUMNS)
         tables = QSplitter(Qt.Orientation.Horizontal)
         tables.addWidget(self.machines)
         tables.addWidget(self.alerts)

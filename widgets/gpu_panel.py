@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QTableWidget,
     QTableWidgetItem,
@@ -23,7 +21,7 @@ from app.buffers import LiveBuffers
 from app.records import Health, HealthState
 from app.runtime import Runtime
 from app.units import format_value
-from widgets.panel import Panel, chart_grid
+from widgets.panel import Panel, chart_grid, read_only_table
 from widgets.timeseries_plot import MetricSpec, TimeSeriesPlot
 
 WAITING = "No GPU data yet"
@@ -45,17 +43,6 @@ def gpu_present(gpu: Health | None, buffers: LiveBuffers) -> bool:
     cannot read now), or GPU figures are arriving."""
     return (gpu is not None and gpu.state not in (HealthState.ABSENT, HealthState.UNKNOWN)
             or any(buffers.keys(name) for name in ("gpu_utilization_percent", "gpu_memory_used_bytes")))
-
-
-def _table(headers: list[str]) -> QTableWidget:
-    table = QTableWidget(0, len(headers))
-    table.setHorizontalHeaderLabels(headers)
-    table.verticalHeader().setVisible(False)
-    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    table.horizontalHeader().setStretchLastSection(True)
-    return table
 
 
 def _fill(table: QTableWidget, rows: list[list[str]], empty: str) -> None:
@@ -86,8 +73,8 @@ class GpuPanel(Panel):
             MetricSpec("gpu_power_limit_watts", "GPU {gpu} limit", fill=False)])
         self.plots = [self.util_plot, self.memory_plot, self.temp_plot, self.power_plot]
         self.charts = chart_grid(self.plots, 2)
-        self.processes = _table(["GPU", "PID", "Process", "GPU memory"])
-        self.servers = _table(["LLM server", "CPU", "Memory (RSS)"])
+        self.processes = read_only_table(["GPU", "PID", "Process", "GPU memory"])
+        self.servers = read_only_table(["LLM server", "CPU", "Memory (RSS)"])
         tables = QHBoxLayout()
         self.boxes = []
         for title, table in (("Processes using GPU memory", self.processes),

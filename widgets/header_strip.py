@@ -10,7 +10,7 @@ from app.server_kinds import where_to_start
 from app.summary import Summary
 from app.units import format_value
 from widgets.panel import ADD_SERVER
-from widgets.theme import BAD, GOOD, WARN, restyle
+from widgets.theme import BAD, GOOD, MUTED, WARN, restyle
 
 
 class Tile(QFrame):
@@ -20,7 +20,7 @@ class Tile(QFrame):
         super().__init__(parent)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.caption = QLabel(caption)
-        self.caption.setStyleSheet("color: palette(placeholder-text);")
+        self.caption.setStyleSheet(MUTED)
         self.value = QLabel("—")
         font = QFont(self.value.font())
         font.setPointSizeF(font.pointSizeF() * 1.7)

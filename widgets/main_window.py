@@ -352,15 +352,15 @@ class MainWindow(QMainWindow):
         dropped = ", ".join(s for s in (hub.dropped(), status.drops) if s)
         n_dropped = status.dropped_rows + hub.bounds.faults.total + hub.faults.total
         drops = f" · {n_dropped:,} dropped values" if n_dropped else ""
+        counting = False  # the plain row count, of a known width: anything else is a sentence
         if failure:
             text, style = f"Recording stopped: {failure}. Restart llmmon (details in its log)", emphasis(BAD)
         elif store.session_id is None:
             text, style = "Not recording: start a new session in the Sessions tab", emphasis(WARN)
         elif status.ok:
-            text, style = f"{status.written_rows:,} rows written{drops}", ""
+            text, style, counting = f"{status.written_rows:,} rows written{drops}", "", not drops
         else:
             text, style = f"Database error: {status.error} ({status.pending_rows:,} rows waiting){drops}", emphasis(BAD)
-        counting = failure == "" and store.session_id is not None and status.ok and not drops
         if counting:
             self.store_label.setFixedSize(self._counting_size)
         else:  # a sentence: as wide as it needs

@@ -6,12 +6,23 @@ from collections.abc import Iterable, Sequence
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent
-from PySide6.QtWidgets import QGridLayout, QLabel, QMenu, QTabWidget, QToolButton, QWidget
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QGridLayout,
+    QHeaderView,
+    QLabel,
+    QMenu,
+    QTableWidget,
+    QTabWidget,
+    QToolButton,
+    QWidget,
+)
 
 from app.records import Health
 from app.runtime import Runtime
 from app.server_kinds import server_kind
 from app.storage.reader import ReadConnection
+from widgets.theme import MUTED
 from widgets.time_window import TimeWindow
 
 # Where a user adds a server by hand, for the "no server found" messages of the tabs.
@@ -61,13 +72,28 @@ def chart_grid(charts: Sequence[QWidget], columns: int) -> QWidget:
     return host
 
 
-def note_label(text: str = "") -> QLabel:
-    """A centred, wrapped, muted message that stands in for charts with nothing to show."""
+def note_label(text: str = "", padding: int = 24) -> QLabel:
+    """A centred, wrapped, muted message that stands in for charts or a table with nothing to
+    show."""
     label = QLabel(text)
     label.setAlignment(Qt.AlignmentFlag.AlignCenter)
     label.setWordWrap(True)
-    label.setStyleSheet("color: palette(placeholder-text); padding: 24px;")
+    label.setStyleSheet(f"{MUTED} padding: {padding}px;")
     return label
+
+
+def read_only_table(headers: list[str]) -> QTableWidget:
+    """A table of figures: one row selected at a time, cells not editable, columns as wide as
+    their contents (the last one stretched)."""
+    table = QTableWidget(0, len(headers))
+    table.setHorizontalHeaderLabels(headers)
+    table.verticalHeader().setVisible(False)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    table.horizontalHeader().setStretchLastSection(True)
+    return table
 
 
 class TabShelf:

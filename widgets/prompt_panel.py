@@ -39,7 +39,7 @@ from app.storage.queries import PromptTestRun, prompt_test_runs
 from app.units import format_value
 from widgets.benchmark_dialog import BenchmarkDialog
 from widgets.panel import Panel
-from widgets.theme import BAD
+from widgets.theme import BAD, MUTED
 
 log = logging.getLogger(__name__)
 NO_MODELS = ("No model to test: no LLM server is up with a model loaded.\n"
@@ -187,7 +187,7 @@ class PromptPanel(Panel):
         self.guide = QLabel(NO_MODELS)
         self.guide.setWordWrap(True)
         self.guide.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.guide.setStyleSheet("color: palette(placeholder-text);")
+        self.guide.setStyleSheet(MUTED)
         self.results = QHBoxLayout()
         self.host_layout.addWidget(self.guide, 1)
         self.host_layout.addLayout(self.results, 1)

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from app.proxy.group import RouteStatus
 from app.records import RequestRecord
 from app.runtime import Runtime
-from widgets.panel import ADD_SERVER, Panel
+from widgets.panel import ADD_SERVER, Panel, note_label
 from widgets.theme import BAD
 from widgets.timeseries_plot import MetricSpec, TimeSeriesPlot
 
@@ -189,10 +189,7 @@ class RequestsPanel(Panel):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
-        self.empty = QLabel(HOW_TO)
-        self.empty.setWordWrap(True)
-        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.empty.setStyleSheet("color: palette(placeholder-text); padding: 12px;")
+        self.empty = note_label(HOW_TO, padding=12)
         self.table_stack = QStackedWidget()
         self.table_stack.addWidget(self.empty)
         self.table_stack.addWidget(self.table)

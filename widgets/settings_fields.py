@@ -9,11 +9,10 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFormLayout, QFrame, QLabel, QLineEdit, QScrollArea, QVBoxLayout, QWidget
 
 from app.config import Invalid, check_setting
-from widgets.theme import PALETTE
+from widgets.theme import MUTED, PALETTE
 
 ERROR_COLOUR = PALETTE[5]
 ERROR_STYLE = f"color: {ERROR_COLOUR}"
-MUTED_STYLE = "color: palette(placeholder-text);"  # muted yet readable (a disabled grey is not, on light)
 
 
 def parse_typed(text: str) -> object:
@@ -66,7 +65,7 @@ def note(text: str = "") -> QLabel:
     label = QLabel(text)
     label.setWordWrap(True)
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    label.setStyleSheet(MUTED_STYLE)
+    label.setStyleSheet(MUTED)
     return label
 
 

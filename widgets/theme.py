@@ -39,6 +39,9 @@ def emphasis(colour: str) -> str:
     return f"color: {colour}; font-weight: bold"
 
 
+MUTED = "color: palette(placeholder-text);"  # muted yet readable text: a disabled grey is not, on light
+
+
 def restyle(widget: QWidget, style_sheet: str) -> None:
     """Give ``widget`` this style sheet, if it has another: Qt re-polishes and repaints the
     widget on every ``setStyleSheet`` call, even with the same text (once a second in the

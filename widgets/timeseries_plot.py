@@ -27,7 +27,7 @@ from app.records import SeriesKey
 from app.storage.history import HistorySource
 from app.units import BINARY_UNITS, format_value
 from widgets.chart_legend import ChartLegend, LegendRow, rows_that_fit, stats_text
-from widgets.theme import colour_for_key
+from widgets.theme import MUTED, colour_for_key
 from widgets.time_window import TimeWindow
 
 FILL_ALPHA = 48
@@ -281,7 +281,7 @@ class TimeSeriesPlot(QFrame):
         bold.setBold(True)
         self.title.setFont(bold)
         self.unit_label = QLabel("" if unit in UNIT_SHOWN_BY_TICKS else unit)
-        self.unit_label.setStyleSheet("color: palette(placeholder-text);")
+        self.unit_label.setStyleSheet(MUTED)
         head = QHBoxLayout()
         head.setContentsMargins(6, 2, 6, 0)
         head.setSpacing(8)
@@ -337,7 +337,7 @@ class TimeSeriesPlot(QFrame):
         self._empty.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         self._empty.setAutoFillBackground(True)
         self._empty.setBackgroundRole(QPalette.ColorRole.Base)
-        self._empty.setStyleSheet("color: palette(placeholder-text); padding: 12px;")
+        self._empty.setStyleSheet(f"{MUTED} padding: 12px;")
         self._crosshair = pg.InfiniteLine(angle=90, movable=False,
                                           pen=pg.mkPen((128, 128, 128), style=Qt.PenStyle.DashLine))
         self._readout = pg.TextItem(anchor=(0, 0), fill=pg.mkBrush(0, 0, 0, 170), color="w")

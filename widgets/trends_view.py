@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QVBox
 from app.usage.changes import ChangeMarker
 from app.usage.trends import ModelTrend, model_trend, trend_models
 from widgets.background import run_in_thread
-from widgets.theme import PALETTE, muted
+from widgets.theme import MUTED, PALETTE, muted
 
 log = logging.getLogger(__name__)
 DAY = 86400.0
@@ -55,7 +55,7 @@ class TrendsView(QWidget):
         self.picker.setMinimumContentsLength(28)
         self.picker.currentTextChanged.connect(lambda _: self._query_trend())
         self.status = QLabel(EMPTY)
-        self.status.setStyleSheet("color: palette(placeholder-text);")
+        self.status.setStyleSheet(MUTED)
         top = QHBoxLayout()
         top.addWidget(QLabel("Model:"))
         top.addWidget(self.picker)

@@ -52,8 +52,8 @@ from app.usage.periods import local_midnight, preset_range
 from app.usage.report import SERVER, UsageCell, UsageReport, first_recorded, usage_report
 from app.usage_cli import write_csv
 from widgets.background import run_in_thread
-from widgets.panel import Panel
-from widgets.theme import PALETTE
+from widgets.panel import Panel, note_label
+from widgets.theme import MUTED, PALETTE
 from widgets.trends_view import TrendsView
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class UsagePanel(Panel):
         self.export_button = QPushButton("Export CSV…")
         self.export_button.clicked.connect(self.export_csv)
         self.status = QLabel()
-        self.status.setStyleSheet("color: palette(placeholder-text);")
+        self.status.setStyleSheet(MUTED)
         for box in (self.range_box, self.group_box, self.per_box):
             box.currentIndexChanged.connect(lambda _: self.requery())
         self.bars_box.currentIndexChanged.connect(lambda _: self._draw())
@@ -248,10 +248,7 @@ class UsagePanel(Panel):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
-        self.empty = QLabel(EMPTY)
-        self.empty.setWordWrap(True)
-        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.empty.setStyleSheet("color: palette(placeholder-text); padding: 12px;")
+        self.empty = note_label(EMPTY, padding=12)
         self.stack = QStackedWidget()
         self.stack.addWidget(self.empty)
         chart = QWidget()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,47 +66,44 @@ def form_label(parent: QWidget, text: str) -> QLabel:
     return next(label for label in parent.findChildren(QLabel) if label.text() == text)
 
 
-def test_in_the_dark_theme_a_disabled_form_looks_disabled(qtbot) -> None:
+@pytest.fixture
+def dark_dialog(qtbot) -> Iterator[SettingsDialog]:
+    """The Settings window shown in the dark theme (the system's again afterwards)."""
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    apply_colour_scheme(app, "dark")
+    try:
+        dialog = SettingsDialog()
+        qtbot.addWidget(dialog, before_close_func=lambda d: d.done(0))  # test over: closed unasked
+        dialog.show()
+        yield dialog
+    finally:
+        apply_colour_scheme(app, "system")
+
+
+def test_in_the_dark_theme_a_disabled_form_looks_disabled(qtbot, dark_dialog: SettingsDialog) -> None:
     """No server selected: the Servers page's form is off, and its labels must look it (they
     were as bright as live ones, inviting a click that does nothing)."""
-    app = QApplication.instance()
-    assert isinstance(app, QApplication)
-    apply_colour_scheme(app, "dark")
-    try:
-        dialog = SettingsDialog()
-        qtbot.addWidget(dialog, before_close_func=lambda d: d.done(0))  # test over: closed unasked
-        dialog.show()
-        servers = dialog.servers
-        assert not servers.editor.isEnabled()
-        off = brightest_text(form_label(servers.editor, "URL"))
-        servers.add_server()  # a server selected: the same form, live
-        assert servers.editor.isEnabled()
-        on = brightest_text(form_label(servers.editor, "URL"))
-        assert on > 200 and off < on - 80, (off, on)
-    finally:
-        apply_colour_scheme(app, "system")
+    servers = dark_dialog.servers
+    assert not servers.editor.isEnabled()
+    off = brightest_text(form_label(servers.editor, "URL"))
+    servers.add_server()  # a server selected: the same form, live
+    assert servers.editor.isEnabled()
+    on = brightest_text(form_label(servers.editor, "URL"))
+    assert on > 200 and off < on - 80, (off, on)
 
 
-def test_in_the_dark_theme_a_disabled_fields_placeholder_looks_disabled(qtbot) -> None:
+def test_in_the_dark_theme_a_disabled_fields_placeholder_looks_disabled(qtbot, dark_dialog: SettingsDialog) -> None:
     """The Servers page's Name field with no server selected: its hint was drawn as bright as in
     a live field; now dimmer than that, and no brighter than the disabled labels beside it."""
-    app = QApplication.instance()
-    assert isinstance(app, QApplication)
-    apply_colour_scheme(app, "dark")
-    try:
-        dialog = SettingsDialog()
-        qtbot.addWidget(dialog, before_close_func=lambda d: d.done(0))  # test over: closed unasked
-        dialog.show()
-        servers = dialog.servers
-        assert not servers.name.isEnabled() and not servers.name.text() and servers.name.placeholderText()
-        off, label_off = brightest_text(servers.name), brightest_text(form_label(servers.editor, "URL"))
-        servers.add_server()
-        servers.name.clearFocus()  # no focus frame: the placeholder is the brightest thing drawn
-        assert servers.name.isEnabled() and not servers.name.text()
-        on = brightest_text(servers.name)
-        assert off < on - 30 and off <= label_off, (off, on, label_off)
-    finally:
-        apply_colour_scheme(app, "system")
+    servers = dark_dialog.servers
+    assert not servers.name.isEnabled() and not servers.name.text() and servers.name.placeholderText()
+    off, label_off = brightest_text(servers.name), brightest_text(form_label(servers.editor, "URL"))
+    servers.add_server()
+    servers.name.clearFocus()  # no focus frame: the placeholder is the brightest thing drawn
+    assert servers.name.isEnabled() and not servers.name.text()
+    on = brightest_text(servers.name)
+    assert off < on - 30 and off <= label_off, (off, on, label_off)
 
 
 def test_remove_route_is_off_until_a_route_is_selected(qtbot) -> None:
@@ -193,40 +191,31 @@ def test_a_server_the_user_added_counts_in_servers_up_while_it_is_down(qtbot, db
         runtime.stop()
 
 
-def test_in_the_dark_theme_an_unticked_box_and_radio_button_are_visible(qtbot) -> None:
+def test_in_the_dark_theme_an_unticked_box_and_radio_button_are_visible(qtbot, dark_dialog: SettingsDialog) -> None:
     """Fusion outlined them a shade darker than the dark window: an unticked "Run the metering
     proxy" or "Start on login" (in the File and tray menus too) showed as text alone."""
-    app = QApplication.instance()
-    assert isinstance(app, QApplication)
-    apply_colour_scheme(app, "dark")
-    try:
-        dialog = SettingsDialog()
-        qtbot.addWidget(dialog, before_close_func=lambda d: d.done(0))  # test over: closed unasked
-        dialog.show()
-        for button in (dialog.proxy.enabled, dialog.appearance.buttons["light"]):
-            assert not button.isChecked()
-            style = button.style()
-            option = QStyleOptionButton()
-            button.initStyleOption(option)
-            indicator = style.subElementRect(
-                QStyle.SubElement.SE_CheckBoxIndicator if isinstance(button, QCheckBox)
-                else QStyle.SubElement.SE_RadioButtonIndicator, option, button)
-            image = button.grab(indicator).toImage()
-            window = button.palette().color(QPalette.ColorRole.Window).lightness()
-            edge = max(QColor(image.pixel(x, y)).lightness() for x in range(image.width())
-                       for y in range(image.height()))
-            assert edge >= window + 60, (button.text(), window, edge)  # an outline stands out
-        menu = QMenu()
-        qtbot.addWidget(menu)
-        box = QAction("Start on login", menu)
-        box.setCheckable(True)
-        menu.addAction(box)
-        menu.show()
-        image = menu.grab().toImage()
-        x_text = menu.actionGeometry(box).left()
-        rect = menu.actionGeometry(box)
-        lightest_left = max(QColor(image.pixel(x, y)).lightness()
-                            for x in range(x_text, x_text + 24) for y in range(rect.top(), rect.bottom()))
-        assert lightest_left >= menu.palette().color(QPalette.ColorRole.Window).lightness() + 60
-    finally:
-        apply_colour_scheme(app, "system")
+    for button in (dark_dialog.proxy.enabled, dark_dialog.appearance.buttons["light"]):
+        assert not button.isChecked()
+        style = button.style()
+        option = QStyleOptionButton()
+        button.initStyleOption(option)
+        indicator = style.subElementRect(
+            QStyle.SubElement.SE_CheckBoxIndicator if isinstance(button, QCheckBox)
+            else QStyle.SubElement.SE_RadioButtonIndicator, option, button)
+        image = button.grab(indicator).toImage()
+        window = button.palette().color(QPalette.ColorRole.Window).lightness()
+        edge = max(QColor(image.pixel(x, y)).lightness() for x in range(image.width())
+                   for y in range(image.height()))
+        assert edge >= window + 60, (button.text(), window, edge)  # an outline stands out
+    menu = QMenu()
+    qtbot.addWidget(menu)
+    box = QAction("Start on login", menu)
+    box.setCheckable(True)
+    menu.addAction(box)
+    menu.show()
+    image = menu.grab().toImage()
+    x_text = menu.actionGeometry(box).left()
+    rect = menu.actionGeometry(box)
+    lightest_left = max(QColor(image.pixel(x, y)).lightness()
+                        for x in range(x_text, x_text + 24) for y in range(rect.top(), rect.bottom()))
+    assert lightest_left >= menu.palette().color(QPalette.ColorRole.Window).lightness() + 60
